@@ -1,0 +1,29 @@
+# Two commands: `make run` (every notebook on the default profile) and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.dfx-installed
+PROFILE ?= mini
+
+.PHONY: run test smoke bench clean-runs
+
+$(STAMP): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "Python 3.11 is needed (python3.11 or python3 on PATH)"; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/dfx run --profile $(PROFILE)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+smoke: $(STAMP)
+	$(BIN)/dfx run --profile smoke
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_index.py
+
+clean-runs:
+	rm -rf runs/smoke runs/mini runs/cache

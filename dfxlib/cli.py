@@ -1,0 +1,103 @@
+"""The `dfx` command: run the notebooks, rebuild the report, audit a folder."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .config import ConfigError, runs_root
+from .index import DataError
+from .split import SplitMismatchError
+
+
+def _params(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for p in pairs:
+        key, sep, value = p.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"-p {p!r}: expected key=value")
+        out[key.strip()] = value
+    return out
+
+
+def _numbers(text: str | None) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()] if text else []
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .runner import NotebookFailure, run_notebooks
+
+    try:
+        run_dir = run_notebooks(args.profile, _params(args.param), only=_numbers(args.only), start=args.start)
+    except NotebookFailure as exc:
+        print(f"dfx run: {exc}", file=sys.stderr)
+        return 1
+    print(f"done: {run_dir}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .tables import build_report
+
+    run_dir = Path(args.run_dir) if args.run_dir else runs_root() / args.profile
+    if not run_dir.is_dir():
+        print(f"dfx report: {run_dir} does not exist: run `dfx run --profile {args.profile}` first", file=sys.stderr)
+        return 1
+    print(build_report(run_dir))
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from .audit import audit
+    from .index import build_index
+    from .tables import to_markdown
+
+    out = Path(args.out) if args.out else runs_root() / "audit" / Path(args.data_root).resolve().name
+    index = build_index(args.data_root, layout=args.layout, check=args.check, cache=out / "index_cache.csv",
+                        progress=sys.stderr.isatty())
+    result = audit(index)
+    result.save(out)
+    index.table.to_csv(out / "index.csv", index=False)
+    print(to_markdown(result.dataset))
+    for w in result.warnings:
+        print(w)
+    print(f"tables: {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `dfx`."""
+    ap = argparse.ArgumentParser(prog="dfx", description="DeepFeatureX replication: notebooks, tables, audit.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="execute the numbered notebooks with papermill and write REPORT.md")
+    r.add_argument("--profile", default="mini", help="smoke, mini (default) or paper")
+    r.add_argument("--only", help="comma-separated notebook numbers, e.g. 01,03")
+    r.add_argument("--from", dest="start", help="run from this notebook number on")
+    r.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
+    r.set_defaults(func=cmd_run)
+    rep = sub.add_parser("report", help="rebuild REPORT.md from the tables on disk")
+    rep.add_argument("--profile", default="mini")
+    rep.add_argument("--run-dir", help="a run folder (default runs/<profile>)")
+    rep.set_defaults(func=cmd_report)
+    a = sub.add_parser("audit", help="audit a dataset folder (or CSV manifest) without a notebook")
+    a.add_argument("data_root")
+    a.add_argument("--out", help="folder for the tables (default runs/audit/<folder name>)")
+    a.add_argument("--layout", default="auto", choices=["auto", "paper", "binary", "manifest"])
+    a.add_argument("--check", default="full", choices=["full", "header"])
+    a.set_defaults(func=cmd_audit)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `dfx`."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ConfigError, FileNotFoundError, DataError, SplitMismatchError) as exc:
+        print(f"dfx {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

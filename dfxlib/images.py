@@ -1,0 +1,166 @@
+"""Reading image files safely: one inspection (header or full decode) and one RGB loader used everywhere.
+
+Every failure is an `ImageError` whose message names the file and the reason. Readable images in unusual
+modes (CMYK, 16-bit, palette, alpha, grayscale, animated) are converted to 8-bit RGB and the conversion is
+described in a note, so the audit can list them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own warning threshold
+
+_MODE_NOTES = {
+    "CMYK": "CMYK converted to RGB",
+    "P": "palette image converted to RGB",
+    "PA": "palette image with alpha converted to RGB (alpha dropped)",
+    "RGBA": "alpha channel dropped",
+    "RGBa": "alpha channel dropped",
+    "LA": "grayscale with alpha converted to RGB (alpha dropped)",
+    "L": "grayscale converted to RGB",
+    "1": "1-bit image converted to RGB",
+    "I": "32-bit integer image scaled to 8-bit RGB",
+    "I;16": "16-bit image scaled to 8-bit RGB",
+    "I;16B": "16-bit image scaled to 8-bit RGB",
+    "I;16L": "16-bit image scaled to 8-bit RGB",
+    "F": "floating-point image clipped to 8-bit RGB",
+    "YCbCr": "YCbCr converted to RGB",
+    "LAB": "LAB converted to RGB",
+    "HSV": "HSV converted to RGB",
+}
+
+
+class ImageError(Exception):
+    """An image file that cannot be used; `str()` names the file and the reason."""
+
+    def __init__(self, path: str | Path, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What the index records of one file. `error` is "" for a usable image."""
+
+    width: int = 0
+    height: int = 0
+    format: str = ""
+    mode: str = ""
+    frames: int = 0
+    bytes: int = 0
+    sha256: str = ""
+    note: str = ""
+    error: str = ""
+
+
+def _open(data: bytes, path: Path, max_pixels: int) -> Image.Image:
+    if not data:
+        raise ImageError(path, "empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        raise ImageError(path, f"decompression bomb refused ({exc})") from None
+    except UnidentifiedImageError:
+        raise ImageError(path, "not an image (format not recognised)") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ImageError(path, f"unreadable header ({exc})") from None
+    w, h = img.size
+    if w < 1 or h < 1:
+        raise ImageError(path, f"image has no pixels ({w}x{h})")
+    if w * h > max_pixels:
+        raise ImageError(path, f"decompression bomb refused: {w}x{h} = {w * h} pixels > max_pixels={max_pixels}")
+    return img
+
+
+def _decode(img: Image.Image, path: Path) -> None:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img.seek(0)
+            img.load()
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise ImageError(path, f"truncated or corrupt image data ({exc})") from None
+
+
+def _tail_ok(data: bytes, fmt: str) -> bool:
+    """Cheap truncation check for header-only indexing: PNG must end with its IEND chunk."""
+    if fmt == "PNG":
+        return data.rstrip(b"\x00").endswith(b"IEND\xaeB`\x82")
+    if fmt == "JPEG":
+        return b"\xff\xd9" in data[-1024:]
+    return True
+
+
+def _notes(img: Image.Image) -> str:
+    notes = []
+    if img.mode != "RGB":
+        notes.append(_MODE_NOTES.get(img.mode, f"mode {img.mode} converted to RGB"))
+    frames = getattr(img, "n_frames", 1)
+    if frames > 1:
+        notes.append(f"animated ({frames} frames): first frame used")
+    return "; ".join(notes)
+
+
+def inspect_file(path: str | Path, check: str = "full", max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInfo:
+    """Hash and inspect one file; never raises for a bad image (the reason goes to `error`)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return ImageInfo(error=f"cannot read file ({exc.strerror or exc})")
+    base = dict(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+    try:
+        img = _open(data, path, max_pixels)
+    except ImageError as exc:
+        return ImageInfo(**base, error=exc.reason)
+    info = dict(base, width=img.width, height=img.height, format=img.format or "", mode=img.mode,
+                frames=getattr(img, "n_frames", 1), note=_notes(img))
+    try:
+        if check == "full":
+            _decode(img, path)
+        elif not _tail_ok(data, info["format"]):
+            raise ImageError(path, "truncated file (missing end marker)")
+    except ImageError as exc:
+        return ImageInfo(**info, error=exc.reason)
+    finally:
+        img.close()
+    return ImageInfo(**info)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB (16-bit scaled, alpha dropped, palette expanded)."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        if img.mode.startswith("I;16") or (img.mode == "I" and arr.max(initial=0) > 255):
+            arr = arr / 257.0
+        arr = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+        return Image.fromarray(arr, mode="L").convert("RGB")
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    return img.convert("RGB")
+
+
+def load_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode `path` to an 8-bit RGB image (first frame if animated), or raise ImageError."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImageError(path, f"cannot read file ({exc.strerror or exc})") from None
+    img = _open(data, path, max_pixels)
+    _decode(img, path)
+    return to_rgb(img)

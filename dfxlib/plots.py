@@ -1,0 +1,66 @@
+"""Figures shared by the notebooks (matplotlib/seaborn; each function returns the Figure)."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from .images import ImageError, load_rgb
+from .index import DatasetIndex
+
+_FAMILY_ORDER = ["dm", "gan", "real", "fake"]
+
+
+def class_counts(usable: pd.DataFrame) -> plt.Figure:
+    """Bar chart of images per family, stacked by generator/source."""
+    t = pd.crosstab(usable["family"], usable["generator"])
+    t = t.reindex([f for f in _FAMILY_ORDER if f in t.index])
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    t.plot.barh(stacked=True, ax=ax, legend=len(t.columns) <= 16, width=0.7)
+    ax.set_xlabel("images")
+    ax.set_ylabel("")
+    if len(t.columns) <= 16:
+        ax.legend(fontsize=7, ncol=2, bbox_to_anchor=(1.01, 1), loc="upper left")
+    ax.set_title("Images per class and generator/source")
+    fig.tight_layout()
+    return fig
+
+
+def size_distribution(usable: pd.DataFrame) -> plt.Figure:
+    """Histogram of image sides (max of width and height) per family, log-scaled where sizes vary a lot."""
+    df = usable.assign(side=usable[["width", "height"]].max(axis=1))
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    sns.histplot(df, x="side", hue="family", hue_order=[f for f in _FAMILY_ORDER if f in set(df["family"])],
+                 multiple="dodge", discrete=df["side"].nunique() < 20, shrink=0.8, ax=ax)
+    ax.set_xlabel("longest side (px)")
+    ax.set_title("Image sizes per class")
+    fig.tight_layout()
+    return fig
+
+
+def sample_grid(index: DatasetIndex, per_generator: int = 6, seed: int = 0, thumb: int = 64) -> plt.Figure:
+    """A grid of random sample images, one row per generator/source."""
+    usable = index.usable
+    groups = sorted(usable.groupby(["family", "generator"]),
+                    key=lambda kv: (_FAMILY_ORDER.index(kv[0][0]), kv[0][1]))
+    n_rows, n_cols = max(1, len(groups)), max(1, per_generator)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.2 * n_cols + 1.2, 1.2 * n_rows), squeeze=False)
+    rng = np.random.default_rng(seed)
+    for r, ((fam, gen), g) in enumerate(groups):
+        pick = g.iloc[rng.permutation(len(g))[:n_cols]]
+        for c in range(n_cols):
+            ax = axes[r, c]
+            ax.axis("off")
+            if c < len(pick):
+                try:
+                    img = load_rgb(index.abspath(pick.iloc[c]["path"]))
+                    img.thumbnail((thumb, thumb))
+                    ax.imshow(img)
+                except ImageError:
+                    ax.text(0.5, 0.5, "unreadable", ha="center", va="center", fontsize=6)
+        axes[r, 0].text(-0.1, 0.5, f"{fam}/{gen}", transform=axes[r, 0].transAxes, ha="right", va="center",
+                        fontsize=7)
+    fig.subplots_adjust(left=0.2, wspace=0.05, hspace=0.05)
+    return fig

@@ -1,0 +1,124 @@
+"""A run: resolved settings plus the folder layout under `runs/<profile>/`. Every notebook starts with
+`run = dfxlib.start(profile, run_dir, data_root, overrides)`."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from .config import Config, resolve, run_dir_of
+from .fixture import make_fixture
+from .index import DatasetIndex, build_index
+from .split import Split, load_or_make_split
+from .tables import atomic_write_text, write_table
+
+SUBDIRS = ("notebooks", "tables", "figures", "checkpoints", "cache")
+#: bump when the built-in data recipe changes, so cached copies are rebuilt
+BUILTIN_VERSION = "fixture-1"
+
+
+class MissingPrerequisite(FileNotFoundError):
+    """An output of an earlier notebook is missing; the message names the notebook to run first."""
+
+
+def progress_enabled(cfg: Config) -> bool:
+    """Progress bars are shown when asked for and not in a batch run (`dfx run` sets DFX_BATCH=1)."""
+    return cfg.progress and os.environ.get("DFX_BATCH", "") != "1"
+
+
+@dataclass
+class Run:
+    """Settings and folders of one run."""
+
+    config: Config
+    dir: Path
+
+    def sub(self, name: str) -> Path:
+        """A subfolder of the run (created on demand)."""
+        p = self.dir / name
+        p.mkdir(parents=True, exist_ok=True)
+        return p
+
+    @property
+    def tables(self) -> Path:
+        return self.sub("tables")
+
+    @property
+    def figures(self) -> Path:
+        return self.sub("figures")
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.sub("checkpoints")
+
+    @property
+    def cache(self) -> Path:
+        return self.sub("cache")
+
+    @property
+    def progress(self) -> bool:
+        return progress_enabled(self.config)
+
+    def data_root(self) -> Path:
+        """The dataset of this run: `data_root` if set, else the built-in data (built on first use)."""
+        if self.config.data_root:
+            return Path(self.config.data_root).expanduser().resolve()
+        cfg = self.config
+        key = hashlib.sha256(f"{BUILTIN_VERSION}|{cfg.builtin_per_generator}|{cfg.builtin_size}|{cfg.seed}"
+                             .encode()).hexdigest()[:12]
+        target = self.cache / f"builtin-{key}"
+        if not target.is_dir():
+            tmp = Path(tempfile.mkdtemp(dir=self.cache, prefix=".building-"))
+            try:
+                make_fixture(tmp, cfg.builtin_per_generator, cfg.builtin_size, cfg.seed)
+                os.replace(tmp, target)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        return target
+
+    def index(self) -> DatasetIndex:
+        """Index the run's dataset (per-file results cached in the run's cache folder)."""
+        cfg = self.config
+        return build_index(self.data_root(), check=cfg.index_check, max_pixels=cfg.max_pixels,
+                           cache=self.cache / "index_cache.csv", progress=self.progress)
+
+    def split(self, index: DatasetIndex) -> Split:
+        """The persisted split of this run's dataset (made on first use, then reused and checked)."""
+        cfg = self.config
+        return load_or_make_split(index.usable, self.dir, cfg.seed, (cfg.split_base, cfg.split_fusion, cfg.split_test),
+                                  cfg.holdout_generators, rebuild=cfg.rebuild_split)
+
+    def save_table(self, df: Any, name: str, title: str = "", notes: str = "") -> Path:
+        """Write a table as CSV and Markdown under `tables/`."""
+        return write_table(df, name, self.tables, title=title, notes=notes)
+
+    def save_figure(self, fig: Any, name: str) -> Path:
+        """Save a matplotlib figure as PNG under `figures/`."""
+        path = self.figures / f"{name}.png"
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+        return path
+
+    def require(self, rel: str, notebook: str) -> Path:
+        """The path of an earlier notebook's output, or MissingPrerequisite naming that notebook."""
+        p = self.dir / rel
+        if not p.exists():
+            raise MissingPrerequisite(f"{p} is missing: run notebook {notebook} first (dfx run --only "
+                                      f"{notebook[:2]} --profile {self.config.profile})")
+        return p
+
+
+def start(profile: str = "mini", run_dir: str = "", data_root: str = "",
+          overrides: Mapping[str, Any] | None = None) -> Run:
+    """Resolve the settings of a notebook's parameters cell, create the run folder and write config.json."""
+    extra = {k: v for k, v in (("run_dir", run_dir), ("data_root", data_root)) if v}
+    cfg = resolve(profile, {**dict(overrides or {}), **extra})
+    d = run_dir_of(cfg)
+    for s in SUBDIRS:
+        (d / s).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(d / "config.json", cfg.to_json() + "\n")
+    return Run(config=cfg, dir=d)

@@ -1,0 +1,95 @@
+"""Headless execution of the numbered notebooks with papermill (`dfx run`)."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from .config import ConfigError, project_root, resolve, run_dir_of
+from .run import SUBDIRS
+from .tables import atomic_write_text, build_report
+
+_NUMBERED = re.compile(r"^(\d\d)_.+\.ipynb$")
+
+
+@dataclass
+class NotebookFailure(Exception):
+    """A notebook failed; `str()` says which notebook and cell, and the error."""
+
+    notebook: str
+    cell: str
+    error: str
+    executed: Path
+
+    def __str__(self) -> str:
+        return f"{self.notebook} failed in {self.cell}: {self.error}\n  executed copy: {self.executed}"
+
+
+def notebooks_dir() -> Path:
+    """The project's `notebooks/` folder."""
+    return project_root() / "notebooks"
+
+
+def select(only: Sequence[str] = (), start: str | None = None, folder: Path | None = None) -> list[Path]:
+    """The numbered notebooks to run, in order: all, `only` these numbers, or from number `start` on."""
+    folder = folder or notebooks_dir()
+    found = {m.group(1): p for p in sorted(folder.glob("*.ipynb")) if (m := _NUMBERED.match(p.name))}
+    if not found:
+        raise FileNotFoundError(f"{folder}: no numbered notebooks (NN_name.ipynb)")
+    for n in [*only, *([start] if start else [])]:
+        if n.zfill(2) not in found:
+            raise ConfigError(f"no notebook numbered {n!r} in {folder}; have {', '.join(sorted(found))}")
+    keys = sorted(found)
+    if only:
+        keys = [k for k in keys if k in {n.zfill(2) for n in only}]
+    if start:
+        keys = [k for k in keys if k >= start.zfill(2)]
+    return [found[k] for k in keys]
+
+
+def _failure(nb: Path, out: Path, exc: Exception) -> NotebookFailure:
+    cell = "a cell"
+    if getattr(exc, "exec_count", None) is not None:
+        first = (getattr(exc, "source", "") or "").strip().splitlines()
+        cell = f"cell In [{exc.exec_count}]" + (f" ({first[0][:80]})" if first else "")
+    ename, evalue = getattr(exc, "ename", type(exc).__name__), getattr(exc, "evalue", str(exc))
+    return NotebookFailure(notebook=nb.name, cell=cell, error=f"{ename}: {evalue}", executed=out)
+
+
+def run_notebooks(profile: str = "mini", params: Mapping[str, str] | None = None, only: Sequence[str] = (),
+                  start: str | None = None, folder: Path | None = None, log=print) -> Path:
+    """Execute the selected notebooks in order into `runs/<profile>/notebooks/`; stop at the first failure
+    (raising NotebookFailure) and write REPORT.md either way. Returns the run folder."""
+    import papermill as pm  # imported here: `dfx audit` and the library do not need it
+
+    params = dict(params or {})
+    cfg = resolve(profile, params)  # validate every override before running anything
+    run_dir = run_dir_of(cfg)
+    for s in SUBDIRS:
+        (run_dir / s).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.json", cfg.to_json() + "\n")
+    books = select(only, start, folder)
+    overrides = {k: v for k, v in params.items() if k not in ("run_dir", "data_root")}
+    parameters = {"profile": profile, "run_dir": str(run_dir), "data_root": cfg.data_root, "overrides": overrides}
+    os.environ["DFX_BATCH"] = "1"
+    interactive = sys.stderr.isatty()
+    try:
+        for i, nb in enumerate(books, 1):
+            out = run_dir / "notebooks" / nb.name
+            log(f"[{i}/{len(books)}] {nb.stem} ...")
+            t0 = time.perf_counter()
+            try:
+                pm.execute_notebook(str(nb), str(out), parameters=parameters, cwd=str(nb.parent),
+                                    progress_bar=interactive, kernel_name="python3")
+            except Exception as exc:  # papermill raises its own and kernel errors
+                raise _failure(nb, out, exc) from exc
+            log(f"[{i}/{len(books)}] {nb.stem} done in {time.perf_counter() - t0:.1f} s")
+    finally:
+        report = build_report(run_dir)
+        log(f"report: {report}")
+    return run_dir

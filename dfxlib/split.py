@@ -1,0 +1,146 @@
+"""The split (the paper's "guidance file"): base models 40% / fusion 40% / test 20%.
+
+Seeded, stratified by (family, generator), grouped so that identical content (same sha256) never lands in
+two splits. Generators marked as held out ("unseen") go to the `holdout` split and are never trained on.
+The split is persisted (`split.csv` + `split.json`) and reused; a different seed, different fractions or a
+changed dataset is refused with a clear message unless the caller asks to rebuild.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+SPLITS: tuple[str, ...] = ("base", "fusion", "test", "holdout")
+
+
+class SplitMismatchError(Exception):
+    """The persisted split does not belong to this dataset or these settings."""
+
+
+@dataclass
+class Split:
+    """A persisted split: `table` has columns path, family, generator, split; lookups are dict lookups."""
+
+    table: pd.DataFrame
+    meta: dict
+
+    def __post_init__(self) -> None:
+        self._by_path: dict[str, str] = dict(zip(self.table["path"], self.table["split"]))
+
+    def of(self, path: str) -> str:
+        """The split of a relative path; KeyError names the path if it is not in the split."""
+        try:
+            return self._by_path[path]
+        except KeyError:
+            raise KeyError(f"{path}: not in the split (was the dataset changed after the split was made?)") from None
+
+    def rows(self, name: str) -> pd.DataFrame:
+        """The rows of one split."""
+        if name not in SPLITS:
+            raise ValueError(f"unknown split {name!r}; splits are {', '.join(SPLITS)}")
+        return self.table[self.table["split"] == name].reset_index(drop=True)
+
+    def summary(self) -> pd.DataFrame:
+        """Image counts per family, generator and split (one column per split, plus the share in base)."""
+        counts = (self.table.groupby(["family", "generator", "split"]).size()
+                  .unstack("split", fill_value=0).reindex(columns=list(SPLITS), fill_value=0))
+        counts["total"] = counts.sum(axis=1)
+        return counts.reset_index()
+
+
+def fingerprint(usable: pd.DataFrame) -> str:
+    """A hash of the dataset's usable (path, content) pairs."""
+    h = hashlib.sha256()
+    for p, s in sorted(zip(usable["path"], usable["sha256"])):
+        h.update(f"{p}\t{s}\n".encode())
+    return h.hexdigest()
+
+
+def _stable_int(text: str) -> int:
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+
+
+def make_split(usable: pd.DataFrame, seed: int, fractions: Sequence[float] = (0.4, 0.4, 0.2),
+               holdout: Sequence[str] = ()) -> pd.DataFrame:
+    """Assign every usable image to base / fusion / test (or holdout); returns path, family, generator, split."""
+    df = usable[["path", "family", "generator", "sha256"]].sort_values("path").reset_index(drop=True)
+    held = set(holdout)
+    groups = df.groupby("sha256", sort=True)
+    # a content group goes to holdout if any copy comes from a held-out generator; else to the stratum of its
+    # first copy (by path)
+    first = groups.head(1).set_index("sha256")
+    is_held = groups["generator"].agg(lambda g: bool(held & set(g)))
+    sizes = groups.size()
+    assign: dict[str, str] = {h: "holdout" for h in is_held[is_held].index}
+    strata: dict[tuple[str, str], list[str]] = {}
+    for h in sizes.index:
+        if h not in assign:
+            strata.setdefault((first.at[h, "family"], first.at[h, "generator"]), []).append(h)
+    names = SPLITS[:3]
+    for (fam, gen), hashes in sorted(strata.items()):
+        rng = np.random.default_rng([seed, _stable_int(f"{fam}/{gen}")])
+        order = [hashes[i] for i in rng.permutation(len(hashes))]
+        total = sum(int(sizes[h]) for h in order)
+        target = np.asarray(fractions, dtype=float) * total
+        have = np.zeros(3)
+        for h in order:
+            k = int(np.argmax(target - have))  # the split furthest below its share
+            assign[h] = names[k]
+            have[k] += sizes[h]
+    df["split"] = df["sha256"].map(assign)
+    return df[["path", "family", "generator", "split"]]
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def load_or_make_split(usable: pd.DataFrame, folder: str | Path, seed: int,
+                       fractions: Sequence[float] = (0.4, 0.4, 0.2), holdout: Sequence[str] = (),
+                       rebuild: bool = False) -> Split:
+    """Reuse `folder/split.csv` if it was made from this dataset with these settings, else make it.
+
+    A persisted split that does not match raises SplitMismatchError (nothing is overwritten) unless
+    `rebuild` is true.
+    """
+    folder = Path(folder)
+    csv_path, meta_path = folder / "split.csv", folder / "split.json"
+    meta = {"seed": int(seed), "fractions": [float(f) for f in fractions], "holdout": sorted(holdout),
+            "fingerprint": fingerprint(usable), "n_images": int(len(usable))}
+    if csv_path.exists() and not rebuild:
+        try:
+            old = json.loads(meta_path.read_text())
+            table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+        except (OSError, json.JSONDecodeError, pd.errors.ParserError) as exc:
+            raise SplitMismatchError(
+                f"{folder}: the persisted split cannot be read ({exc}); pass rebuild_split=true to make a new one"
+            ) from exc
+        diffs = [f"{k}: saved {old.get(k)!r}, now {meta[k]!r}" for k in ("seed", "fractions", "holdout")
+                 if old.get(k) != meta[k]]
+        if old.get("fingerprint") != meta["fingerprint"]:
+            saved, now = set(table["path"]), set(usable["path"])
+            diffs.append(f"dataset changed: {len(now - saved)} image(s) added, {len(saved - now)} removed, "
+                         f"{old.get('n_images')} -> {meta['n_images']} usable images (or content changed)")
+        if diffs:
+            raise SplitMismatchError(
+                f"{csv_path} was made for other settings or data ({'; '.join(diffs)}). Models trained on it "
+                "would leak test images if the split changed silently. Pass rebuild_split=true "
+                "(dfx run -p rebuild_split=true) to rebuild it and retrain, or use another run_dir.")
+        return Split(table=table, meta=old)
+    table = make_split(usable, seed, fractions, holdout)
+    _atomic_write(csv_path, table.to_csv(index=False))
+    _atomic_write(meta_path, json.dumps(meta, indent=2))
+    return Split(table=table, meta=meta)

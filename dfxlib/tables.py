@@ -1,0 +1,76 @@
+"""Tables as CSV (for machines) and Markdown (for people), and REPORT.md gathering them."""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+#: the order of tables in REPORT.md; others follow alphabetically
+TABLE_ORDER: tuple[str, ...] = ("dataset", "table1_base_models", "table2_multiclass", "table3_binary",
+                                "table4_generalization", "manipulations", "detectors", "wild")
+
+
+def _cell(v: object) -> str:
+    if isinstance(v, float):
+        return "" if math.isnan(v) else f"{v:.2f}"
+    return str(v).replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(df: pd.DataFrame) -> str:
+    """A GitHub-flavoured Markdown table of `df` (floats with two decimals, index dropped)."""
+    cols = [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for row in df.itertuples(index=False):
+        lines.append("| " + " | ".join(_cell(v) for v in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def write_table(df: pd.DataFrame, name: str, folder: str | Path, title: str = "", notes: str = "") -> Path:
+    """Write `folder/name.csv` and `folder/name.md` (with an optional title and notes); returns the CSV path."""
+    folder = Path(folder)
+    csv_path = folder / f"{name}.csv"
+    atomic_write_text(csv_path, df.to_csv(index=False))
+    md = (f"### {title}\n\n" if title else "") + to_markdown(df) + (f"\n{notes.strip()}\n" if notes else "")
+    atomic_write_text(folder / f"{name}.md", md)
+    return csv_path
+
+
+def read_table(name: str, folder: str | Path) -> pd.DataFrame:
+    """Read a table written by `write_table`."""
+    return pd.read_csv(Path(folder) / f"{name}.csv", keep_default_na=False)
+
+
+def build_report(run_dir: str | Path) -> Path:
+    """(Re)write `run_dir/REPORT.md` from every table under `run_dir/tables`; returns its path."""
+    run_dir = Path(run_dir)
+    tables = run_dir / "tables"
+    names = sorted(p.stem for p in tables.glob("*.md")) if tables.is_dir() else []
+    ordered = [n for n in TABLE_ORDER if n in names] + [n for n in names if n not in TABLE_ORDER]
+    parts = [f"# dfx report: {run_dir.name}\n"]
+    cfg = run_dir / "config.json"
+    if cfg.is_file():
+        parts.append(f"Settings: `{cfg.name}` in this folder.\n")
+    nbs = sorted((run_dir / "notebooks").glob("*.ipynb")) if (run_dir / "notebooks").is_dir() else []
+    if nbs:
+        parts.append("Executed notebooks: " + ", ".join(f"`notebooks/{p.name}`" for p in nbs) + "\n")
+    if not ordered:
+        parts.append("No tables yet: run `dfx run` first.\n")
+    for n in ordered:
+        body = (tables / f"{n}.md").read_text()
+        parts.append(f"## {n}\n\n{body}")
+    out = run_dir / "REPORT.md"
+    atomic_write_text(out, "\n".join(parts))
+    return out

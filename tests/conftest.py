@@ -1,0 +1,81 @@
+"""Shared fixtures: a tiny generated dataset and a corpus of bad files."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dfxlib.fixture import make_fixture
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_WILD = REPO.parent / "shared" / "wild"
+
+
+@pytest.fixture(scope="session")
+def fixture_root(tmp_path_factory) -> Path:
+    """A clean dataset in the paper layout: 6 generators x 10 PNGs of 32 px."""
+    return make_fixture(tmp_path_factory.mktemp("fixture"), per_generator=10, size=32, seed=1)
+
+
+def _png_bytes(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _bomb_png(width: int, height: int) -> bytes:
+    """A valid PNG header claiming a huge 1-bit image (tiny file)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    raw = zlib.compress(b"\x00" * 16)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", raw) + chunk(b"IEND", b"")
+
+
+def make_bad_corpus(root: Path) -> dict[str, str]:
+    """Write one file per kind of bad input under a paper-layout `root`; returns {relative path: kind}."""
+    rng = np.random.default_rng(0)
+    rgb = Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8))
+    files: dict[str, bytes] = {}
+    good = _png_bytes(rgb)
+    files["real/src/ok.png"] = good
+    files["real/src/truncated.png"] = good[: len(good) // 2]
+    files["real/src/zero.png"] = b""
+    files["real/src/text.png"] = b"this is not an image\n" * 10
+    buf = io.BytesIO()
+    rgb.convert("CMYK").save(buf, format="JPEG")
+    files["real/src/cmyk.jpg"] = buf.getvalue()
+    files["real/src/gray16.png"] = _png_bytes(Image.fromarray((np.arange(24 * 24).reshape(24, 24) * 100)
+                                                              .astype(np.uint16)))
+    files["real/src/palette.png"] = _png_bytes(rgb.convert("P"))
+    files["real/src/rgba.png"] = _png_bytes(rgb.convert("RGBA"))
+    files["real/src/gray.png"] = _png_bytes(rgb.convert("L"))
+    buf = io.BytesIO()
+    rgb.save(buf, format="GIF", save_all=True, append_images=[rgb.rotate(90), rgb.rotate(180)])
+    files["gan_generated/g1/animated.gif"] = buf.getvalue()
+    files["gan_generated/g1/bomb.png"] = _bomb_png(20_000, 20_000)
+    files["gan_generated/stray.png"] = good  # not in an architecture folder
+    files["dm_generated/d1/ok.png"] = good
+    kinds = {"real/src/ok.png": "ok", "real/src/truncated.png": "truncated", "real/src/zero.png": "zero-byte",
+             "real/src/text.png": "non-image", "real/src/cmyk.jpg": "cmyk", "real/src/gray16.png": "16-bit",
+             "real/src/palette.png": "palette", "real/src/rgba.png": "rgba", "real/src/gray.png": "grayscale",
+             "gan_generated/g1/animated.gif": "animated", "gan_generated/g1/bomb.png": "bomb",
+             "gan_generated/stray.png": "unexpected", "dm_generated/d1/ok.png": "ok"}
+    for rel, data in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+    return kinds
+
+
+@pytest.fixture()
+def bad_root(tmp_path) -> tuple[Path, dict[str, str]]:
+    """A paper-layout folder with one file per kind of bad input."""
+    root = tmp_path / "bad"
+    return root, make_bad_corpus(root)

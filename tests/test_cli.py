@@ -1,0 +1,73 @@
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from dfxlib.cli import main
+from dfxlib.runner import NotebookFailure, run_notebooks, select
+
+
+def test_audit_command(fixture_root, tmp_path, capsys):
+    assert main(["audit", str(fixture_root), "--out", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    assert "| dm | dm_a | 10 | 32x32 |" in out
+    assert (tmp_path / "a" / "dataset.csv").is_file() and (tmp_path / "a" / "index.csv").is_file()
+
+
+def test_audit_missing_root(tmp_path, capsys):
+    assert main(["audit", str(tmp_path / "nope")]) == 2
+    assert "nope: data root does not exist" in capsys.readouterr().err
+
+
+def test_run_rejects_unknown_setting_before_running(tmp_path, capsys):
+    assert main(["run", "--profile", "smoke", "-p", f"run_dir={tmp_path}", "-p", "bogus=1"]) == 2
+    assert "bogus" in capsys.readouterr().err
+    assert not (tmp_path / "notebooks").exists() or not any((tmp_path / "notebooks").iterdir())
+
+
+def test_run_rejects_unknown_notebook_number(capsys):
+    assert main(["run", "--profile", "smoke", "--only", "42"]) == 2
+    assert "42" in capsys.readouterr().err
+
+
+def test_select_only_and_from(tmp_path):
+    for name in ("01_a.ipynb", "02_b.ipynb", "03_c.ipynb", "notes.ipynb"):
+        (tmp_path / name).write_text("{}")
+    assert [p.name for p in select(folder=tmp_path)] == ["01_a.ipynb", "02_b.ipynb", "03_c.ipynb"]
+    assert [p.name for p in select(["3", "01"], folder=tmp_path)] == ["01_a.ipynb", "03_c.ipynb"]
+    assert [p.name for p in select(start="02", folder=tmp_path)] == ["02_b.ipynb", "03_c.ipynb"]
+
+
+def _notebook(path, *sources, tags=None):
+    nb = new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    p = new_code_cell('profile = "mini"\nrun_dir = ""\ndata_root = ""\noverrides = {}')
+    p.metadata["tags"] = ["parameters"]
+    nb.cells = [p] + [new_code_cell(s) for s in sources]
+    nbformat.write(nb, path)
+
+
+@pytest.mark.notebook
+def test_failure_names_notebook_cell_and_error_and_stops(tmp_path):
+    books = tmp_path / "nbs"
+    books.mkdir()
+    _notebook(books / "01_ok.ipynb", "import dfxlib\nrun = dfxlib.start(profile, run_dir, data_root, overrides)\n"
+              "run.save_table(__import__('pandas').DataFrame({'a': [1]}), 'dataset')")
+    _notebook(books / "02_bad.ipynb", "x = 1", "raise ValueError('broken input file x.png')")
+    _notebook(books / "03_never.ipynb", "open('ran-03', 'w')")
+    run_dir = tmp_path / "run"
+    with pytest.raises(NotebookFailure) as exc:
+        run_notebooks("smoke", {"run_dir": str(run_dir)}, folder=books, log=lambda *_: None)
+    msg = str(exc.value)
+    assert "02_bad.ipynb" in msg and "ValueError: broken input file x.png" in msg and "In [4] (raise ValueError" in msg
+    assert not (books / "ran-03").exists()
+    assert "## dataset" in (run_dir / "REPORT.md").read_text()  # report written even after a failure
+
+
+def test_report_command(tmp_path, capsys):
+    (tmp_path / "tables").mkdir()
+    (tmp_path / "tables" / "wild.md").write_text("| a |\n|---|\n| 1 |\n")
+    (tmp_path / "tables" / "dataset.md").write_text("| b |\n|---|\n| 2 |\n")
+    assert main(["report", "--run-dir", str(tmp_path)]) == 0
+    text = (tmp_path / "REPORT.md").read_text()
+    assert text.index("## dataset") < text.index("## wild")
+    assert main(["report", "--run-dir", str(tmp_path / "none")]) == 1

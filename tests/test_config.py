@@ -1,0 +1,57 @@
+import json
+
+import pytest
+
+from dfxlib.config import PROFILES, Config, ConfigError, load, resolve
+
+
+def test_profiles_resolve_and_differ():
+    smoke, mini = resolve("smoke"), resolve("mini")
+    assert smoke.profile == "smoke" and mini.profile == "mini"
+    assert smoke.builtin_per_generator < mini.builtin_per_generator
+    assert set(PROFILES) == {"smoke", "mini", "paper"}
+
+
+def test_default_profile_is_mini():
+    assert resolve().profile == "mini" == Config().profile
+
+
+@pytest.mark.parametrize("bad, key", [({"sede": 1}, "sede"), ({"seed": "abc"}, "seed"),
+                                      ({"index_check": "quick"}, "index_check"),
+                                      ({"split_base": 0.5}, "split_base"), ({"max_pixels": 0}, "max_pixels"),
+                                      ({"rebuild_split": "maybe"}, "rebuild_split")])
+def test_bad_settings_name_the_key(bad, key):
+    with pytest.raises(ConfigError, match=key):
+        resolve("mini", bad)
+
+
+def test_unknown_profile():
+    with pytest.raises(ConfigError, match="profile"):
+        resolve("huge")
+
+
+def test_paper_profile_needs_data():
+    with pytest.raises(ConfigError, match="data_root"):
+        resolve("paper")
+    assert resolve("paper", {"data_root": "/data/dfx"}).data_root == "/data/dfx"
+
+
+def test_strings_from_the_command_line_are_coerced():
+    cfg = resolve("mini", {"seed": "7", "split_base": "0.5", "split_fusion": "0.3", "rebuild_split": "true",
+                           "holdout_generators": "a, b"})
+    assert (cfg.seed, cfg.split_base, cfg.rebuild_split, cfg.holdout_generators) == (7, 0.5, True, ("a", "b"))
+
+
+def test_config_json_round_trip(tmp_path):
+    cfg = resolve("smoke", {"seed": 3, "holdout_generators": ["x"]})
+    p = tmp_path / "config.json"
+    p.write_text(cfg.to_json())
+    assert load(p) == cfg
+    assert json.loads(cfg.to_json())["seed"] == 3
+
+
+def test_load_rejects_non_config(tmp_path):
+    p = tmp_path / "config.json"
+    p.write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="config.json"):
+        load(p)

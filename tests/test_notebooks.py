@@ -1,0 +1,71 @@
+"""Notebooks: committed without outputs, parameters cell of plain literals, and a papermill smoke run."""
+
+import ast
+import json
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+
+from conftest import REPO
+from dfxlib.runner import run_notebooks
+
+NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def test_there_are_notebooks():
+    assert [p.name for p in NOTEBOOKS][:1] == ["01_dataset_audit.ipynb"] or NOTEBOOKS[0].name.startswith("00_")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_without_outputs(path):
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert not cell.outputs and cell.execution_count is None, f"{path.name}: strip outputs"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_parameters_cell_holds_plain_literals(path):
+    nb = nbformat.read(path, as_version=4)
+    cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(cells) == 1, f"{path.name}: exactly one cell tagged 'parameters'"
+    names = {}
+    for node in ast.parse(cells[0].source).body:
+        assert isinstance(node, ast.Assign), f"{path.name}: only assignments in the parameters cell"
+        names[node.targets[0].id] = ast.literal_eval(node.value)  # raises if not a plain literal
+    assert {"profile", "run_dir", "data_root", "overrides"} <= set(names)
+    assert names["profile"] == "mini"
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("smoke_run")
+    run_notebooks("smoke", {"run_dir": str(run_dir)}, log=lambda *_: None)
+    return run_dir
+
+
+@pytest.mark.notebook
+def test_smoke_run_writes_config_notebooks_and_report(smoke_run):
+    cfg = json.loads((smoke_run / "config.json").read_text())
+    assert cfg["profile"] == "smoke" and cfg["run_dir"] == str(smoke_run)
+    for nb in NOTEBOOKS:
+        assert (smoke_run / "notebooks" / nb.name).is_file()
+    report = (smoke_run / "REPORT.md").read_text()
+    assert "## dataset" in report and "## split" in report
+
+
+@pytest.mark.notebook
+def test_audit_notebook_numbers_match_the_index(smoke_run):
+    index = pd.read_csv(smoke_run / "index.csv", keep_default_na=False)
+    usable = index[index["error"] == ""]
+    dataset = pd.read_csv(smoke_run / "tables" / "dataset.csv", keep_default_na=False)
+    totals = dataset[dataset["generator"] == "(total)"].set_index("family")["images"]
+    assert totals.to_dict() == usable.groupby("family").size().to_dict()
+    split = pd.read_csv(smoke_run / "split.csv")
+    assert sorted(split["path"]) == sorted(usable["path"])
+    summary = pd.read_csv(smoke_run / "tables" / "split.csv")
+    assert summary["total"].sum() == len(usable)
+    assert (summary["test"] > 0).all() and (summary["base"] > summary["test"]).all()
+    assert (smoke_run / "figures" / "audit_samples.png").stat().st_size > 0
