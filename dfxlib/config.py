@@ -29,10 +29,12 @@ class Config:
     #: where outputs go; "" = runs/<profile> under the project root
     run_dir: str = ""
     seed: int = 0
-    #: built-in data: images per generator/source in the generated world (used when data_root is "")
-    builtin_per_generator: int = 60
-    #: built-in data: image side in pixels
+    #: built-in MiniDFX world (used when data_root is ""): images per generator and per real source
+    builtin_per_generator: int = 200
+    #: built-in MiniDFX world: image side in pixels
     builtin_size: int = 64
+    #: built-in MiniDFX world: training steps of each generator
+    builtin_train_steps: int = 600
     split_base: float = 0.4
     split_fusion: float = 0.4
     split_test: float = 0.2
@@ -58,7 +60,8 @@ class Config:
 
 PROFILES: dict[str, dict[str, Any]] = {
     # seconds per notebook: tests and CI
-    "smoke": dict(builtin_per_generator=12, builtin_size=32, audit_samples=3, bootstrap=100),
+    "smoke": dict(builtin_per_generator=16, builtin_size=32, builtin_train_steps=60, audit_samples=3,
+                  bootstrap=100),
     # the default: the embedded world, whole suite in minutes on a 2-core CPU
     "mini": dict(),
     # the paper's settings on a user's copy of the real dataset (data_root must be given)
@@ -120,9 +123,11 @@ def _validate(cfg: Config) -> None:
     total = cfg.split_base + cfg.split_fusion + cfg.split_test
     if abs(total - 1.0) > 1e-6:
         raise ConfigError(f"settings 'split_base', 'split_fusion', 'split_test' must sum to 1, got {total:g}")
-    for key in ("builtin_per_generator", "builtin_size", "max_pixels", "bootstrap"):
+    for key in ("builtin_per_generator", "builtin_train_steps", "max_pixels", "bootstrap"):
         if getattr(cfg, key) < 1:
             raise ConfigError(f"setting {key!r}: must be at least 1, got {getattr(cfg, key)}")
+    if cfg.builtin_size < 32:
+        raise ConfigError(f"setting 'builtin_size': must be at least 32, got {cfg.builtin_size}")
     if cfg.audit_samples < 0:
         raise ConfigError(f"setting 'audit_samples': must be >= 0, got {cfg.audit_samples}")
     if cfg.profile == "paper" and not cfg.data_root:

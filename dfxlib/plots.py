@@ -64,3 +64,20 @@ def sample_grid(index: DatasetIndex, per_generator: int = 6, seed: int = 0, thum
                         fontsize=7)
     fig.subplots_adjust(left=0.2, wspace=0.05, hspace=0.05)
     return fig
+
+
+def spectra_grid(spectra: dict[str, np.ndarray], titles: dict[str, str] | None = None, cols: int = 5) -> plt.Figure:
+    """Mean log power spectra of the high-pass residual, one panel per generator/source (the fingerprints)."""
+    names = list(spectra)
+    rows = max(1, -(-len(names) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.0 * cols, 2.1 * rows), squeeze=False)
+    lo = min(float(np.percentile(s, 2)) for s in spectra.values())
+    hi = max(float(np.percentile(s, 99.5)) for s in spectra.values())
+    for ax, name in zip(axes.flat, names):
+        ax.imshow(spectra[name], cmap="magma", vmin=lo, vmax=hi)
+        ax.set_title((titles or {}).get(name, name), fontsize=7)
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.suptitle("Mean log power spectrum of the high-pass residual", fontsize=9)
+    fig.tight_layout()
+    return fig

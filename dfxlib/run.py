@@ -5,21 +5,19 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+import pandas as pd
+
+from . import minidfx
 from .config import Config, resolve, run_dir_of
-from .fixture import make_fixture
 from .index import DatasetIndex, build_index
 from .split import Split, load_or_make_split
 from .tables import atomic_write_text, write_table
 
 SUBDIRS = ("notebooks", "tables", "figures", "checkpoints", "cache")
-#: bump when the built-in data recipe changes, so cached copies are rebuilt
-BUILTIN_VERSION = "fixture-1"
 
 
 class MissingPrerequisite(FileNotFoundError):
@@ -64,34 +62,56 @@ class Run:
     def progress(self) -> bool:
         return progress_enabled(self.config)
 
-    def data_root(self) -> Path:
-        """The dataset of this run: `data_root` if set, else the built-in data (built on first use)."""
-        if self.config.data_root:
-            return Path(self.config.data_root).expanduser().resolve()
+    @property
+    def builtin(self) -> bool:
+        """True when the run uses the built-in MiniDFX world (no data_root given)."""
+        return not self.config.data_root
+
+    def recipe(self) -> minidfx.Recipe:
+        """The MiniDFX recipe of this run's settings."""
         cfg = self.config
-        key = hashlib.sha256(f"{BUILTIN_VERSION}|{cfg.builtin_per_generator}|{cfg.builtin_size}|{cfg.seed}"
-                             .encode()).hexdigest()[:12]
-        target = self.cache / f"builtin-{key}"
-        if not target.is_dir():
-            tmp = Path(tempfile.mkdtemp(dir=self.cache, prefix=".building-"))
-            try:
-                make_fixture(tmp, cfg.builtin_per_generator, cfg.builtin_size, cfg.seed)
-                os.replace(tmp, target)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-        return target
+        return minidfx.Recipe(per_generator=cfg.builtin_per_generator, size=cfg.builtin_size, seed=cfg.seed,
+                              train_steps=cfg.builtin_train_steps)
+
+    def data_root(self) -> Path:
+        """The dataset of this run: `data_root` if set, else the MiniDFX world (built on first use, cached)."""
+        if not self.builtin:
+            return Path(self.config.data_root).expanduser().resolve()
+        return minidfx.build(self.cache, self.recipe(), progress=self.progress)
 
     def index(self) -> DatasetIndex:
         """Index the run's dataset (per-file results cached in the run's cache folder)."""
         cfg = self.config
-        return build_index(self.data_root(), check=cfg.index_check, max_pixels=cfg.max_pixels,
-                           cache=self.cache / "index_cache.csv", progress=self.progress)
+        root = self.data_root()
+        key = hashlib.sha256(str(root).encode()).hexdigest()[:12]
+        return build_index(root, check=cfg.index_check, max_pixels=cfg.max_pixels,
+                           cache=self.cache / f"index_cache-{key}.csv", progress=self.progress)
+
+    def generator_roles(self, index: DatasetIndex) -> pd.DataFrame:
+        """family, generator, role for every generator/source: `seen` (trained on), `inner` (a seen
+        architecture with other initial conditions) or `unseen`. MiniDFX marks them; for your own data,
+        `holdout_generators` are `unseen` and the rest `seen`."""
+        gens = index.usable[["family", "generator"]].drop_duplicates().sort_values(["family", "generator"])
+        if self.builtin:
+            roles = minidfx.metadata(index.root).drop_duplicates("generator").set_index("generator")["role"]
+            gens["role"] = gens["generator"].map(roles).fillna("seen")
+        else:
+            gens["role"] = "seen"
+        gens.loc[gens["generator"].isin(self.config.holdout_generators), "role"] = "unseen"
+        return gens.reset_index(drop=True)
 
     def split(self, index: DatasetIndex) -> Split:
-        """The persisted split of this run's dataset (made on first use, then reused and checked)."""
+        """The persisted split of this run's dataset (made on first use, then reused and checked). Generators
+        not `seen` are held out; MiniDFX images are grouped by the photo region they come from."""
         cfg = self.config
+        roles = self.generator_roles(index)
+        holdout = sorted(roles.loc[roles["role"] != "seen", "generator"])
+        groups = None
+        if self.builtin:
+            meta = minidfx.metadata(index.root).set_index("path")["group"]
+            groups = index.usable["path"].map(meta)
         return load_or_make_split(index.usable, self.dir, cfg.seed, (cfg.split_base, cfg.split_fusion, cfg.split_test),
-                                  cfg.holdout_generators, rebuild=cfg.rebuild_split)
+                                  holdout, rebuild=cfg.rebuild_split, groups=groups)
 
     def save_table(self, df: Any, name: str, title: str = "", notes: str = "") -> Path:
         """Write a table as CSV and Markdown under `tables/`."""

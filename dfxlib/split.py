@@ -65,38 +65,41 @@ def fingerprint(usable: pd.DataFrame) -> str:
     return h.hexdigest()
 
 
-def _stable_int(text: str) -> int:
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
-
-
 def make_split(usable: pd.DataFrame, seed: int, fractions: Sequence[float] = (0.4, 0.4, 0.2),
-               holdout: Sequence[str] = ()) -> pd.DataFrame:
-    """Assign every usable image to base / fusion / test (or holdout); returns path, family, generator, split."""
-    df = usable[["path", "family", "generator", "sha256"]].sort_values("path").reset_index(drop=True)
-    held = set(holdout)
-    groups = df.groupby("sha256", sort=True)
-    # a content group goes to holdout if any copy comes from a held-out generator; else to the stratum of its
-    # first copy (by path)
-    first = groups.head(1).set_index("sha256")
-    is_held = groups["generator"].agg(lambda g: bool(held & set(g)))
-    sizes = groups.size()
-    assign: dict[str, str] = {h: "holdout" for h in is_held[is_held].index}
-    strata: dict[tuple[str, str], list[str]] = {}
-    for h in sizes.index:
-        if h not in assign:
-            strata.setdefault((first.at[h, "family"], first.at[h, "generator"]), []).append(h)
+               holdout: Sequence[str] = (), groups: pd.Series | None = None) -> pd.DataFrame:
+    """Assign every usable image to base / fusion / test (or holdout); returns path, family, generator, split.
+
+    Images of held-out generators go to `holdout`, and so does any other copy of their content. The rest is
+    cut into groups that never straddle two splits: `groups` (aligned with `usable`, e.g. the photo region an
+    image was made from) where given, else identical content (sha256). Groups are dealt in seeded order, each
+    to the split that keeps the shares of every (family, generator) stratum it touches closest to target.
+    """
+    df = usable[["path", "family", "generator", "sha256"]].copy()
+    df["group"] = groups.to_numpy() if groups is not None else df["sha256"].to_numpy()
+    df = df.sort_values("path").reset_index(drop=True)
+    held = df["generator"].isin(set(holdout))
+    held |= df["sha256"].isin(set(df.loc[held, "sha256"]))
+    split = pd.Series("holdout", index=df.index, dtype=object)
+    rest = df[~held]
+    stratum = rest["family"] + "/" + rest["generator"]
+    counts = pd.crosstab(rest["group"], stratum)  # groups x strata
+    keys = counts.index.to_numpy()
+    c = counts.to_numpy(dtype=float)
+    target = np.outer(c.sum(axis=0), np.asarray(fractions, dtype=float))  # strata x 3
+    have = np.zeros_like(target)
+    rng = np.random.default_rng(seed)
+    assign: dict[str, str] = {}
     names = SPLITS[:3]
-    for (fam, gen), hashes in sorted(strata.items()):
-        rng = np.random.default_rng([seed, _stable_int(f"{fam}/{gen}")])
-        order = [hashes[i] for i in rng.permutation(len(hashes))]
-        total = sum(int(sizes[h]) for h in order)
-        target = np.asarray(fractions, dtype=float) * total
-        have = np.zeros(3)
-        for h in order:
-            k = int(np.argmax(target - have))  # the split furthest below its share
-            assign[h] = names[k]
-            have[k] += sizes[h]
-    df["split"] = df["sha256"].map(assign)
+    for g in rng.permutation(len(keys)):
+        row = c[g][:, None]
+        # the split whose strata move least away from their shares (for a group in one stratum: the split
+        # furthest below its share)
+        cost = ((have + row - target) ** 2 - (have - target) ** 2).sum(axis=0)
+        k = int(np.argmin(cost))
+        assign[keys[g]] = names[k]
+        have[:, k] += c[g]
+    split[~held] = rest["group"].map(assign)
+    df["split"] = split
     return df[["path", "family", "generator", "split"]]
 
 
@@ -110,7 +113,7 @@ def _atomic_write(path: Path, text: str) -> None:
 
 def load_or_make_split(usable: pd.DataFrame, folder: str | Path, seed: int,
                        fractions: Sequence[float] = (0.4, 0.4, 0.2), holdout: Sequence[str] = (),
-                       rebuild: bool = False) -> Split:
+                       rebuild: bool = False, groups: pd.Series | None = None) -> Split:
     """Reuse `folder/split.csv` if it was made from this dataset with these settings, else make it.
 
     A persisted split that does not match raises SplitMismatchError (nothing is overwritten) unless
@@ -140,7 +143,7 @@ def load_or_make_split(usable: pd.DataFrame, folder: str | Path, seed: int,
                 "would leak test images if the split changed silently. Pass rebuild_split=true "
                 "(dfx run -p rebuild_split=true) to rebuild it and retrain, or use another run_dir.")
         return Split(table=table, meta=old)
-    table = make_split(usable, seed, fractions, holdout)
+    table = make_split(usable, seed, fractions, holdout, groups)
     _atomic_write(csv_path, table.to_csv(index=False))
     _atomic_write(meta_path, json.dumps(meta, indent=2))
     return Split(table=table, meta=meta)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dfxlib.fixture import make_fixture
+from fixture import make_fixture
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_WILD = REPO.parent / "shared" / "wild"

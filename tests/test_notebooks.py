@@ -15,7 +15,7 @@ NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
 def test_there_are_notebooks():
-    assert [p.name for p in NOTEBOOKS][:1] == ["01_dataset_audit.ipynb"] or NOTEBOOKS[0].name.startswith("00_")
+    assert [p.name for p in NOTEBOOKS][:2] == ["00_minidfx.ipynb", "01_dataset_audit.ipynb"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -67,5 +67,20 @@ def test_audit_notebook_numbers_match_the_index(smoke_run):
     assert sorted(split["path"]) == sorted(usable["path"])
     summary = pd.read_csv(smoke_run / "tables" / "split.csv")
     assert summary["total"].sum() == len(usable)
-    assert (summary["test"] > 0).all() and (summary["base"] > summary["test"]).all()
+    held = summary["holdout"] == summary["total"]
+    assert held.sum() == 4  # MiniDFX: per family one unseen and one inner generator
+    seen = summary[~held]
+    assert (seen["test"] > 0).all() and (seen["base"] > seen["test"]).all()
     assert (smoke_run / "figures" / "audit_samples.png").stat().st_size > 0
+
+
+@pytest.mark.notebook
+def test_minidfx_notebook_records_sound_baselines(smoke_run):
+    from dfxlib.fingerprints import check_sanity
+
+    table = pd.read_csv(smoke_run / "tables" / "minidfx_baselines.csv")
+    assert set(table["baseline"]) == {"colour statistics", "residual spectrum"}
+    assert check_sanity(table) == []
+    gens = pd.read_csv(smoke_run / "tables" / "minidfx_generators.csv")
+    assert {"seen", "inner", "unseen"} <= set(gens["role"])
+    assert (smoke_run / "figures" / "minidfx_spectra.png").stat().st_size > 0

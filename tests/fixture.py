@@ -1,4 +1,4 @@
-"""A tiny synthetic dataset in the paper's layout, for tests, benchmarks and the built-in data.
+"""A tiny synthetic dataset in the paper's layout, for tests (fast to make, no training).
 
 Each generator gets its own cheap, seeded texture recipe (smooth fields, periodic patterns, noise), so the
 classes are separable but not trivially by colour. This is not MiniDFX: it has no real photographs.

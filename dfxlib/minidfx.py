@@ -1,0 +1,389 @@
+"""MiniDFX: an embedded world of real photographs and genuinely generated images, built from a seed.
+
+- Real class: crops of the colour photographs bundled inside scikit-image (nothing is downloaded; licences in
+  `PHOTOS`), in 3 sources. Each photo is cut into a grid of regions; every crop, and every fake made from a
+  crop, carries its region as `group`, and the split keeps a region in one split only.
+- GAN family: auto-encoders trained briefly to reconstruct real crops, one per upsampling architecture
+  (transposed convolution, nearest+conv, bilinear+conv, pixel shuffle): each leaves its own fingerprint.
+- DM family: small denoising networks (widths, noise schedules, sampler steps differ) trained on real crops
+  and used to re-generate real crops from partial noise (SDEdit with a DDIM sampler).
+- Fakes are colour-matched to the crop they came from (per-channel mean and std), so global colour says
+  nothing about the class; the fingerprint is in the fine structure.
+- Per family one architecture is `unseen` and one seen architecture has a second instance with another seed
+  (`inner`); both are held out of every training split. Everything is stored as PNG at one size.
+
+The world is cached under a key of its recipe; an interrupted build is never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+from tqdm.auto import tqdm
+
+#: bump when anything below changes what is built
+MINIDFX_VERSION = "1"
+METADATA = "minidfx.csv"
+COMPLETE = "COMPLETE.json"
+
+#: real sources -> scikit-image bundled photographs (licences from scikit-image's docstrings)
+PHOTOS: dict[str, tuple[str, ...]] = {
+    "people_objects": ("astronaut", "coffee", "chelsea"),
+    "outdoor_space": ("rocket", "hubble_deep_field"),
+    "microscopy": ("immunohistochemistry", "retina"),
+}
+PHOTO_LICENCES: dict[str, str] = {
+    "astronaut": "NASA, public domain", "coffee": "CC0 (Rachel Michetti)", "chelsea": "CC0 (Stefan van der Walt)",
+    "rocket": "SpaceX, public domain", "hubble_deep_field": "NASA, public domain",
+    "immunohistochemistry": "no known copyright restrictions", "retina": "CC0 1.0 (Häggström)",
+}
+REGION_GRID = (2, 4)  # rows x columns of regions per photo
+TRAIN_PATCH, TRAIN_BATCH = 32, 16  # generators train on random patches (they are fully convolutional)
+
+
+@dataclass(frozen=True)
+class GeneratorSpec:
+    """One generator of the world. role: seen (trained on), inner (seen architecture, other seed), unseen."""
+
+    name: str
+    family: str
+    arch: str
+    role: str = "seen"
+    seed_offset: int = 0
+    width: int = 16
+    upsample: str = ""
+    schedule: str = ""
+    steps: int = 0
+    strength: float = 0.0
+
+
+GENERATORS: tuple[GeneratorSpec, ...] = (
+    GeneratorSpec("gan_tconv", "gan", "tconv", width=12, upsample="tconv"),
+    GeneratorSpec("gan_tconv_seed2", "gan", "tconv", role="inner", seed_offset=1, width=12, upsample="tconv"),
+    GeneratorSpec("gan_nearest", "gan", "nearest", width=12, upsample="nearest"),
+    GeneratorSpec("gan_bilinear", "gan", "bilinear", width=12, upsample="bilinear"),
+    GeneratorSpec("gan_pixelshuffle", "gan", "pixelshuffle", role="unseen", width=12, upsample="pixelshuffle"),
+    GeneratorSpec("dm_lin8_s10", "dm", "lin8_s10", width=8, schedule="linear", steps=10, strength=0.5),
+    GeneratorSpec("dm_lin8_s10_seed2", "dm", "lin8_s10", role="inner", seed_offset=1, width=8,
+                  schedule="linear", steps=10, strength=0.5),
+    GeneratorSpec("dm_cos16_s20", "dm", "cos16_s20", width=16, schedule="cosine", steps=20, strength=0.6),
+    GeneratorSpec("dm_lin12_s4", "dm", "lin12_s4", width=12, schedule="linear", steps=4, strength=0.4),
+    GeneratorSpec("dm_cos8_s30", "dm", "cos8_s30", role="unseen", width=8, schedule="cosine", steps=30,
+                  strength=0.7),
+)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What determines a world: change any field and the cache key changes."""
+
+    per_generator: int = 200
+    size: int = 64
+    seed: int = 0
+    train_steps: int = 300
+    version: str = MINIDFX_VERSION
+
+    def key(self) -> str:
+        """Cache key of this recipe."""
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+
+class MiniDFXError(OSError):
+    """The world cannot be built or cached; the message names the folder."""
+
+
+# ----------------------------------------------------------------------------------------------- real crops
+def load_photo(name: str) -> np.ndarray:
+    """A bundled scikit-image photograph as float32 RGB in [0, 1] (read from the installed package)."""
+    import skimage.data
+
+    arr = getattr(skimage.data, name)()
+    if arr.ndim == 2:
+        arr = np.stack([arr] * 3, axis=-1)
+    return (arr[..., :3].astype(np.float32) / 255.0)
+
+
+def _resize(arr: np.ndarray, h: int, w: int) -> np.ndarray:
+    img = Image.fromarray((arr * 255).round().astype(np.uint8))
+    return np.asarray(img.resize((w, h), Image.Resampling.LANCZOS), dtype=np.float32) / 255.0
+
+
+SCALES = (2.5, 3.5, 5.0)  # photo's shorter side, in crops per region row
+
+
+def real_crops(n_per_source: int, size: int, rng: np.random.Generator) -> pd.DataFrame:
+    """Random crops (at one of SCALES) of every photo, tagged with source, photo and region."""
+    gr, gc = REGION_GRID
+    rows = []
+    for source, photos in PHOTOS.items():
+        for k in range(n_per_source):
+            rows.append({"source": source, "photo": photos[k % len(photos)], "region": int(rng.integers(gr * gc)),
+                         "scale": SCALES[int(rng.integers(len(SCALES)))], "u": float(rng.uniform()),
+                         "v": float(rng.uniform())})
+    df = pd.DataFrame(rows)
+    scaled: dict[tuple[str, float], np.ndarray] = {}
+    crops = []
+    for r in df.itertuples():
+        if (r.photo, r.scale) not in scaled:
+            full = load_photo(r.photo)
+            h, w = full.shape[:2]
+            f = r.scale * size * gr / min(h, w)
+            scaled[(r.photo, r.scale)] = _resize(full, max(int(h * f), gr * size), max(int(w * f), gc * size))
+        img = scaled[(r.photo, r.scale)]
+        rh, rw = img.shape[0] // gr, img.shape[1] // gc
+        ri, ci = divmod(r.region, gc)
+        y = ri * rh + int(r.v * (rh - size))
+        x = ci * rw + int(r.u * (rw - size))
+        crops.append(img[y:y + size, x:x + size])
+    df["pixels"] = crops
+    df["group"] = df["photo"] + ":r" + df["region"].astype(str)
+    return df.drop(columns=["u", "v", "scale"])
+
+
+# -------------------------------------------------------------------------------------------- generators
+class UpsampleAE(nn.Module):
+    """Encoder (3 stride-2 convs) and a decoder whose 3 upsampling stages use one architecture."""
+
+    def __init__(self, upsample: str, width: int = 16):
+        super().__init__()
+        w = width
+        self.enc = nn.Sequential(nn.Conv2d(3, w, 3, 2, 1), nn.ReLU(), nn.Conv2d(w, 2 * w, 3, 2, 1), nn.ReLU(),
+                                 nn.Conv2d(2 * w, 4 * w, 3, 2, 1), nn.ReLU())
+        chans = [4 * w, 2 * w, w, w]
+        layers: list[nn.Module] = []
+        for cin, cout in zip(chans[:-1], chans[1:]):
+            if upsample == "tconv":
+                layers += [nn.ConvTranspose2d(cin, cout, 4, 2, 1)]
+            elif upsample == "pixelshuffle":
+                layers += [nn.Conv2d(cin, cout * 4, 3, 1, 1), nn.PixelShuffle(2)]
+            elif upsample in ("nearest", "bilinear"):
+                layers += [nn.Upsample(scale_factor=2, mode=upsample), nn.Conv2d(cin, cout, 3, 1, 1)]
+            else:
+                raise ValueError(f"unknown upsampling {upsample!r}")
+            layers.append(nn.ReLU())
+        layers += [nn.Conv2d(w, 3, 3, 1, 1)]
+        self.dec = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor, noise: float = 0.0) -> torch.Tensor:
+        z = self.enc(x)
+        if noise:
+            z = z + noise * torch.randn_like(z) * z.std()
+        return torch.sigmoid(self.dec(z))
+
+
+class Denoiser(nn.Module):
+    """A small U-Net predicting the noise of x_t, conditioned on t by a per-channel embedding."""
+
+    def __init__(self, width: int = 16):
+        super().__init__()
+        w = width
+        self.temb = nn.Sequential(nn.Linear(1, w), nn.SiLU(), nn.Linear(w, 2 * w))
+        self.inp = nn.Conv2d(3, w, 3, 1, 1)
+        self.down = nn.Conv2d(w, 2 * w, 3, 2, 1)
+        self.mid = nn.Conv2d(2 * w, 2 * w, 3, 1, 1)
+        self.up = nn.ConvTranspose2d(2 * w, w, 4, 2, 1)
+        self.out = nn.Sequential(nn.SiLU(), nn.Conv2d(2 * w, w, 3, 1, 1), nn.SiLU(), nn.Conv2d(w, 3, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        h0 = F.silu(self.inp(x))
+        h = F.silu(self.down(h0)) + self.temb(t[:, None])[:, :, None, None]
+        h = F.silu(self.mid(h))
+        h = F.silu(self.up(h))
+        return self.out(torch.cat([h, h0], dim=1))
+
+
+def alpha_bar(schedule: str, T: int = 1000) -> torch.Tensor:
+    """Cumulative signal fraction for a linear (DDPM) or cosine (improved DDPM) schedule."""
+    if schedule == "linear":
+        betas = torch.linspace(1e-4, 0.02, T)
+        return torch.cumprod(1 - betas, 0)
+    s = 0.008
+    t = torch.linspace(0, 1, T + 1)
+    f = torch.cos((t + s) / (1 + s) * torch.pi / 2) ** 2
+    return (f[1:] / f[0]).clamp(1e-5, 1.0)
+
+
+def _train(model: nn.Module, loss_fn, data: torch.Tensor, steps: int, gen: torch.Generator) -> float:
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    loss = torch.tensor(0.0)
+    patch = min(TRAIN_PATCH, data.shape[-1])
+    for _ in range(steps):
+        idx = torch.randint(len(data), (TRAIN_BATCH,), generator=gen)
+        y, x = (int(v) for v in torch.randint(data.shape[-1] - patch + 1, (2,), generator=gen))
+        loss = loss_fn(model, data[idx, :, y:y + patch, x:x + patch], gen)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return float(loss.detach())
+
+
+def _ae_loss(model: nn.Module, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    return F.l1_loss(model(x), x)
+
+
+def _make_dm_loss(abar: torch.Tensor):
+    def loss(model: nn.Module, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        t = torch.randint(len(abar), (len(x),), generator=gen)
+        eps = torch.randn(x.shape, generator=gen)
+        a = abar[t][:, None, None, None]
+        xt = a.sqrt() * (2 * x - 1) + (1 - a).sqrt() * eps
+        return F.mse_loss(model(xt, t.float() / len(abar)), eps)
+    return loss
+
+
+@torch.no_grad()
+def sdedit(model: Denoiser, x: torch.Tensor, abar: torch.Tensor, strength: float, steps: int,
+           gen: torch.Generator) -> torch.Tensor:
+    """Noise `x` (in [0,1]) to t = strength*T, then denoise with a deterministic DDIM sampler in `steps`."""
+    T = len(abar)
+    ts = torch.linspace(int(strength * (T - 1)), 0, steps + 1).long()
+    y = 2 * x - 1
+    a = abar[ts[0]]
+    y = a.sqrt() * y + (1 - a).sqrt() * torch.randn(y.shape, generator=gen)
+    for t, t_next in zip(ts[:-1], ts[1:]):
+        a, a_next = abar[t], abar[t_next] if t_next > 0 else torch.tensor(1.0)
+        eps = model(y, torch.full((len(y),), float(t) / T))
+        y0 = ((y - (1 - a).sqrt() * eps) / a.sqrt()).clamp(-1, 1)
+        y = a_next.sqrt() * y0 + (1 - a_next).sqrt() * eps
+    return ((y + 1) / 2).clamp(0, 1)
+
+
+def colour_match(fake: np.ndarray, source: np.ndarray) -> np.ndarray:
+    """Give `fake` the per-channel mean and std of `source` (keeps its fine structure, removes colour cues)."""
+    mf, sf = fake.mean(axis=(0, 1)), fake.std(axis=(0, 1)) + 1e-6
+    ms, ss = source.mean(axis=(0, 1)), source.std(axis=(0, 1))
+    return np.clip((fake - mf) / sf * ss + ms, 0, 1)
+
+
+def generate(spec: GeneratorSpec, pool: pd.DataFrame, recipe: Recipe, n: int) -> tuple[pd.DataFrame, float]:
+    """Train `spec` on the pool's crops, then make `n` fakes from randomly chosen pool crops.
+
+    Returns rows (pixels, group, photo) and the final training loss.
+    """
+    seed = recipe.seed * 1000 + GENERATORS.index(spec) * 10 + spec.seed_offset
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    data = torch.from_numpy(np.stack(pool["pixels"].to_list())).permute(0, 3, 1, 2).contiguous()
+    if spec.family == "gan":
+        model: nn.Module = UpsampleAE(spec.upsample, spec.width)
+        loss = _train(model, _ae_loss, data, recipe.train_steps, gen)
+    else:
+        abar = alpha_bar(spec.schedule)
+        model = Denoiser(spec.width)
+        loss = _train(model, _make_dm_loss(abar), data, recipe.train_steps, gen)
+    model.eval()
+    pick = rng.integers(len(pool), size=n)
+    src = data[pick]
+    outs = []
+    with torch.no_grad():
+        for i in range(0, n, 64):
+            xb = src[i:i + 64]
+            yb = model(xb, noise=0.1) if spec.family == "gan" else sdedit(model, xb, abar, spec.strength,
+                                                                              spec.steps, gen)
+            outs.append(yb.permute(0, 2, 3, 1).numpy())
+    fakes = np.concatenate(outs) if outs else np.zeros((0, recipe.size, recipe.size, 3), np.float32)
+    rows = pd.DataFrame({"pixels": [colour_match(f, pool["pixels"].iloc[j]) for f, j in zip(fakes, pick)],
+                         "group": pool["group"].iloc[pick].to_numpy(), "photo": pool["photo"].iloc[pick].to_numpy()})
+    return rows, loss
+
+
+# ---------------------------------------------------------------------------------------------- building
+def _save_png(arr: np.ndarray, path: Path) -> None:
+    Image.fromarray((arr * 255).round().clip(0, 255).astype(np.uint8)).save(path, format="PNG")
+
+
+def _writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-", delete=True)
+        probe.close()
+    except OSError as exc:
+        raise MiniDFXError(f"{folder}: the MiniDFX cache folder is not writable ({exc.strerror or exc}); "
+                           "set DFX_RUNS or run_dir to a writable place") from None
+
+
+def is_complete(world: Path) -> bool:
+    """A world folder is usable only if its build finished (marker written last)."""
+    return (world / COMPLETE).is_file() and (world / METADATA).is_file()
+
+
+def build(folder: str | Path, recipe: Recipe = Recipe(), progress: bool = True, log=print) -> Path:
+    """Build (or reuse) the world for `recipe` under `folder/minidfx-<key>`; returns the world's root.
+
+    The build happens in a temporary folder renamed into place at the end, so an interrupted build is never
+    used; a leftover folder without its completion marker is deleted and rebuilt.
+    """
+    folder = Path(folder)
+    _writable(folder)
+    world = folder / f"minidfx-{recipe.key()}"
+    if is_complete(world):
+        return world
+    if world.exists():
+        log(f"{world}: incomplete MiniDFX build found (interrupted?), rebuilding")
+        shutil.rmtree(world)
+    t0 = time.perf_counter()
+    tmp = Path(tempfile.mkdtemp(dir=folder, prefix=".building-minidfx-"))
+    try:
+        rng = np.random.default_rng(recipe.seed)
+        n_real = recipe.per_generator
+        # the pool fakes are made from, and the real class itself, share the photos: group keeps them apart
+        real = real_crops(n_real, recipe.size, rng)
+        rows = []
+        bar = tqdm(total=len(GENERATORS) + 1, desc="building MiniDFX", disable=not progress)
+        for source in PHOTOS:
+            (tmp / "real" / source).mkdir(parents=True)
+        for i, r in enumerate(real.itertuples()):
+            rel = f"real/{r.source}/{r.source}_{i:05d}.png"
+            _save_png(r.pixels, tmp / rel)
+            rows.append({"path": rel, "family": "real", "generator": r.source, "arch": "photo", "role": "seen",
+                         "group": r.group, "photo": r.photo, "train_loss": np.nan})
+        bar.update()
+        for spec in GENERATORS:
+            fakes, loss = generate(spec, real, recipe, recipe.per_generator)
+            folder_rel = f"{spec.family}_generated/{spec.name}"
+            (tmp / folder_rel).mkdir(parents=True, exist_ok=True)
+            for i, f in enumerate(fakes.itertuples()):
+                rel = f"{folder_rel}/{spec.name}_{i:05d}.png"
+                _save_png(f.pixels, tmp / rel)
+                rows.append({"path": rel, "family": spec.family, "generator": spec.name, "arch": spec.arch,
+                             "role": spec.role, "group": f.group, "photo": f.photo, "train_loss": loss})
+            bar.update()
+        bar.close()
+        pd.DataFrame(rows).to_csv(tmp / METADATA, index=False)
+        (tmp / COMPLETE).write_text(json.dumps({**asdict(recipe), "seconds": time.perf_counter() - t0,
+                                                "images": len(rows)}, indent=2))
+        os.replace(tmp, world)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return world
+
+
+def metadata(world: str | Path) -> pd.DataFrame:
+    """The world's per-image metadata: path, family, generator, arch, role, group, photo, train_loss."""
+    return pd.read_csv(Path(world) / METADATA, keep_default_na=False)
+
+
+def generators_table() -> pd.DataFrame:
+    """The generators of the world and their roles (seen / inner / unseen)."""
+    rows = [{"family": "real", "generator": s, "arch": "photo", "role": "seen",
+             "detail": ", ".join(PHOTOS[s])} for s in PHOTOS]
+    for g in GENERATORS:
+        detail = (f"auto-encoder, {g.upsample} upsampling, width {g.width}" if g.family == "gan" else
+                  f"denoiser width {g.width}, {g.schedule} schedule, {g.steps} DDIM steps, strength {g.strength}")
+        rows.append({"family": g.family, "generator": g.name, "arch": g.arch, "role": g.role,
+                     "detail": detail + (f", seed +{g.seed_offset}" if g.seed_offset else "")})
+    return pd.DataFrame(rows)
