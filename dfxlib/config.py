@@ -48,6 +48,36 @@ class Config:
     max_pixels: int = 89_478_485
     #: number of sample images per generator in audit figures
     audit_samples: int = 6
+    #: backbones of the base models (names in dfxlib.backbones: the paper's 14, or small test_* ones)
+    backbones: tuple[str, ...] = ("test_resnet", "test_efficientnet")
+    #: base-model kinds: "unbalanced" (DeepFeatureX Net) and/or "siamese" (DeepFeatureX-SN)
+    base_kinds: tuple[str, ...] = ("unbalanced", "siamese")
+    #: backbone weights: "none", "imagenet" (downloads), a weights file, or a folder of <backbone>.safetensors
+    pretrained: str = "none"
+    #: side of the square network input (images are resized to it; ViTs take a 224/256 centre crop)
+    input_size: int = 64
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-3
+    #: main class : others in each unbalanced base-model set (0.9 = the paper's 90:10)
+    unbalanced_ratio: float = 0.9
+    #: share of each training set held out for validation (model selection by minimum validation loss)
+    val_fraction: float = 0.2
+    base_epochs: int = 20
+    siamese_epochs: int = 6
+    #: pairs per Siamese epoch (0 = one pair per anchor)
+    siamese_pairs: int = 256
+    siamese_margin: float = 2.0
+    #: early stopping after this many epochs without a better validation loss (0 = off)
+    patience: int = 6
+    head_epochs: int = 15
+    head_lr: float = 1e-3
+    #: "auto" (CUDA when present, else CPU), "cpu", "cuda", "cuda:1", ...
+    device: str = "auto"
+    #: mixed precision (bfloat16) on GPU
+    amp: bool = True
+    #: keep decoded images in memory (each image decoded once per run); off for large datasets
+    keep_images: bool = True
     #: bootstrap resamples for confidence intervals
     bootstrap: int = 1000
     #: show progress bars (they are hidden anyway when not interactive)
@@ -61,11 +91,16 @@ class Config:
 PROFILES: dict[str, dict[str, Any]] = {
     # seconds per notebook: tests and CI
     "smoke": dict(builtin_per_generator=16, builtin_size=32, builtin_train_steps=60, audit_samples=3,
-                  bootstrap=100),
+                  bootstrap=100, backbones=("test_resnet",), input_size=32, base_epochs=1, siamese_epochs=1,
+                  siamese_pairs=64, patience=0, head_epochs=2),
     # the default: the embedded world, whole suite in minutes on a 2-core CPU
     "mini": dict(),
     # the paper's settings on a user's copy of the real dataset (data_root must be given)
-    "paper": dict(index_check="full", bootstrap=1000),
+    "paper": dict(backbones=("densenet121", "densenet161", "densenet169", "densenet201", "efficientnet_b0",
+                             "efficientnet_b4", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+                             "resnext101", "vit_b16", "vit_b32"),
+                  pretrained="imagenet", input_size=256, lr=1e-4, base_epochs=50, siamese_epochs=50, siamese_pairs=0,
+                  patience=10, head_epochs=50, head_lr=1e-4, keep_images=False),
 }
 
 _CHOICES: dict[str, tuple[str, ...]] = {"index_check": ("full", "header"), "profile": tuple(PROFILES)}
@@ -123,9 +158,29 @@ def _validate(cfg: Config) -> None:
     total = cfg.split_base + cfg.split_fusion + cfg.split_test
     if abs(total - 1.0) > 1e-6:
         raise ConfigError(f"settings 'split_base', 'split_fusion', 'split_test' must sum to 1, got {total:g}")
-    for key in ("builtin_per_generator", "builtin_train_steps", "max_pixels", "bootstrap"):
+    for key in ("builtin_per_generator", "builtin_train_steps", "max_pixels", "bootstrap", "input_size",
+                "batch_size", "base_epochs", "siamese_epochs", "head_epochs"):
         if getattr(cfg, key) < 1:
             raise ConfigError(f"setting {key!r}: must be at least 1, got {getattr(cfg, key)}")
+    from .backbones import BACKBONES  # a plain registry: no torch import
+
+    for name in cfg.backbones:
+        if name not in BACKBONES:
+            raise ConfigError(f"setting 'backbones': unknown backbone {name!r}; known: {', '.join(BACKBONES)}")
+    if not cfg.backbones:
+        raise ConfigError("setting 'backbones': name at least one backbone")
+    for kind in cfg.base_kinds:
+        if kind not in ("unbalanced", "siamese"):
+            raise ConfigError(f"setting 'base_kinds': unknown kind {kind!r} (use unbalanced, siamese)")
+    for key in ("unbalanced_ratio", "val_fraction"):
+        if not 0.0 < getattr(cfg, key) < 1.0:
+            raise ConfigError(f"setting {key!r}: must be between 0 and 1 (exclusive), got {getattr(cfg, key)}")
+    for key in ("lr", "head_lr", "siamese_margin"):
+        if getattr(cfg, key) <= 0:
+            raise ConfigError(f"setting {key!r}: must be positive, got {getattr(cfg, key)}")
+    for key in ("weight_decay", "patience", "siamese_pairs"):
+        if getattr(cfg, key) < 0:
+            raise ConfigError(f"setting {key!r}: must be >= 0, got {getattr(cfg, key)}")
     if cfg.builtin_size < 32:
         raise ConfigError(f"setting 'builtin_size': must be at least 32, got {cfg.builtin_size}")
     if cfg.audit_samples < 0:

@@ -81,3 +81,35 @@ def spectra_grid(spectra: dict[str, np.ndarray], titles: dict[str, str] | None =
     fig.suptitle("Mean log power spectrum of the high-pass residual", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def training_curves(logs: dict[str, pd.DataFrame], title: str = "Validation loss per epoch") -> plt.Figure:
+    """Validation loss against epoch, one line per model (`logs`: name -> fit history)."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.5))
+    for name, h in logs.items():
+        if len(h):
+            ax.plot(h["epoch"], h["val_loss"], marker=".", label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation loss")
+    ax.set_title(title)
+    ax.legend(fontsize=6, ncol=2, bbox_to_anchor=(1.01, 1), loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def confusion_matrices(items: list[tuple[str, np.ndarray, list[str]]], cols: int = 4) -> plt.Figure:
+    """Row-normalised confusion matrices (`items`: title, matrix, class names)."""
+    rows = max(1, -(-len(items) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.5 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (title, cm, names) in zip(axes.flat, items):
+        ax.axis("on")
+        norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+        sns.heatmap(norm, annot=cm, fmt="d", cbar=False, cmap="Blues", vmin=0, vmax=1, ax=ax,
+                    xticklabels=names, yticklabels=names, annot_kws={"fontsize": 7})
+        ax.set_title(title, fontsize=7)
+        ax.set_xlabel("predicted", fontsize=7)
+        ax.set_ylabel("true", fontsize=7)
+    fig.tight_layout()
+    return fig

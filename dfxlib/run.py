@@ -7,7 +7,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import pandas as pd
 
@@ -16,6 +16,9 @@ from .config import Config, resolve, run_dir_of
 from .index import DatasetIndex, build_index
 from .split import Split, load_or_make_split
 from .tables import atomic_write_text, write_table
+
+if TYPE_CHECKING:
+    from .data import ImageStore
 
 SUBDIRS = ("notebooks", "tables", "figures", "checkpoints", "cache")
 
@@ -86,6 +89,12 @@ class Run:
         key = hashlib.sha256(str(root).encode()).hexdigest()[:12]
         return build_index(root, check=cfg.index_check, max_pixels=cfg.max_pixels,
                            cache=self.cache / f"index_cache-{key}.csv", progress=self.progress)
+
+    def images(self, index: DatasetIndex) -> "ImageStore":
+        """Decoded images of the run's dataset (kept in memory when `keep_images`)."""
+        from .data import ImageStore
+
+        return ImageStore(index.root, keep=self.config.keep_images, max_pixels=self.config.max_pixels)
 
     def generator_roles(self, index: DatasetIndex) -> pd.DataFrame:
         """family, generator, role for every generator/source: `seen` (trained on), `inner` (a seen

@@ -84,3 +84,25 @@ def test_minidfx_notebook_records_sound_baselines(smoke_run):
     gens = pd.read_csv(smoke_run / "tables" / "minidfx_generators.csv")
     assert {"seen", "inner", "unseen"} <= set(gens["role"])
     assert (smoke_run / "figures" / "minidfx_spectra.png").stat().st_size > 0
+
+
+@pytest.mark.notebook
+def test_model_notebooks_write_tables_1_2_3(smoke_run):
+    cfg = json.loads((smoke_run / "config.json").read_text())
+    combos = len(cfg["backbones"]) * len(cfg["base_kinds"])
+    t1 = pd.read_csv(smoke_run / "tables" / "table1_base_models.csv", keep_default_na=False)
+    assert len(t1) == 3 * combos and set(t1["base_model"]) == {"DM", "GAN", "REAL"}
+    assert t1[["accuracy", "recall", "precision", "f1"]].apply(lambda c: c.between(0, 100)).all().all()
+    for name in ("table2_multiclass", "table3_binary"):
+        t = pd.read_csv(smoke_run / "tables" / f"{name}.csv", keep_default_na=False)
+        assert len(t) == combos and set(t["condition"]) == {"RAW"}
+        assert t["accuracy_ci95"].str.match(r"^\[\d+\.\d, \d+\.\d\]$").all()
+        assert (t["n"] > 0).all()
+    single = pd.read_csv(smoke_run / "tables" / "complete_vs_single.csv")
+    assert len(single) == 4 * combos
+    for base in ("dm", "gan", "real"):
+        assert (smoke_run / "checkpoints" / "base" / cfg["backbones"][0] / "unbalanced" / base /
+                "best.safetensors").is_file()
+    report = (smoke_run / "REPORT.md").read_text()
+    assert report.index("## table1_base_models") < report.index("## table2_multiclass") < report.index(
+        "## table3_binary")

@@ -1,0 +1,59 @@
+"""Images into tensors: decode once (optionally kept in memory), preprocess per backbone, seeded batches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .images import DEFAULT_MAX_PIXELS, load_rgb
+
+
+class ImageStore:
+    """Decoded images of one dataset root. With `keep=True` each image is decoded once per run and kept as
+    uint8 (the built-in world is small); with `keep=False` it is decoded on every use (large datasets)."""
+
+    def __init__(self, root: str | Path, keep: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS):
+        self.root = Path(root)
+        self.keep = keep
+        self.max_pixels = max_pixels
+        self._cache: dict[str, Image.Image] = {}
+        self.decodes = 0
+
+    def image(self, rel: str) -> Image.Image:
+        """The RGB image at relative path `rel` (ImageError names the file if it cannot be read)."""
+        img = self._cache.get(rel)
+        if img is None:
+            img = load_rgb(self.root / rel, self.max_pixels)
+            self.decodes += 1
+            if self.keep:
+                self._cache[rel] = img
+        return img
+
+    def batch(self, rels: Sequence[str], transform: Callable[[Image.Image], torch.Tensor]) -> torch.Tensor:
+        """A (B, 3, H, W) tensor of the preprocessed images."""
+        return torch.stack([transform(self.image(r)) for r in rels])
+
+
+def order(n: int, seed: int, epoch: int, shuffle: bool = True) -> np.ndarray:
+    """Indices 0..n-1, shuffled from (seed, epoch) when asked: the same epoch always gives the same order."""
+    if not shuffle:
+        return np.arange(n)
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def labelled_batches(store: ImageStore, rels: Sequence[str], labels: Sequence[int],
+                     transform: Callable[[Image.Image], torch.Tensor], batch_size: int, seed: int = 0,
+                     epoch: int = 0, shuffle: bool = False,
+                     device: torch.device | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(images, labels) batches over `rels`, in the (seed, epoch) order when shuffled."""
+    idx = order(len(rels), seed, epoch, shuffle)
+    y_all = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    for i in range(0, len(idx), batch_size):
+        part = idx[i:i + batch_size]
+        x = store.batch([rels[j] for j in part], transform)
+        y = y_all[part]
+        yield (x.to(device), y.to(device)) if device is not None else (x, y)

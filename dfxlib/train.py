@@ -1,0 +1,208 @@
+"""One fit loop for every model: seeded, logged, checkpointed atomically every epoch, resumable.
+
+A run folder holds ``meta.json`` (what the model is: checked on resume and load), ``last.safetensors`` +
+``last_state.pt`` (weights, optimizer, epoch: written every epoch), ``best.safetensors`` (minimum validation
+loss), ``log.jsonl`` / ``log.csv`` and ``curves.png``. Weights are read with safetensors and optimizer state
+with ``torch.load(weights_only=True)``: loading never executes pickled code.
+
+Determinism: epoch e reseeds torch with (seed, e) and builds its batches from (seed, e), so a run resumed
+after an interruption ends with the same weights as an uninterrupted one (on CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import pandas as pd
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm.auto import tqdm
+
+Batch = Any
+#: step(model, batch) -> (loss tensor, number correct, number of samples)
+StepFn = Callable[[nn.Module, Batch], tuple[torch.Tensor, float, int]]
+
+
+class CheckpointMismatch(ValueError):
+    """A checkpoint belongs to another model (backbone, classes, kind, ...); the message says which."""
+
+
+@dataclass
+class FitResult:
+    """What fit() leaves: the best epoch and loss, the history table and the folder."""
+
+    best_epoch: int
+    best_val_loss: float
+    history: pd.DataFrame
+    folder: Path
+    resumed_from: int = 0
+
+
+def device_of(setting: str = "auto") -> torch.device:
+    """`auto` is CUDA when present, else CPU."""
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(setting)
+
+
+def _atomic(path: Path, write: Callable[[str], None]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_weights(model: nn.Module, path: Path, meta: dict | None = None) -> None:
+    """Write a model's state dict as safetensors, atomically (metadata as JSON strings)."""
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    _atomic(path, lambda tmp: save_file(state, tmp, metadata={"dfx": json.dumps(meta or {})}))
+
+
+def check_meta(saved: dict, wanted: dict, where: Path) -> None:
+    """Raise CheckpointMismatch if any key of `wanted` differs in `saved`."""
+    diffs = [f"{k}: checkpoint has {saved.get(k)!r}, expected {v!r}" for k, v in wanted.items() if saved.get(k) != v]
+    if diffs:
+        raise CheckpointMismatch(f"{where}: checkpoint is for another model ({'; '.join(diffs)})")
+
+
+def load_weights(model: nn.Module, path: Path, wanted_meta: dict | None = None) -> nn.Module:
+    """Load safetensors weights into `model`, checking the saved metadata against `wanted_meta`."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no checkpoint")
+    with safe_open(str(path), framework="pt") as fh:
+        saved = json.loads((fh.metadata() or {}).get("dfx", "{}"))
+    if wanted_meta:
+        check_meta(saved, wanted_meta, path)
+    state = load_file(str(path))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CheckpointMismatch(f"{path}: weights do not fit this model ({str(exc).splitlines()[0]})") from None
+    return model
+
+
+def _curves(history: pd.DataFrame, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(8, 3))
+    a.plot(history["epoch"], history["train_loss"], label="train")
+    a.plot(history["epoch"], history["val_loss"], label="validation")
+    a.set_xlabel("epoch"), a.set_ylabel("loss"), a.legend()
+    b.plot(history["epoch"], history["train_acc"], label="train")
+    b.plot(history["epoch"], history["val_acc"], label="validation")
+    b.set_xlabel("epoch"), b.set_ylabel("accuracy"), b.legend()
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    _atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    plt.close(fig)
+
+
+def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], Iterable[Batch]],
+        val_batches: Callable[[], Iterable[Batch]], folder: str | Path, meta: dict, *, epochs: int,
+        lr: float, weight_decay: float, seed: int, patience: int = 0, device: torch.device | None = None,
+        amp: bool = False, progress: bool = True, params: Iterable[nn.Parameter] | None = None,
+        stop_after: int | None = None) -> FitResult:
+    """Train with Adam, keep the minimum-validation-loss weights, resume from `folder` if it holds an
+    unfinished run of the same model (`meta` must match), skip training if it holds a finished one.
+
+    `train_batches(epoch)` yields the batches of an epoch (seed them with the epoch); `val_batches()` the
+    validation batches. `patience` > 0 stops after that many epochs without a better validation loss.
+    `stop_after` ends the call after that epoch as if interrupted (for tests).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    device = device or torch.device("cpu")
+    model.to(device)
+    meta = {**meta, "epochs": epochs, "lr": lr, "weight_decay": weight_decay, "seed": seed, "patience": patience}
+    meta_path, last, state_path = folder / "meta.json", folder / "last.safetensors", folder / "last_state.pt"
+    opt = torch.optim.Adam(params if params is not None else [p for p in model.parameters() if p.requires_grad],
+                           lr=lr, weight_decay=weight_decay, betas=(0.9, 0.999))
+    history: list[dict] = []
+    start, best, best_epoch, finished = 1, math.inf, 0, False
+    if meta_path.is_file() and state_path.is_file() and last.is_file():
+        saved = json.loads(meta_path.read_text())
+        check_meta(saved, meta, meta_path)
+        load_weights(model, last)
+        st = torch.load(state_path, weights_only=True, map_location=device)
+        opt.load_state_dict(st["optimizer"])
+        start, best, best_epoch, finished = int(st["epoch"]) + 1, float(st["best"]), int(st["best_epoch"]), bool(
+            st["finished"])
+        history = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines() if line.strip()]
+        history = [h for h in history if h["epoch"] < start]
+    resumed_from = start - 1
+    _atomic(meta_path, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
+    use_amp = amp and device.type == "cuda"
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else nullcontext
+    bar = tqdm(range(start, epochs + 1), desc=meta.get("name", folder.name), disable=not progress, leave=False)
+    for epoch in bar if not finished else []:
+        torch.manual_seed(seed * 100_003 + epoch)
+        t0 = time.perf_counter()
+        model.train()
+        tot = {"loss": 0.0, "correct": 0.0, "n": 0}
+        for batch in train_batches(epoch):
+            with autocast():
+                loss, correct, n = step(model, batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            tot["loss"] += float(loss.detach()) * n
+            tot["correct"] += correct
+            tot["n"] += n
+        model.eval()
+        val = {"loss": 0.0, "correct": 0.0, "n": 0}
+        with torch.no_grad(), autocast():
+            for batch in val_batches():
+                loss, correct, n = step(model, batch)
+                val["loss"] += float(loss) * n
+                val["correct"] += correct
+                val["n"] += n
+        row = {"epoch": epoch, "train_loss": tot["loss"] / max(tot["n"], 1),
+               "train_acc": tot["correct"] / max(tot["n"], 1), "val_loss": val["loss"] / max(val["n"], 1),
+               "val_acc": val["correct"] / max(val["n"], 1), "seconds": time.perf_counter() - t0}
+        history.append(row)
+        if row["val_loss"] < best:
+            best, best_epoch = row["val_loss"], epoch
+            save_weights(model, folder / "best.safetensors", meta)
+        stop = patience > 0 and epoch - best_epoch >= patience
+        finished = stop or epoch == epochs
+        save_weights(model, last, meta)
+        _atomic(state_path, lambda tmp: torch.save({"optimizer": opt.state_dict(), "epoch": epoch, "best": best,
+                                                    "best_epoch": best_epoch, "finished": finished}, tmp))
+        _atomic(folder / "log.jsonl", lambda tmp: Path(tmp).write_text(
+            "".join(json.dumps(h) + "\n" for h in history)))
+        bar.set_postfix(val_loss=f"{row['val_loss']:.4f}", best=best_epoch)
+        if finished or (stop_after is not None and epoch >= stop_after):
+            break
+    bar.close()
+    table = pd.DataFrame(history)
+    if len(table):
+        _atomic(folder / "log.csv", lambda tmp: table.to_csv(tmp, index=False))
+        _curves(table, folder / "curves.png", meta.get("name", folder.name))
+    return FitResult(best_epoch=best_epoch, best_val_loss=best, history=table, folder=folder,
+                     resumed_from=resumed_from)
+
+
+def is_finished(folder: str | Path) -> bool:
+    """True if `folder` holds a finished fit (its best weights can be used)."""
+    p = Path(folder) / "last_state.pt"
+    return p.is_file() and bool(torch.load(p, weights_only=True)["finished"])

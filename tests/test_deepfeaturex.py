@@ -1,0 +1,165 @@
+"""The DeepFeatureX models: backbones, data sets, losses, the fusion head, frozen bases, features cache."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from dfxlib import backbones, deepfeaturex as dfx
+from dfxlib.backbones import BackboneError, create_backbone, feature_dim, preprocess
+from dfxlib.metrics import evaluate
+
+
+def test_registry_has_the_papers_14_backbones():
+    assert len(backbones.PAPER_BACKBONES) == 14
+    names = {backbones.spec(n).paper_name for n in backbones.PAPER_BACKBONES}
+    assert {"DenseNet 121", "ResNeXt 101", "ViT b32", "EfficientNet b4"} <= names
+    assert backbones.spec("ViT b16").timm_name == "vit_base_patch16_224"
+    with pytest.raises(BackboneError, match="unknown backbone"):
+        backbones.spec("alexnet")
+
+
+def test_feature_width_comes_from_the_model():
+    m = create_backbone("test_efficientnet", "none")
+    assert feature_dim(m) == m(torch.rand(2, 3, 32, 32)).shape[1] == m.num_features
+
+
+def test_local_weights_file_and_folder(tmp_path):
+    ref = create_backbone("test_convnext", "none")
+    state = {k: v.contiguous() for k, v in ref.state_dict().items()}
+    save_file(state, tmp_path / "test_convnext.safetensors")
+    for source in (tmp_path / "test_convnext.safetensors", tmp_path):
+        m = create_backbone("test_convnext", str(source))
+        for k, v in m.state_dict().items():
+            assert torch.equal(v, state[k]), k
+    with pytest.raises(BackboneError, match="no weights for backbone 'test_vit'"):
+        create_backbone("test_vit", str(tmp_path))
+
+
+def test_failed_download_says_how_to_work_offline(monkeypatch):
+    import timm
+
+    def offline(*args, **kwargs):
+        if kwargs.get("pretrained"):
+            raise OSError("could not reach the hub")
+        return real(*args, **kwargs)
+    real = timm.create_model
+    monkeypatch.setattr(timm, "create_model", offline)
+    with pytest.raises(BackboneError) as exc:
+        create_backbone("resnet18", "imagenet")
+    msg = str(exc.value)
+    assert "resnet18" in msg and "local weights file" in msg and "pretrained=none" in msg
+
+
+def test_preprocessing():
+    from PIL import Image
+
+    img = Image.new("RGB", (300, 200), (255, 128, 0))
+    x = preprocess("resnet50", 256)(img)
+    assert x.shape == (3, 256, 256)
+    assert torch.allclose(x[:, 0, 0], torch.tensor([(1 - 0.485) / 0.229, (128 / 255 - 0.456) / 0.224,
+                                                     (0 - 0.406) / 0.225]), atol=1e-3)
+    assert preprocess("vit_b16", 256)(img).shape == (3, 224, 224)
+
+
+def _base(n_per=(60, 30, 20)):
+    rows = []
+    for fam, gens in (("dm", ("d1", "d2")), ("gan", ("g1", "g2", "g3")), ("real", ("r1",))):
+        for gi, g in enumerate(gens):
+            for i in range(n_per[gi % 3]):
+                rows.append({"path": f"{fam}/{g}/{i}.png", "family": fam, "generator": g})
+    return pd.DataFrame(rows)
+
+
+def test_unbalanced_set_is_exactly_90_10_and_per_generator():
+    base = _base()
+    s = dfx.unbalanced_set(base, "real", 0.9, seed=0)
+    mains, others = s[s.target == 1], s[s.target == 0]
+    assert len(mains) == (base.family == "real").sum() == 60
+    assert len(others) == round(60 / 9)
+    assert set(others.family) <= {"dm", "gan"} and len(set(others.generator)) >= 3
+    assert s.equals(dfx.unbalanced_set(base, "real", 0.9, seed=0))
+    assert not s.equals(dfx.unbalanced_set(base, "real", 0.9, seed=1))
+    g = dfx.unbalanced_set(base, "gan", 0.9, seed=0)
+    assert abs((g.target == 1).mean() - 0.9) < 0.01
+
+
+def test_siamese_pairs_half_similar_redrawn_each_epoch():
+    anchors = dfx.siamese_anchors(_base(), "dm", seed=0)
+    assert (anchors.target == 1).sum() == (anchors.target == 0).sum()
+    p1, p1b, p2 = (dfx.siamese_pairs(anchors, 0, 0, 1), dfx.siamese_pairs(anchors, 0, 0, 1),
+                   dfx.siamese_pairs(anchors, 0, 0, 2))
+    assert p1.equals(p1b) and not p1.equals(p2)
+    assert abs(p1.dissimilar.mean() - 0.5) < 0.02
+    t = dict(zip(anchors.path, anchors.target))
+    assert ((p1.a.map(t) != p1.b.map(t)).astype(int) == p1.dissimilar).all()
+    assert len(dfx.siamese_pairs(anchors, 10, 0, 1)) == 10
+
+
+def test_contrastive_loss_margin_2():
+    d = torch.tensor([0.0, 1.0, 3.0, 1.0])
+    y = torch.tensor([0, 0, 1, 1])  # 1 = dissimilar
+    expect = (0 + 0.5 * 1 + 0 + 0.5 * 1) / 4
+    assert float(dfx.contrastive_loss(d, y, 2.0)) == pytest.approx(expect)
+
+
+@pytest.mark.parametrize("D, after_conv2", [(512, 126), (1024, 254), (2048, 510), (64, 14)])
+def test_fusion_head_shape_and_layers(D, after_conv2):
+    head = dfx.FusionHead()
+    assert head(torch.rand(4, 3, D)).shape == (4, 3)
+    assert head.convs[:7](torch.rand(1, 3, D)).shape[-1] == after_conv2
+    kinds = [type(m).__name__ for m in head.convs]
+    assert kinds == ["Conv1d", "ReLU", "BatchNorm1d"] * 4 + ["Conv1d", "ReLU"]
+    convs = [m for m in head.convs if isinstance(m, torch.nn.Conv1d)]
+    assert [(c.out_channels, c.kernel_size[0], c.stride[0], c.padding[0]) for c in convs] == [
+        (16, 7, 2, 1), (64, 5, 2, 1), (256, 3, 1, 1), (512, 3, 1, 1), (1024, 3, 1, 1)]
+    assert head.classifier.in_features == 1024 and head.classifier.out_features == 3
+
+
+def _bn_buffers(module):
+    return {k: v.clone() for k, v in module.state_dict().items() if "running" in k}
+
+
+def test_frozen_bases_keep_batch_norm_statistics_while_the_head_trains():
+    torch.manual_seed(0)
+    bases = [create_backbone("test_efficientnet", "none") for _ in range(3)]
+    model = dfx.CompleteModel(bases, dfx.FusionHead())
+    before = _bn_buffers(model.bases)
+    assert before, "the test needs batch-norm layers in the bases"
+    opt = torch.optim.Adam(model.head.parameters(), lr=1e-3)
+    model.train()
+    assert model.head.training and not any(m.training for m in model.bases.modules())
+    for _ in range(3):
+        loss = torch.nn.functional.cross_entropy(model(torch.rand(8, 3, 32, 32) * 3), torch.randint(0, 3, (8,)))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = _bn_buffers(model.bases)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(p.grad is None for p in model.bases.parameters())
+    # control: the same steps with the bases in training mode (the reference's bug) do move them
+    model.bases.train()
+    for b in model.bases:
+        b(torch.rand(8, 3, 32, 32) * 3)
+    moved = _bn_buffers(model.bases)
+    assert any(not torch.equal(before[k], moved[k]) for k in before)
+
+
+def test_class_weights_are_inverse_counts():
+    w = dfx.class_weights(np.array([0, 0, 0, 0, 1, 1, 2]))
+    assert torch.allclose(w, torch.tensor([1 / 4, 1 / 2, 1.0]))
+
+
+def test_metrics_collapse_to_binary_with_fake_positive():
+    y = np.array([0, 1, 2, 2])
+    probs = np.array([[0.9, 0.05, 0.05], [0.1, 0.2, 0.7], [0.1, 0.1, 0.8], [0.6, 0.2, 0.2]])
+    m = evaluate(y, probs, binary=True, n_boot=50)
+    assert m["class_names"] == ["real", "fake"]
+    assert m["accuracy"] == 0.5  # dm ok, gan called real, real ok, real called dm
+    assert m["recall_fake"] == 0.5 and m["precision_fake"] == 0.5
+    assert m["auc"] == pytest.approx(0.75)
+    lo, hi = m["accuracy_ci"]
+    assert lo <= m["accuracy"] <= hi
+    m3 = evaluate(y, probs, binary=False, n_boot=10)
+    assert m3["confusion"].shape == (3, 3) and m3["accuracy"] == 0.5

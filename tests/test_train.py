@@ -1,0 +1,128 @@
+"""The fit loop: deterministic resume, checkpoint checks, safe loading, early stopping; the features cache."""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import dfxlib
+from dfxlib import deepfeaturex as dfx
+from dfxlib.backbones import create_backbone
+from dfxlib.data import ImageStore, order
+from dfxlib.train import CheckpointMismatch, fit, is_finished, load_weights, save_weights
+
+X = torch.randn(64, 4, generator=torch.Generator().manual_seed(0))
+Y = (X[:, 0] + 0.3 * X[:, 1] > 0).long()
+
+
+def _model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Dropout(0.3), nn.Linear(8, 2))
+
+
+def _step(model, batch):
+    x, y = batch
+    logits = model(x)
+    return F.cross_entropy(logits, y), float((logits.argmax(1) == y).sum()), len(y)
+
+
+def _train(epoch):
+    idx = order(len(X), 0, epoch)
+    for i in range(0, len(idx), 16):
+        yield X[idx[i:i + 16]], Y[idx[i:i + 16]]
+
+
+def _val():
+    yield X[:16], Y[:16]
+
+
+def _fit(folder, model, **kw):
+    kw = {"epochs": 4, "lr": 1e-2, "weight_decay": 0.0, "seed": 3, "progress": False, **kw}
+    return fit(model, _step, _train, _val, folder, {"backbone": "toy", "classes": ["a", "b"]}, **kw)
+
+
+def test_resume_after_interruption_gives_the_same_weights(tmp_path):
+    straight = _model()
+    _fit(tmp_path / "a", straight)
+    interrupted = _model()
+    first = _fit(tmp_path / "b", interrupted, stop_after=2)
+    assert len(first.history) == 2 and not is_finished(tmp_path / "b")
+    resumed_model = _model()  # a fresh process: new model object, state from disk
+    res = _fit(tmp_path / "b", resumed_model)
+    assert res.resumed_from == 2 and len(res.history) == 4 and is_finished(tmp_path / "b")
+    for k, v in straight.state_dict().items():
+        assert torch.equal(v, resumed_model.state_dict()[k]), k
+    a, b = _model(), _model()
+    load_weights(a, tmp_path / "a" / "best.safetensors")
+    load_weights(b, tmp_path / "b" / "best.safetensors")
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+    assert (tmp_path / "a" / "log.csv").read_text().count("\n") == 5
+    assert (tmp_path / "a" / "curves.png").stat().st_size > 0
+
+
+def test_finished_run_is_reused_not_retrained(tmp_path):
+    _fit(tmp_path, _model())
+    again = _fit(tmp_path, _model())
+    assert again.resumed_from == 4 and len(again.history) == 4
+
+
+def test_mismatched_checkpoint_is_a_clear_error(tmp_path):
+    _fit(tmp_path, _model(), stop_after=1)
+    with pytest.raises(CheckpointMismatch, match="backbone: checkpoint has 'toy', expected 'other'"):
+        fit(_model(), _step, _train, _val, tmp_path, {"backbone": "other", "classes": ["a", "b"]}, epochs=4,
+            lr=1e-2, weight_decay=0.0, seed=3, progress=False)
+    with pytest.raises(CheckpointMismatch, match="classes"):
+        load_weights(_model(), tmp_path / "best.safetensors", {"classes": ["x", "y", "z"]})
+    with pytest.raises(CheckpointMismatch, match="do not fit"):
+        load_weights(nn.Linear(4, 3), tmp_path / "best.safetensors")
+
+
+class _Evil:
+    def __reduce__(self):
+        import os
+        return (os.system, ("touch pwned",))
+
+
+def test_loading_never_runs_pickled_code(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "run"
+    _fit(folder, _model(), stop_after=1)
+    (folder / "last_state.pt").write_bytes(pickle.dumps({"optimizer": _Evil()}))
+    with pytest.raises(pickle.UnpicklingError):
+        _fit(folder, _model())
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_early_stopping_by_patience(tmp_path):
+    def worse_val():  # validation loss that only grows
+        worse_val.calls += 1
+        yield X[:16], (1 - Y[:16]) if worse_val.calls > 1 else Y[:16]
+    worse_val.calls = 0
+    res = fit(_model(), _step, _train, worse_val, tmp_path, {"backbone": "toy"}, epochs=20, lr=1e-1,
+              weight_decay=0.0, seed=0, patience=2, progress=False)
+    assert len(res.history) < 20 and res.best_epoch == 1
+
+
+def test_features_are_computed_once_and_cached(tmp_path, fixture_root):
+    run = dfxlib.start("smoke", run_dir=str(tmp_path / "run"))
+    store = ImageStore(fixture_root)
+    folder = tmp_path / "m"
+    net = dfx.BaseClassifier(create_backbone("test_convnext", "none")).eval()
+    save_weights(net, folder / "best.safetensors")
+    model = dfx.BaseModel(net=net, backbone="test_convnext", kind="unbalanced", main="dm", folder=folder)
+    rels = sorted(str(p.relative_to(fixture_root)) for p in fixture_root.rglob("*.png"))[:10]
+    f1 = dfx.features(run, store, model, rels[:6])
+    assert f1.shape == (6, 64) and store.decodes == 6
+    f2 = dfx.features(run, store, model, rels)
+    assert store.decodes == 10  # only the 4 new images were decoded and run
+    np.testing.assert_array_equal(f2[:6], f1)
+    fresh = ImageStore(fixture_root)
+    f3 = dfx.features(run, fresh, model, rels[::-1])
+    assert fresh.decodes == 0
+    np.testing.assert_array_equal(f3, f2[::-1])
+    with torch.no_grad():
+        direct = net.backbone(fresh.batch(rels[:2], dfxlib.backbones.preprocess("test_convnext", 32))).numpy()
+    np.testing.assert_allclose(f2[:2], direct, rtol=1e-5, atol=1e-5)
