@@ -25,6 +25,7 @@ smoke: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_index.py
 	$(BIN)/python benchmarks/bench_minidfx.py
+	$(BIN)/python benchmarks/bench_fusion.py
 
 clean-runs:
 	rm -rf runs/smoke runs/mini runs/cache

@@ -56,7 +56,7 @@ def main() -> None:
     rows = split.rows("fusion")
     if args.images:
         rows = rows.sample(n=min(args.images, len(rows)), random_state=0).sort_values("path")
-    rels, y = list(rows["path"]), torch.as_tensor(rows["family"].map(CLASS_INDEX).to_numpy())
+    rels, y = list(rows["path"]), torch.tensor(rows["family"].map(CLASS_INDEX).to_numpy(dtype=np.int64))
     weight = dfx.class_weights(y.numpy())
 
     bases = []

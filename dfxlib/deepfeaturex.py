@@ -32,7 +32,8 @@ from .index import CLASS_INDEX, CLASSES
 from .metrics import binary_metrics, evaluate, sample_groups
 from .run import Run
 from .split import Split
-from .train import FitResult, _atomic, device_of, fit, load_weights
+from .tables import atomic_write
+from .train import FitResult, device_of, fit, load_weights
 
 KINDS: tuple[str, ...] = ("unbalanced", "siamese")
 
@@ -208,6 +209,7 @@ def base_meta(run: Run, split: Split, backbone: str, kind: str, main: str) -> di
 
 
 def _new_net(run: Run, backbone: str, kind: str) -> nn.Module:
+    torch.manual_seed(run.config.seed)  # the initial weights depend on the seed only, not on what ran before
     bb = create_backbone(backbone, run.config.pretrained)
     return BaseClassifier(bb) if kind == "unbalanced" else SiameseNet(bb)
 
@@ -262,7 +264,7 @@ def train_base_model(run: Run, store: ImageStore, split: Split, backbone: str, k
         epochs = cfg.siamese_epochs
     result = fit(net, step, train_batches, val_batches, folder, base_meta(run, split, backbone, kind, main), epochs=epochs,
                  lr=cfg.lr, weight_decay=cfg.weight_decay, seed=seed, patience=cfg.patience, device=dev,
-                 amp=cfg.amp, progress=run.progress)
+                 amp=cfg.amp, progress=run.progress, config_json=cfg.to_json())
     load_weights(net, folder / "best.safetensors")
     net.eval()
     return BaseModel(net=net, backbone=backbone, kind=kind, main=main, folder=folder, fit=result)
@@ -316,8 +318,8 @@ def features(run: Run, store: ImageStore, model: BaseModel, rels: Sequence[str],
         stored = new if stored is None else torch.cat([stored, new])
         order_ = [p for p, _ in sorted(have.items(), key=lambda kv: kv[1])] + missing
         have = {p: i for i, p in enumerate(order_)}
-        _atomic(path, lambda tmp: save_file({"features": stored.contiguous()}, tmp))
-        _atomic(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(order_)))
+        atomic_write(path, lambda tmp: save_file({"features": stored.contiguous()}, tmp))
+        atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(order_)))
     assert stored is not None
     return stored[[have[r] for r in rels]].numpy()
 
@@ -347,6 +349,7 @@ def train_head(run: Run, name: str, x_train: np.ndarray, y_train: np.ndarray, x_
     """Train a fusion head on cached features with weighted cross entropy; keep minimum validation loss."""
     cfg = run.config
     dev = device_of(cfg.device)
+    torch.manual_seed(cfg.seed)
     head = FusionHead(in_channels=x_train.shape[1])
     weight = class_weights(y_train).to(dev)
     xt, yt = torch.as_tensor(x_train), torch.as_tensor(y_train, dtype=torch.long)
@@ -372,7 +375,7 @@ def train_head(run: Run, name: str, x_train: np.ndarray, y_train: np.ndarray, x_
     result = fit(head, step, train_batches, val_batches, folder, {**meta, "name": name, "in_channels": int(x_train.shape[1]),
                                                                   "feature_dim": int(x_train.shape[2])},
                  epochs=cfg.head_epochs, lr=cfg.head_lr, weight_decay=cfg.weight_decay, seed=cfg.seed,
-                 patience=cfg.patience, device=dev, amp=False, progress=run.progress)
+                 patience=cfg.patience, device=dev, amp=False, progress=run.progress, config_json=cfg.to_json())
     load_weights(head, folder / "best.safetensors")
     return head.eval(), result
 
@@ -569,3 +572,17 @@ def fusion_verdict(ablation: pd.DataFrame) -> str:
             lines.append(f"{backbone}/{kind}: the complete model ({full:.2f}) does NOT beat {best['features']} "
                          f"({best['accuracy']:.2f}); fusion adds nothing here.")
     return "\n".join(lines)
+
+
+def per_class_table(completes: list[Complete]) -> pd.DataFrame:
+    """Per-class precision, recall and F1 (%) of every complete model, 3-class and binary."""
+    from .metrics import pct
+
+    rows = []
+    for c in completes:
+        for task, m in (("3-class", c.multiclass), ("binary", c.binary)):
+            for name in m["class_names"]:
+                rows.append({"backbone": display_name(c.backbone), "kind": c.kind, "task": task, "class": name,
+                             "precision": pct(m[f"precision_{name}"]), "recall": pct(m[f"recall_{name}"]),
+                             "f1": pct(m[f"f1_{name}"])})
+    return pd.DataFrame(rows)

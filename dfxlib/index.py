@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Mapping
 import pandas as pd
 from tqdm.auto import tqdm
 
+from .tables import atomic_write
 from .images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageInfo, inspect_file
 
 CLASSES: tuple[str, ...] = ("dm", "gan", "real")
@@ -160,11 +160,7 @@ def _load_cache(path: Path | None) -> dict[tuple, dict]:
 
 
 def _save_cache(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    pd.DataFrame(rows).to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: pd.DataFrame(rows).to_csv(tmp, index=False))
 
 
 def build_index(root: str | Path, layout: str = "auto", families: Mapping[str, str] | None = None,

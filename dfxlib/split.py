@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
+
+from .tables import atomic_write_text
 
 SPLITS: tuple[str, ...] = ("base", "fusion", "test", "holdout")
 
@@ -103,14 +103,6 @@ def make_split(usable: pd.DataFrame, seed: int, fractions: Sequence[float] = (0.
     return df[["path", "family", "generator", "split"]]
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 def load_or_make_split(usable: pd.DataFrame, folder: str | Path, seed: int,
                        fractions: Sequence[float] = (0.4, 0.4, 0.2), holdout: Sequence[str] = (),
                        rebuild: bool = False, groups: pd.Series | None = None) -> Split:
@@ -144,6 +136,6 @@ def load_or_make_split(usable: pd.DataFrame, folder: str | Path, seed: int,
                 "(dfx run -p rebuild_split=true) to rebuild it and retrain, or use another run_dir.")
         return Split(table=table, meta=old)
     table = make_split(usable, seed, fractions, holdout, groups)
-    _atomic_write(csv_path, table.to_csv(index=False))
-    _atomic_write(meta_path, json.dumps(meta, indent=2))
+    atomic_write_text(csv_path, table.to_csv(index=False))
+    atomic_write_text(meta_path, json.dumps(meta, indent=2))
     return Split(table=table, meta=meta)

@@ -6,6 +6,7 @@ import math
 import os
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 
@@ -29,13 +30,23 @@ def to_markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file and a rename."""
+def atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    """Call `write(tmp)` on a temporary file beside `path`, then rename it into place: readers never see a
+    half-written file, and an interrupted write leaves the old one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` atomically."""
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def write_table(df: pd.DataFrame, name: str, folder: str | Path, title: str = "", notes: str = "") -> Path:

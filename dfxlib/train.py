@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -26,6 +24,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
+
+from .tables import atomic_write
 
 Batch = Any
 #: step(model, batch) -> (loss tensor, number correct, number of samples)
@@ -54,22 +54,10 @@ def device_of(setting: str = "auto") -> torch.device:
     return torch.device(setting)
 
 
-def _atomic(path: Path, write: Callable[[str], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def save_weights(model: nn.Module, path: Path, meta: dict | None = None) -> None:
     """Write a model's state dict as safetensors, atomically (metadata as JSON strings)."""
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    _atomic(path, lambda tmp: save_file(state, tmp, metadata={"dfx": json.dumps(meta or {})}))
+    atomic_write(path, lambda tmp: save_file(state, tmp, metadata={"dfx": json.dumps(meta or {})}))
 
 
 def check_meta(saved: dict, wanted: dict, where: Path) -> None:
@@ -113,7 +101,7 @@ def _curves(history: pd.DataFrame, path: Path, title: str) -> None:
     b.set_xlabel("epoch"), b.set_ylabel("accuracy"), b.legend()
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    _atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     plt.close(fig)
 
 
@@ -121,13 +109,14 @@ def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], Iterable[
         val_batches: Callable[[], Iterable[Batch]], folder: str | Path, meta: dict, *, epochs: int,
         lr: float, weight_decay: float, seed: int, patience: int = 0, device: torch.device | None = None,
         amp: bool = False, progress: bool = True, params: Iterable[nn.Parameter] | None = None,
-        stop_after: int | None = None) -> FitResult:
+        stop_after: int | None = None, config_json: str = "") -> FitResult:
     """Train with Adam, keep the minimum-validation-loss weights, resume from `folder` if it holds an
     unfinished run of the same model (`meta` must match), skip training if it holds a finished one.
 
     `train_batches(epoch)` yields the batches of an epoch (seed them with the epoch); `val_batches()` the
     validation batches. `patience` > 0 stops after that many epochs without a better validation loss.
-    `stop_after` ends the call after that epoch as if interrupted (for tests).
+    `stop_after` ends the call after that epoch as if interrupted (for tests). `config_json` (the run's
+    settings) is saved beside the weights as config.json.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -150,7 +139,9 @@ def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], Iterable[
         history = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines() if line.strip()]
         history = [h for h in history if h["epoch"] < start]
     resumed_from = start - 1
-    _atomic(meta_path, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
+    atomic_write(meta_path, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
+    if config_json:
+        atomic_write(folder / "config.json", lambda tmp: Path(tmp).write_text(config_json))
     use_amp = amp and device.type == "cuda"
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else nullcontext
     bar = tqdm(range(start, epochs + 1), desc=meta.get("name", folder.name), disable=not progress, leave=False)
@@ -186,9 +177,9 @@ def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], Iterable[
         stop = patience > 0 and epoch - best_epoch >= patience
         finished = stop or epoch == epochs
         save_weights(model, last, meta)
-        _atomic(state_path, lambda tmp: torch.save({"optimizer": opt.state_dict(), "epoch": epoch, "best": best,
+        atomic_write(state_path, lambda tmp: torch.save({"optimizer": opt.state_dict(), "epoch": epoch, "best": best,
                                                     "best_epoch": best_epoch, "finished": finished}, tmp))
-        _atomic(folder / "log.jsonl", lambda tmp: Path(tmp).write_text(
+        atomic_write(folder / "log.jsonl", lambda tmp: Path(tmp).write_text(
             "".join(json.dumps(h) + "\n" for h in history)))
         bar.set_postfix(val_loss=f"{row['val_loss']:.4f}", best=best_epoch)
         if finished or (stop_after is not None and epoch >= stop_after):
@@ -196,7 +187,7 @@ def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], Iterable[
     bar.close()
     table = pd.DataFrame(history)
     if len(table):
-        _atomic(folder / "log.csv", lambda tmp: table.to_csv(tmp, index=False))
+        atomic_write(folder / "log.csv", lambda tmp: table.to_csv(tmp, index=False))
         _curves(table, folder / "curves.png", meta.get("name", folder.name))
     return FitResult(best_epoch=best_epoch, best_val_loss=best, history=table, folder=folder,
                      resumed_from=resumed_from)

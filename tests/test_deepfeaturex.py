@@ -163,3 +163,23 @@ def test_metrics_collapse_to_binary_with_fake_positive():
     assert lo <= m["accuracy"] <= hi
     m3 = evaluate(y, probs, binary=False, n_boot=10)
     assert m3["confusion"].shape == (3, 3) and m3["accuracy"] == 0.5
+
+
+def test_training_a_base_model_is_reproducible(tmp_path, fixture_root):
+    import dfxlib
+    from dfxlib.split import load_or_make_split
+
+    def train(folder):
+        run = dfxlib.start("smoke", run_dir=str(folder), data_root=str(fixture_root),
+                           overrides={"progress": False, "base_epochs": 2})
+        index = run.index()
+        split = load_or_make_split(index.usable, run.dir, 0)
+        torch.rand(5)  # whatever ran before must not change the result
+        return dfx.train_base_model(run, run.images(index), split, "test_resnet", "unbalanced", "gan")
+
+    a = train(tmp_path / "a")
+    torch.manual_seed(123)
+    b = train(tmp_path / "b")
+    assert a.fit.history["val_loss"].tolist() == b.fit.history["val_loss"].tolist()
+    for k, v in a.net.state_dict().items():
+        assert torch.equal(v, b.net.state_dict()[k]), k
