@@ -2,6 +2,7 @@
 step (what the reference code does), on the same data, from the same initial head, in the same batch order.
 
     python benchmarks/bench_fusion.py [--profile mini] [--backbone test_efficientnet] [--images 256] [--epochs 2]
+    python benchmarks/bench_fusion.py --backbone densenet121 --input-size 256 --images 64 --epochs 1   # paper-sized
 
 Prints the time of one head epoch each way and their ratio (target: at least 50x), the one-off cost of filling
 the cache, and the validation accuracy each way (they must agree: frozen features are the same numbers).
@@ -45,10 +46,12 @@ def main() -> None:
     ap.add_argument("--backbone", default="")
     ap.add_argument("--images", type=int, default=256, help="fusion images used (0 = the whole fusion split)")
     ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--input-size", type=int, default=0, help="network input side (default: the profile's)")
     ap.add_argument("--run-dir", default="", help="reuse a run folder (its MiniDFX world and split)")
     args = ap.parse_args()
     run_dir = args.run_dir or tempfile.mkdtemp(prefix="dfx-bench-fusion-")
-    run = dfxlib.start(args.profile, run_dir=run_dir, overrides={"progress": False})
+    overrides = {"progress": False, **({"input_size": args.input_size} if args.input_size else {})}
+    run = dfxlib.start(args.profile, run_dir=run_dir, overrides=overrides)
     cfg = run.config
     backbone = args.backbone or cfg.backbones[0]
     index = run.index()

@@ -63,14 +63,14 @@ class Config:
     unbalanced_ratio: float = 0.9
     #: share of each training set held out for validation (model selection by minimum validation loss)
     val_fraction: float = 0.2
-    base_epochs: int = 20
-    siamese_epochs: int = 6
+    base_epochs: int = 15
+    siamese_epochs: int = 8
     #: pairs per Siamese epoch (0 = one pair per anchor)
-    siamese_pairs: int = 256
+    siamese_pairs: int = 0
     siamese_margin: float = 2.0
     #: early stopping after this many epochs without a better validation loss (0 = off)
     patience: int = 6
-    head_epochs: int = 15
+    head_epochs: int = 12
     head_lr: float = 1e-3
     #: "auto" (CUDA when present, else CPU), "cpu", "cuda", "cuda:1", ...
     device: str = "auto"
@@ -99,7 +99,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     "paper": dict(backbones=("densenet121", "densenet161", "densenet169", "densenet201", "efficientnet_b0",
                              "efficientnet_b4", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
                              "resnext101", "vit_b16", "vit_b32"),
-                  pretrained="imagenet", input_size=256, lr=1e-4, base_epochs=50, siamese_epochs=50, siamese_pairs=0,
+                  pretrained="imagenet", input_size=256, lr=1e-4, base_epochs=50, siamese_epochs=50,
                   patience=10, head_epochs=50, head_lr=1e-4, keep_images=False),
 }
 

@@ -68,15 +68,16 @@ def run_notebooks(profile: str = "mini", params: Mapping[str, str] | None = None
     import papermill as pm  # imported here: `dfx audit` and the library do not need it
 
     params = dict(params or {})
-    cfg = resolve(profile, params)  # validate every override before running anything
+    cfg = resolve(profile, params)  # validate every override and notebook number before writing anything
+    books = select(only, start, folder)
     run_dir = run_dir_of(cfg)
     for s in SUBDIRS:
         (run_dir / s).mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.json", cfg.to_json() + "\n")
-    books = select(only, start, folder)
     overrides = {k: v for k, v in params.items() if k not in ("run_dir", "data_root")}
     parameters = {"profile": profile, "run_dir": str(run_dir), "data_root": cfg.data_root, "overrides": overrides}
-    os.environ["DFX_BATCH"] = "1"
+    batch_before = os.environ.get("DFX_BATCH")
+    os.environ["DFX_BATCH"] = "1"  # inherited by the kernels: no progress bars inside executed notebooks
     interactive = sys.stderr.isatty()
     try:
         for i, nb in enumerate(books, 1):
@@ -90,6 +91,10 @@ def run_notebooks(profile: str = "mini", params: Mapping[str, str] | None = None
                 raise _failure(nb, out, exc) from exc
             log(f"[{i}/{len(books)}] {nb.stem} done in {time.perf_counter() - t0:.1f} s")
     finally:
+        if batch_before is None:
+            os.environ.pop("DFX_BATCH", None)
+        else:
+            os.environ["DFX_BATCH"] = batch_before
         report = build_report(run_dir)
         log(f"report: {report}")
     return run_dir

@@ -24,9 +24,10 @@ def test_run_rejects_unknown_setting_before_running(tmp_path, capsys):
     assert not (tmp_path / "notebooks").exists() or not any((tmp_path / "notebooks").iterdir())
 
 
-def test_run_rejects_unknown_notebook_number(capsys):
-    assert main(["run", "--profile", "smoke", "--only", "42"]) == 2
+def test_run_rejects_unknown_notebook_number(tmp_path, capsys):
+    assert main(["run", "--profile", "smoke", "-p", f"run_dir={tmp_path / 'r'}", "--only", "42"]) == 2
     assert "42" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()  # refused before anything was written
 
 
 def test_select_only_and_from(tmp_path):
