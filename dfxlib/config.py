@@ -72,6 +72,9 @@ class Config:
     patience: int = 6
     head_epochs: int = 12
     head_lr: float = 1e-3
+    #: manipulations of the extended robustness table (names in dfxlib.perturb; JPEG QF 90..50 always run)
+    manipulations: tuple[str, ...] = ("blur3", "blur7", "blur15", "noise5", "noise10", "scale50", "scale200",
+                                      "mirror", "rot180", "rot45", "rot135")
     #: "auto" (CUDA when present, else CPU), "cpu", "cuda", "cuda:1", ...
     device: str = "auto"
     #: mixed precision (bfloat16) on GPU
@@ -92,7 +95,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     # seconds per notebook: tests and CI
     "smoke": dict(builtin_per_generator=16, builtin_size=32, builtin_train_steps=60, audit_samples=3,
                   bootstrap=100, backbones=("test_resnet",), input_size=32, base_epochs=1, siamese_epochs=1,
-                  siamese_pairs=64, patience=0, head_epochs=2),
+                  siamese_pairs=64, patience=0, head_epochs=2, manipulations=("blur3", "rot45")),
     # the default: the embedded world, whole suite in minutes on a 2-core CPU
     "mini": dict(),
     # the paper's settings on a user's copy of the real dataset (data_root must be given)
@@ -169,6 +172,11 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"setting 'backbones': unknown backbone {name!r}; known: {', '.join(BACKBONES)}")
     if not cfg.backbones:
         raise ConfigError("setting 'backbones': name at least one backbone")
+    from .perturb import PERTURBATIONS
+
+    for name in cfg.manipulations:
+        if name not in PERTURBATIONS:
+            raise ConfigError(f"setting 'manipulations': unknown {name!r}; known: {', '.join(PERTURBATIONS)}")
     for kind in cfg.base_kinds:
         if kind not in ("unbalanced", "siamese"):
             raise ConfigError(f"setting 'base_kinds': unknown kind {kind!r} (use unbalanced, siamese)")

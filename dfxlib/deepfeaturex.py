@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
+from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -282,20 +283,24 @@ def load_base_model(run: Run, split: Split, backbone: str, kind: str, main: str)
 
 
 # ---------------------------------------------------------------------------------------- feature cache
-Variant = Callable[[object], object] | None
+Variant = Callable[[Image.Image, int], Image.Image] | None
+
+
+def image_seed(seed: int, rel: str) -> int:
+    """A per-image seed for random perturbations (the same image always gets the same noise)."""
+    return int.from_bytes(hashlib.sha256(f"{seed}/{rel}".encode()).digest()[:4], "little")
 
 
 def features(run: Run, store: ImageStore, model: BaseModel, rels: Sequence[str], variant: str = "raw",
              perturb: Variant = None) -> np.ndarray:
     """Pooled features (N, D) of `model` for `rels`, computed once per (image, model, variant) and cached
-    under `cache/features/`. `perturb` (a function of a PIL image) is applied before preprocessing."""
+    under `cache/features/`. `perturb(image, seed)` is applied to the decoded image before preprocessing."""
     folder = run.cache / "features"
     path = folder / f"{model.id}-{variant}.safetensors"
     have: dict[str, int] = {}
     stored = None
     if path.is_file():
-        data = load_file(str(path))
-        stored = data["features"]
+        stored = load_file(str(path))["features"]
         with open(path.with_suffix(".json")) as fh:
             have = {p: i for i, p in enumerate(json.load(fh))}
     missing = [r for r in dict.fromkeys(rels) if r not in have]
@@ -303,15 +308,18 @@ def features(run: Run, store: ImageStore, model: BaseModel, rels: Sequence[str],
         cfg = run.config
         dev = device_of(cfg.device)
         tf = preprocess(model.backbone, cfg.input_size)
-        transform = tf if perturb is None else (lambda img: tf(perturb(img)))
+
+        def load(rel: str) -> torch.Tensor:
+            img = store.image(rel)
+            return tf(img if perturb is None else perturb(img, image_seed(cfg.seed, rel)))
         net = model.features_net.to(dev).eval()
         out = []
-        bar = tqdm(total=len(missing), desc=f"features {model.backbone}/{model.kind}/{model.main}",
+        bar = tqdm(total=len(missing), desc=f"features {model.backbone}/{model.kind}/{model.main} {variant}",
                    disable=not run.progress, leave=False)
         with torch.no_grad():
             for i in range(0, len(missing), cfg.batch_size * 2):
                 part = missing[i:i + cfg.batch_size * 2]
-                out.append(net(store.batch(part, transform).to(dev)).float().cpu())
+                out.append(net(torch.stack([load(r) for r in part]).to(dev)).float().cpu())
                 bar.update(len(part))
         bar.close()
         new = torch.cat(out)
@@ -460,6 +468,47 @@ def train_complete(run: Run, store: ImageStore, split: Split, backbone: str, kin
                      "accuracy": r["accuracy"], "f1": r["f1"]})
     return Complete(backbone=backbone, kind=kind, bases=bases, head=head, fit=result, multiclass=m, binary=b,
                     ablation=pd.DataFrame(rows))
+
+
+def evaluate_variant(run: Run, store: ImageStore, split: Split, complete: Complete, variant: str) -> tuple[dict, dict]:
+    """3-class and binary evaluation of a complete model on the balanced test sets under a perturbation
+    (`variant`: "raw" or a name in dfxlib.perturb.PERTURBATIONS)."""
+    from . import perturb
+
+    if variant == "raw":
+        return complete.multiclass, complete.binary
+    cfg = run.config
+    fn = perturb.get(variant)
+    multi, binary = test_sets(split, cfg.seed)
+    out = []
+    for df, is_binary in ((multi, False), (binary, True)):
+        x = stacked_features(run, store, complete.bases, list(df["path"]), variant, fn)
+        out.append(evaluate(df["label"].to_numpy(), predict_head(complete.head, x), binary=is_binary,
+                            n_boot=cfg.bootstrap, seed=cfg.seed))
+    return out[0], out[1]
+
+
+def robustness(run: Run, store: ImageStore, split: Split, completes: list[Complete],
+               variants: Sequence[str]) -> pd.DataFrame:
+    """One row per (backbone, kind, condition, task): accuracy, F1 (%) with 95% intervals, and the paper's
+    value where it has one (JPEG conditions of Tables 2-3)."""
+    from . import paper
+    from .metrics import fmt_ci, pct
+
+    rows = []
+    for c in completes:
+        for variant in variants:
+            m, b = evaluate_variant(run, store, split, c, variant)
+            cond = "RAW" if variant == "raw" else variant.replace("jpeg", "QF").upper() if variant.startswith(
+                "jpeg") else variant
+            for task, r in (("multiclass", m), ("binary", b)):
+                ref = (paper.table23(task, display_name(c.backbone), cond)
+                       if c.kind == "unbalanced" and cond in paper.CONDITIONS else {})
+                rows.append({"backbone": display_name(c.backbone), "kind": c.kind, "condition": cond, "task": task,
+                             "accuracy": pct(r["accuracy"]), "accuracy_ci95": fmt_ci(r["accuracy_ci"]),
+                             "f1": pct(r["f1"]), "f1_ci95": fmt_ci(r["f1_ci"]), "auc": pct(r["auc"]), "n": r["n"],
+                             "paper_accuracy": ref.get("accuracy", ""), "paper_f1": ref.get("f1", "")})
+    return pd.DataFrame(rows)
 
 
 # ------------------------------------------------------------------------------------- whole-run loops

@@ -39,24 +39,38 @@ def fake_score(probs: np.ndarray) -> np.ndarray:
     return 1.0 - np.asarray(probs)[:, REAL]
 
 
-def bootstrap_ci(y_true: np.ndarray, y_pred: np.ndarray, fn: Callable[[np.ndarray, np.ndarray], float],
-                 n: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of fn(y_true, y_pred) over `n` resamples of the test set."""
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+def _confusions(t: np.ndarray, p: np.ndarray, k: int, idx: np.ndarray) -> np.ndarray:
+    """Confusion matrices (B, k, k) of the resamples given by the index rows of `idx` (B, n)."""
+    b = idx.shape[0]
+    codes = t[idx] * k + p[idx] + (np.arange(b) * k * k)[:, None]
+    return np.bincount(codes.ravel(), minlength=b * k * k).reshape(b, k, k)
+
+
+def _scores(conf: np.ndarray, metric: str) -> np.ndarray:
+    """accuracy, macro F1 over the classes present, or F1 of class 1, from confusion matrices (B, k, k)."""
+    tp = np.diagonal(conf, axis1=1, axis2=2).astype(float)
+    if metric == "accuracy":
+        return tp.sum(1) / conf.sum((1, 2))
+    rows, cols = conf.sum(2), conf.sum(1)
+    denom = rows + cols  # 2tp + fp + fn
+    f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
+    if metric == "f1_pos":
+        return f1[:, 1]
+    present = denom > 0
+    return (f1 * present).sum(1) / np.maximum(present.sum(1), 1)
+
+
+def bootstrap_ci(y_true: np.ndarray, y_pred: np.ndarray, k: int, metric: str, n: int = 1000, seed: int = 0,
+                 level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of `metric` ("accuracy", "f1_macro" or "f1_pos") over `n` resamples of
+    the test set, computed from resampled confusion matrices (vectorised)."""
+    y_true, y_pred = np.asarray(y_true, dtype=int), np.asarray(y_pred, dtype=int)
     if len(y_true) == 0:
         return (float("nan"), float("nan"))
-    rng = np.random.default_rng(seed)
-    stats = [fn(y_true[i], y_pred[i]) for i in (rng.integers(0, len(y_true), len(y_true)) for _ in range(n))]
+    idx = np.random.default_rng(seed).integers(0, len(y_true), (n, len(y_true)))
+    stats = _scores(_confusions(y_true, y_pred, k, idx), metric)
     a = (1 - level) / 2
     return float(np.quantile(stats, a)), float(np.quantile(stats, 1 - a))
-
-
-def _macro_f1(t: np.ndarray, p: np.ndarray) -> float:
-    return float(f1_score(t, p, average="macro", zero_division=0))
-
-
-def _binary_f1(t: np.ndarray, p: np.ndarray) -> float:
-    return float(f1_score(t, p, pos_label=1, zero_division=0))
 
 
 def evaluate(y_true: np.ndarray, probs: np.ndarray, binary: bool, n_boot: int = 1000, seed: int = 0) -> dict:
@@ -66,19 +80,21 @@ def evaluate(y_true: np.ndarray, probs: np.ndarray, binary: bool, n_boot: int = 
     y_true = np.asarray(y_true)
     pred = np.asarray(probs).argmax(axis=1)
     if binary:
-        t, p, names, f1fn = to_binary(y_true), to_binary(pred), ["real", "fake"], _binary_f1
+        t, p, names, f1 = to_binary(y_true), to_binary(pred), ["real", "fake"], "f1_pos"
+        f1_value = float(f1_score(t, p, pos_label=1, zero_division=0))
     else:
-        t, p, names, f1fn = y_true, pred, list(CLASSES), _macro_f1
+        t, p, names, f1 = y_true, pred, list(CLASSES), "f1_macro"
+        f1_value = float(f1_score(t, p, average="macro", zero_division=0))
     labels = list(range(len(names)))
-    out: dict = {"n": int(len(t)), "accuracy": float(accuracy_score(t, p)), "f1": f1fn(t, p),
+    out: dict = {"n": int(len(t)), "accuracy": float(accuracy_score(t, p)), "f1": f1_value,
                  "balanced_accuracy": float(balanced_accuracy_score(t, p)) if len(t) else float("nan")}
     pr, rc, f1s, _ = precision_recall_fscore_support(t, p, labels=labels, zero_division=0)
     for i, name in enumerate(names):
         out[f"precision_{name}"], out[f"recall_{name}"], out[f"f1_{name}"] = float(pr[i]), float(rc[i]), float(f1s[i])
     fake_t = to_binary(y_true)
     out["auc"] = (float(roc_auc_score(fake_t, fake_score(probs))) if len(set(fake_t)) == 2 else float("nan"))
-    out["accuracy_ci"] = bootstrap_ci(t, p, lambda a, b: float(accuracy_score(a, b)), n_boot, seed)
-    out["f1_ci"] = bootstrap_ci(t, p, f1fn, n_boot, seed)
+    out["accuracy_ci"] = bootstrap_ci(t, p, len(names), "accuracy", n_boot, seed)
+    out["f1_ci"] = bootstrap_ci(t, p, len(names), f1, n_boot, seed)
     out["confusion"] = confusion_matrix(t, p, labels=labels)
     out["class_names"] = names
     return out

@@ -113,3 +113,23 @@ def confusion_matrices(items: list[tuple[str, np.ndarray, list[str]]], cols: int
         ax.set_ylabel("true", fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def quality_curves(rob: pd.DataFrame) -> plt.Figure:
+    """Accuracy against JPEG quality factor, one line per backbone and kind, 3-class and binary side by side."""
+    order = ["RAW", "QF90", "QF80", "QF70", "QF60", "QF50"]
+    df = rob[rob["condition"].isin(order)]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
+    for ax, task in zip(axes, ("multiclass", "binary")):
+        for (backbone, kind), g in df[df["task"] == task].groupby(["backbone", "kind"], sort=False):
+            g = g.set_index("condition").reindex(order)
+            ax.plot(order, g["accuracy"], marker="o", label=f"{backbone} / {kind}")
+            if g["paper_accuracy"].astype(str).str.len().gt(0).all():
+                ax.plot(order, pd.to_numeric(g["paper_accuracy"]), ls="--", color="grey", label=f"paper {backbone}")
+        ax.set_title("3-class" if task == "multiclass" else "binary (fake positive)")
+        ax.set_xlabel("JPEG quality")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("accuracy (%)")
+    axes[1].legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
+    fig.tight_layout()
+    return fig

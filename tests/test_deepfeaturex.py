@@ -183,3 +183,23 @@ def test_training_a_base_model_is_reproducible(tmp_path, fixture_root):
     assert a.fit.history["val_loss"].tolist() == b.fit.history["val_loss"].tolist()
     for k, v in a.net.state_dict().items():
         assert torch.equal(v, b.net.state_dict()[k]), k
+
+
+def test_vectorised_bootstrap_matches_sklearn_per_resample():
+    from sklearn.metrics import accuracy_score, f1_score
+
+    from dfxlib.metrics import _confusions, _scores
+
+    rng = np.random.default_rng(1)
+    t, p = rng.integers(0, 3, 50), rng.integers(0, 3, 50)
+    idx = rng.integers(0, 50, (20, 50))
+    idx[0] = np.where(t == 0)[0][0]  # a degenerate resample: one image, classes missing
+    conf = _confusions(t, p, 3, idx)
+    for b in range(20):
+        tt, pp = t[idx[b]], p[idx[b]]
+        assert _scores(conf, "accuracy")[b] == pytest.approx(accuracy_score(tt, pp))
+        assert _scores(conf, "f1_macro")[b] == pytest.approx(f1_score(tt, pp, average="macro", zero_division=0))
+    tb, pb = (t > 0).astype(int), (p > 0).astype(int)
+    cb = _confusions(tb, pb, 2, idx)
+    for b in range(20):
+        assert _scores(cb, "f1_pos")[b] == pytest.approx(f1_score(tb[idx[b]], pb[idx[b]], zero_division=0))

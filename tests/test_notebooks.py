@@ -95,7 +95,8 @@ def test_model_notebooks_write_tables_1_2_3(smoke_run):
     assert t1[["accuracy", "recall", "precision", "f1"]].apply(lambda c: c.between(0, 100)).all().all()
     for name in ("table2_multiclass", "table3_binary"):
         t = pd.read_csv(smoke_run / "tables" / f"{name}.csv", keep_default_na=False)
-        assert len(t) == combos and set(t["condition"]) == {"RAW"}
+        assert len(t) == 6 * combos  # notebook 04 rewrites them with RAW and JPEG QF 90..50
+        assert set(t["condition"]) == {"RAW", "QF90", "QF80", "QF70", "QF60", "QF50"}
         assert t["accuracy_ci95"].str.match(r"^\[\d+\.\d, \d+\.\d\]$").all()
         assert (t["n"] > 0).all()
     single = pd.read_csv(smoke_run / "tables" / "complete_vs_single.csv")
@@ -106,3 +107,13 @@ def test_model_notebooks_write_tables_1_2_3(smoke_run):
     report = (smoke_run / "REPORT.md").read_text()
     assert report.index("## table1_base_models") < report.index("## table2_multiclass") < report.index(
         "## table3_binary")
+
+
+@pytest.mark.notebook
+def test_robustness_notebook_covers_every_manipulation(smoke_run):
+    cfg = json.loads((smoke_run / "config.json").read_text())
+    m = pd.read_csv(smoke_run / "tables" / "manipulations.csv", keep_default_na=False)
+    assert set(m["condition"]) == {"RAW", *cfg["manipulations"]}
+    assert set(m["task"]) == {"multiclass", "binary"}
+    assert (smoke_run / "figures" / "robustness_jpeg.png").stat().st_size > 0
+    assert not list(smoke_run.rglob("*.jpg"))  # manipulations stay in memory

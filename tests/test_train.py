@@ -126,3 +126,28 @@ def test_features_are_computed_once_and_cached(tmp_path, fixture_root):
     with torch.no_grad():
         direct = net.backbone(fresh.batch(rels[:2], dfxlib.backbones.preprocess("test_convnext", 32))).numpy()
     np.testing.assert_allclose(f2[:2], direct, rtol=1e-5, atol=1e-5)
+
+
+def test_perturbed_features_are_cached_per_variant_and_decode_once(tmp_path, fixture_root):
+    from dfxlib import perturb
+
+    run = dfxlib.start("smoke", run_dir=str(tmp_path / "run"))
+    store = ImageStore(fixture_root)
+    folder = tmp_path / "m"
+    net = dfx.BaseClassifier(create_backbone("test_resnet", "none")).eval()
+    save_weights(net, folder / "best.safetensors")
+    model = dfx.BaseModel(net=net, backbone="test_resnet", kind="unbalanced", main="dm", folder=folder)
+    rels = sorted(str(p.relative_to(fixture_root)) for p in fixture_root.rglob("*.png"))[:6]
+    raw = dfx.features(run, store, model, rels)
+    calls = []
+
+    def noisy(img, seed):
+        calls.append(seed)
+        return perturb.PERTURBATIONS["noise10"](img, seed)
+    n1 = dfx.features(run, store, model, rels, "noise10", noisy)
+    n2 = dfx.features(run, store, model, rels, "noise10", noisy)
+    assert store.decodes == 6  # each image decoded once for all variants
+    assert len(calls) == 6 and len(set(calls)) == 6  # one seed per image, perturbed once
+    np.testing.assert_array_equal(n1, n2)
+    assert not np.allclose(raw, n1)
+    assert len(list((run.cache / "features").glob("*.safetensors"))) == 2
