@@ -1,10 +1,9 @@
-import io
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
-from dfxlib.audit import attribute_rule_accuracy, audit, confounds, dataset_table
+from dfxlib.audit import attribute_rule_accuracy, audit, dataset_table
 from dfxlib.index import build_index
 
 

@@ -1,7 +1,6 @@
 """MiniDFX: structure, roles, determinism, caching and bad cache folders (on a tiny recipe)."""
 
 import hashlib
-import os
 import socket
 from pathlib import Path
 

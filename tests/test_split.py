@@ -1,9 +1,7 @@
 import shutil
 
-import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 
 from dfxlib.index import build_index
 from dfxlib.split import SplitMismatchError, load_or_make_split, make_split
