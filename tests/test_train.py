@@ -106,14 +106,19 @@ def test_early_stopping_by_patience(tmp_path):
     assert len(res.history) < 20 and res.best_epoch == 1
 
 
-def test_features_are_computed_once_and_cached(tmp_path, fixture_root):
+def _feature_setup(tmp_path, fixture_root, backbone, n):
+    """A smoke run, a store over the fixture, an untrained base model saved to disk, and n image paths."""
     run = dfxlib.start("smoke", run_dir=str(tmp_path / "run"))
-    store = ImageStore(fixture_root)
     folder = tmp_path / "m"
-    net = dfx.BaseClassifier(create_backbone("test_convnext", "none")).eval()
+    net = dfx.BaseClassifier(create_backbone(backbone, "none")).eval()
     save_weights(net, folder / "best.safetensors")
-    model = dfx.BaseModel(net=net, backbone="test_convnext", kind="unbalanced", main="dm", folder=folder)
-    rels = sorted(str(p.relative_to(fixture_root)) for p in fixture_root.rglob("*.png"))[:10]
+    model = dfx.BaseModel(net=net, backbone=backbone, kind="unbalanced", main="dm", folder=folder)
+    rels = sorted(str(p.relative_to(fixture_root)) for p in fixture_root.rglob("*.png"))[:n]
+    return run, ImageStore(fixture_root), net, model, rels
+
+
+def test_features_are_computed_once_and_cached(tmp_path, fixture_root):
+    run, store, net, model, rels = _feature_setup(tmp_path, fixture_root, "test_convnext", 10)
     f1 = dfx.features(run, store, model, rels[:6])
     assert f1.shape == (6, 64) and store.decodes == 6
     f2 = dfx.features(run, store, model, rels)
@@ -131,13 +136,7 @@ def test_features_are_computed_once_and_cached(tmp_path, fixture_root):
 def test_perturbed_features_are_cached_per_variant_and_decode_once(tmp_path, fixture_root):
     from dfxlib import perturb
 
-    run = dfxlib.start("smoke", run_dir=str(tmp_path / "run"))
-    store = ImageStore(fixture_root)
-    folder = tmp_path / "m"
-    net = dfx.BaseClassifier(create_backbone("test_resnet", "none")).eval()
-    save_weights(net, folder / "best.safetensors")
-    model = dfx.BaseModel(net=net, backbone="test_resnet", kind="unbalanced", main="dm", folder=folder)
-    rels = sorted(str(p.relative_to(fixture_root)) for p in fixture_root.rglob("*.png"))[:6]
+    run, store, _, model, rels = _feature_setup(tmp_path, fixture_root, "test_resnet", 6)
     raw = dfx.features(run, store, model, rels)
     calls = []
 
