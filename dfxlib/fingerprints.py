@@ -85,7 +85,8 @@ def baseline(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_
 
 def sanity_baselines(rows: pd.DataFrame, arrays: list[np.ndarray], seed: int = 0) -> pd.DataFrame:
     """Colour and spectral baselines, 3-class (dm/gan/real) and binary (real/fake): trained on the `base`
-    split, tested on `test`. `rows` has columns family and split, aligned with `arrays`."""
+    split, tested on `test` (other rows are ignored). `rows` has columns family and split, aligned with
+    `arrays`."""
     feats = {"colour statistics": np.stack([colour_features(a) for a in arrays]),
              "residual spectrum": np.stack([spectral_features(a) for a in arrays])}
     tr, te = (rows["split"] == "base").to_numpy(), (rows["split"] == "test").to_numpy()
