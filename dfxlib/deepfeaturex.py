@@ -300,9 +300,15 @@ def features(run: Run, store: ImageStore, model: BaseModel, rels: Sequence[str],
     have: dict[str, int] = {}
     stored = None
     if path.is_file():
-        stored = load_file(str(path))["features"]
-        with open(path.with_suffix(".json")) as fh:
-            have = {p: i for i, p in enumerate(json.load(fh))}
+        try:
+            stored = load_file(str(path))["features"]
+            with open(path.with_suffix(".json")) as fh:
+                have = {p: i for i, p in enumerate(json.load(fh))}
+            if len(have) != len(stored):
+                raise ValueError(f"{len(have)} paths for {len(stored)} rows")
+        except Exception as exc:  # safetensors raises its own error type for a damaged file
+            print(f"{path}: damaged feature cache ({exc}); recomputing it")
+            stored, have = None, {}
     missing = [r for r in dict.fromkeys(rels) if r not in have]
     if missing:
         cfg = run.config
@@ -423,10 +429,6 @@ class Complete:
     multiclass: dict
     binary: dict
     ablation: pd.DataFrame
-
-    def model(self) -> CompleteModel:
-        """The end-to-end model (frozen backbones + head) for inference on images."""
-        return CompleteModel([b.features_net for b in self.bases], self.head)
 
 
 def test_sets(split: Split, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:

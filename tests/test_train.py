@@ -150,3 +150,16 @@ def test_perturbed_features_are_cached_per_variant_and_decode_once(tmp_path, fix
     np.testing.assert_array_equal(n1, n2)
     assert not np.allclose(raw, n1)
     assert len(list((run.cache / "features").glob("*.safetensors"))) == 2
+
+
+def test_damaged_feature_cache_is_recomputed_not_fatal(tmp_path, fixture_root, capsys):
+    run, store, _, model, rels = _feature_setup(tmp_path, fixture_root, "test_convnext", 4)
+    good = dfx.features(run, store, model, rels)
+    cache = next((run.cache / "features").glob("*.safetensors"))
+    cache.write_bytes(b"not a safetensors file")
+    again = dfx.features(run, store, model, rels)
+    np.testing.assert_array_equal(good, again)
+    out = capsys.readouterr().out
+    assert cache.name in out and "damaged feature cache" in out
+    from safetensors.torch import load_file
+    assert load_file(str(cache))["features"].shape == (4, 64)  # rewritten whole
