@@ -40,6 +40,9 @@ class Config:
     split_test: float = 0.2
     #: generators kept out of every training split ("unseen"); for user data, name them here
     holdout_generators: tuple[str, ...] = ()
+    #: generators of seen architectures with other initial conditions, kept out of training: the "inner"
+    #: fakes of the generalization test sets (MiniDFX marks its own; for user data, name them here)
+    inner_generators: tuple[str, ...] = ()
     #: rebuild the persisted split even if it was made with another seed or dataset
     rebuild_split: bool = False
     #: "full" decodes every image while indexing (finds truncated files); "header" reads headers only
@@ -75,6 +78,15 @@ class Config:
     #: manipulations of the extended robustness table (names in dfxlib.perturb; JPEG QF 90..50 always run)
     manipulations: tuple[str, ...] = ("blur3", "blur7", "blur15", "noise5", "noise10", "scale50", "scale200",
                                       "mirror", "rot180", "rot45", "rot135")
+    #: fakes in each generalization test set (as many reals; fewer when the data has fewer)
+    tset_fakes: int = 2000
+    #: JPEG quality of the generalization sets' second condition (the paper's sets were JPEG; 0 = RAW only)
+    tset_jpeg: int = 90
+    #: a folder in the paper's layout for the in-the-wild evaluation (relative: to the project root; evaluation
+    #: only, never trained on); skipped with a message when absent
+    wild_root: str = "../shared/wild"
+    #: JPEG quality to re-encode every wild image with, to expose format bias (0 = no re-encoded pass)
+    wild_reencode: int = 90
     #: "auto" (CUDA when present, else CPU), "cpu", "cuda", "cuda:1", ...
     device: str = "auto"
     #: mixed precision (bfloat16) on GPU

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -18,6 +19,8 @@ class ImageStore:
 
     def __init__(self, root: str | Path, keep: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS):
         self.root = Path(root)
+        #: short hash of the dataset folder: caches of different datasets never mix
+        self.key = hashlib.sha256(str(self.root.resolve()).encode()).hexdigest()[:8]
         self.keep = keep
         self.max_pixels = max_pixels
         self._cache: dict[str, Image.Image] = {}

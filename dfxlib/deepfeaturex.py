@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -41,12 +42,12 @@ KINDS: tuple[str, ...] = ("unbalanced", "siamese")
 
 # ------------------------------------------------------------------------------------------------ models
 class BaseClassifier(nn.Module):
-    """A backbone and a linear layer: main class (1) vs others (0)."""
+    """A backbone and a linear layer: main class (1) vs others (0), or `n_classes` classes (plain classifier)."""
 
-    def __init__(self, backbone: nn.Module):
+    def __init__(self, backbone: nn.Module, n_classes: int = 2):
         super().__init__()
         self.backbone = backbone
-        self.fc = nn.Linear(feature_dim(backbone), 2)
+        self.fc = nn.Linear(feature_dim(backbone), n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.backbone(x))
@@ -291,57 +292,132 @@ def image_seed(seed: int, rel: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}/{rel}".encode()).digest()[:4], "little")
 
 
-def features(run: Run, store: ImageStore, model: BaseModel, rels: Sequence[str], variant: str = "raw",
-             perturb: Variant = None) -> np.ndarray:
-    """Pooled features (N, D) of `model` for `rels`, computed once per (image, model, variant) and cached
-    under `cache/features/`. `perturb(image, seed)` is applied to the decoded image before preprocessing."""
+@dataclass
+class FeatureTimes:
+    """Seconds spent by evaluation: preparing images for uncached features (decode, perturb, preprocess,
+    collate), backbone forward passes, and fusion-head forward passes. `TIMES` accumulates over a process;
+    `TIMES.reset()` starts again (benchmarks/bench_evaluation.py reads it)."""
+
+    prepare: float = 0.0
+    forward: float = 0.0
+    head: float = 0.0
+    images: int = 0
+
+    def reset(self) -> None:
+        self.prepare, self.forward, self.head, self.images = 0.0, 0.0, 0.0, 0
+
+
+TIMES = FeatureTimes()
+
+
+class _Cache:
+    """One feature-cache file: rows of features and the relative paths they belong to."""
+
+    def __init__(self, path: Path):
+        self.path, self.rows, self.have = path, None, {}
+        if path.is_file():
+            try:
+                rows = load_file(str(path))["features"]
+                with open(path.with_suffix(".json")) as fh:
+                    have = {p: i for i, p in enumerate(json.load(fh))}
+                if len(have) != len(rows):
+                    raise ValueError(f"{len(have)} paths for {len(rows)} rows")
+                self.rows, self.have = rows, have
+            except Exception as exc:  # safetensors raises its own error type for a damaged file
+                print(f"{path}: damaged feature cache ({exc}); recomputing it")
+
+    def add(self, rels: list[str], rows: torch.Tensor) -> None:
+        self.rows = rows if self.rows is None else torch.cat([self.rows, rows])
+        order_ = [p for p, _ in sorted(self.have.items(), key=lambda kv: kv[1])] + rels
+        self.have = {p: i for i, p in enumerate(order_)}
+        rows_ = self.rows.contiguous()
+        atomic_write(self.path, lambda tmp: save_file({"features": rows_}, tmp))
+        atomic_write(self.path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(order_)))
+
+    def get(self, rels: Sequence[str]) -> np.ndarray:
+        assert self.rows is not None
+        return self.rows[[self.have[r] for r in rels]].numpy()
+
+
+def prepare_batch(imgs: Sequence[Image.Image], tf: Callable[[Image.Image], torch.Tensor]) -> torch.Tensor:
+    """(B, 3, H, W) input of a backbone: `tf` (its preprocessing) applied once to the whole batch when the
+    images share one size (the same numbers, several times faster), else image by image."""
+    if len({img.size for img in imgs}) == 1:
+        from torchvision.transforms.v2.functional import pil_to_tensor
+
+        return tf(torch.stack([pil_to_tensor(img.convert("RGB")) for img in imgs]))
+    return torch.stack([tf(img) for img in imgs])
+
+
+def features_many(run: Run, store: ImageStore, models: Sequence[BaseModel], rels: Sequence[str],
+                  variant: str = "raw", perturb: Variant = None) -> list[np.ndarray]:
+    """Pooled features (N, D) of each of `models` for `rels` of `store`, computed once per (image, model,
+    dataset, variant) and cached under `cache/features/`. Each missing image is decoded, perturbed and
+    preprocessed once for all the models of one backbone; `perturb(image, seed)` is applied to the decoded
+    image before preprocessing."""
+    out: list[np.ndarray] = [np.zeros(0)] * len(models)
+    by_backbone: dict[str, list[int]] = {}
+    for i, m in enumerate(models):
+        by_backbone.setdefault(m.backbone, []).append(i)
+    for idx in by_backbone.values():
+        for i, f in zip(idx, _features_one_backbone(run, store, [models[i] for i in idx], rels, variant, perturb)):
+            out[i] = f
+    return out
+
+
+def _features_one_backbone(run: Run, store: ImageStore, models: Sequence[BaseModel], rels: Sequence[str],
+                           variant: str, perturb: Variant) -> list[np.ndarray]:
     folder = run.cache / "features"
-    path = folder / f"{model.id}-{variant}.safetensors"
-    have: dict[str, int] = {}
-    stored = None
-    if path.is_file():
-        try:
-            stored = load_file(str(path))["features"]
-            with open(path.with_suffix(".json")) as fh:
-                have = {p: i for i, p in enumerate(json.load(fh))}
-            if len(have) != len(stored):
-                raise ValueError(f"{len(have)} paths for {len(stored)} rows")
-        except Exception as exc:  # safetensors raises its own error type for a damaged file
-            print(f"{path}: damaged feature cache ({exc}); recomputing it")
-            stored, have = None, {}
-    missing = [r for r in dict.fromkeys(rels) if r not in have]
+    caches = [_Cache(folder / f"{m.id}-{store.key}-{variant}.safetensors") for m in models]
+    wanted = list(dict.fromkeys(rels))
+    missing = [r for r in wanted if any(r not in c.have for c in caches)]
     if missing:
         cfg = run.config
         dev = device_of(cfg.device)
-        tf = preprocess(model.backbone, cfg.input_size)
-
-        def load(rel: str) -> torch.Tensor:
-            img = store.image(rel)
-            return tf(img if perturb is None else perturb(img, image_seed(cfg.seed, rel)))
-        net = model.features_net.to(dev).eval()
-        out = []
-        bar = tqdm(total=len(missing), desc=f"features {model.backbone}/{model.kind}/{model.main} {variant}",
+        tf = preprocess(models[0].backbone, cfg.input_size)
+        todo = [[r for r in missing if r not in c.have] for c in caches]
+        nets = [m.features_net.to(dev).eval() for m in models]
+        out: list[list[torch.Tensor]] = [[] for _ in models]
+        label = "/".join(sorted({f"{m.kind}" for m in models}))
+        bar = tqdm(total=len(missing), desc=f"features {models[0].backbone}/{label} {variant}",
                    disable=not run.progress, leave=False)
+        step = cfg.batch_size * 2
         with torch.no_grad():
-            for i in range(0, len(missing), cfg.batch_size * 2):
-                part = missing[i:i + cfg.batch_size * 2]
-                out.append(net(torch.stack([load(r) for r in part]).to(dev)).float().cpu())
+            for i in range(0, len(missing), step):
+                part = missing[i:i + step]
+                t0 = time.perf_counter()
+                imgs = [store.image(r) for r in part]
+                if perturb is not None:
+                    imgs = [perturb(img, image_seed(cfg.seed, r)) for img, r in zip(imgs, part)]
+                x = prepare_batch(imgs, tf).to(dev)
+                t1 = time.perf_counter()
+                for k, net in enumerate(nets):
+                    need = set(todo[k])
+                    sel = [j for j, r in enumerate(part) if r in need]
+                    if sel:
+                        xs = x if len(sel) == len(part) else x[sel]
+                        out[k].append(net(xs).float().cpu())
+                TIMES.prepare += t1 - t0
+                TIMES.forward += time.perf_counter() - t1
+                TIMES.images += len(part)
                 bar.update(len(part))
         bar.close()
-        new = torch.cat(out)
-        stored = new if stored is None else torch.cat([stored, new])
-        order_ = [p for p, _ in sorted(have.items(), key=lambda kv: kv[1])] + missing
-        have = {p: i for i, p in enumerate(order_)}
-        atomic_write(path, lambda tmp: save_file({"features": stored.contiguous()}, tmp))
-        atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(order_)))
-    assert stored is not None
-    return stored[[have[r] for r in rels]].numpy()
+        for c, rels_k, rows in zip(caches, todo, out):
+            if rels_k:
+                c.add(rels_k, torch.cat(rows))
+    return [c.get(rels) for c in caches]
+
+
+def features(run: Run, store: ImageStore, model: BaseModel, rels: Sequence[str], variant: str = "raw",
+             perturb: Variant = None) -> np.ndarray:
+    """Pooled features (N, D) of one model (see `features_many`)."""
+    return features_many(run, store, [model], rels, variant, perturb)[0]
 
 
 def stacked_features(run: Run, store: ImageStore, bases: Sequence[BaseModel], rels: Sequence[str],
                      variant: str = "raw", perturb: Variant = None) -> np.ndarray:
     """(N, 3, D) features of the three base models in the order DM, GAN, REAL."""
-    return np.stack([features(run, store, b, rels, variant, perturb) for b in bases], axis=1)
+    return np.stack(features_many(run, store, bases, rels, variant, perturb), axis=1)
 
 
 # ----------------------------------------------------------------------------------------- fusion head
@@ -397,8 +473,10 @@ def train_head(run: Run, name: str, x_train: np.ndarray, y_train: np.ndarray, x_
 def predict_head(head: FusionHead, x: np.ndarray, batch: int = 256) -> np.ndarray:
     """Class probabilities (N, 3) of a head on cached features."""
     dev = next(head.parameters()).device
+    t0 = time.perf_counter()
     with torch.no_grad():
         out = [F.softmax(head(torch.as_tensor(x[i:i + batch]).to(dev)), dim=1).cpu() for i in range(0, len(x), batch)]
+    TIMES.head += time.perf_counter() - t0
     return torch.cat(out).numpy() if out else np.zeros((0, len(CLASSES)))
 
 
@@ -494,9 +572,14 @@ def robustness(run: Run, store: ImageStore, split: Split, completes: list[Comple
                variants: Sequence[str]) -> pd.DataFrame:
     """One row per (backbone, kind, condition, task): accuracy, F1 (%) with 95% intervals, and the paper's
     value where it has one (JPEG conditions of Tables 2-3)."""
-    from . import paper
+    from . import paper, perturb
     from .metrics import fmt_ci, pct
 
+    multi, binary = test_sets(split, run.config.seed)
+    rels = sorted(set(multi["path"]) | set(binary["path"]))
+    for variant in variants:  # one pass per backbone and variant fills the cache for every complete model
+        fn = None if variant == "raw" else perturb.get(variant)
+        features_many(run, store, [b for c in completes for b in c.bases], rels, variant, fn)
     rows = []
     for c in completes:
         for variant in variants:

@@ -7,12 +7,11 @@ p(dm) + p(gan).
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score,
-                             precision_recall_fscore_support, roc_auc_score)
+from sklearn.metrics import accuracy_score, precision_recall_fscore_support, roc_auc_score
 
 from .index import CLASSES
 
@@ -47,11 +46,15 @@ def _confusions(t: np.ndarray, p: np.ndarray, k: int, idx: np.ndarray) -> np.nda
 
 
 def _scores(conf: np.ndarray, metric: str) -> np.ndarray:
-    """accuracy, macro F1 over the classes present, or F1 of class 1, from confusion matrices (B, k, k)."""
+    """accuracy, balanced accuracy (mean recall over the classes present), macro F1 over the classes present,
+    or F1 of class 1 ("f1_pos"), from confusion matrices (B, k, k)."""
     tp = np.diagonal(conf, axis1=1, axis2=2).astype(float)
     if metric == "accuracy":
         return tp.sum(1) / conf.sum((1, 2))
     rows, cols = conf.sum(2), conf.sum(1)
+    if metric == "balanced_accuracy":
+        recall = np.divide(tp, rows, out=np.zeros_like(tp), where=rows > 0)
+        return (recall * (rows > 0)).sum(1) / np.maximum((rows > 0).sum(1), 1)
     denom = rows + cols  # 2tp + fp + fn
     f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
     if metric == "f1_pos":
@@ -60,42 +63,63 @@ def _scores(conf: np.ndarray, metric: str) -> np.ndarray:
     return (f1 * present).sum(1) / np.maximum(present.sum(1), 1)
 
 
+def _resamples(n_items: int, n: int, seed: int) -> np.ndarray:
+    """Index rows (n, n_items) of `n` bootstrap resamples, drawn from `seed`."""
+    return np.random.default_rng(seed).integers(0, n_items, (n, n_items))
+
+
 def bootstrap_ci(y_true: np.ndarray, y_pred: np.ndarray, k: int, metric: str, n: int = 1000, seed: int = 0,
                  level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of `metric` ("accuracy", "f1_macro" or "f1_pos") over `n` resamples of
-    the test set, computed from resampled confusion matrices (vectorised)."""
+    """Percentile bootstrap interval of `metric` ("accuracy", "balanced_accuracy", "f1_macro" or "f1_pos")
+    over `n` resamples of the test set, computed from resampled confusion matrices (vectorised)."""
+    return _intervals(y_true, y_pred, k, [metric], n, seed, level)[0]
+
+
+def _intervals(y_true: np.ndarray, y_pred: np.ndarray, k: int, metrics: Sequence[str], n: int, seed: int,
+               level: float = 0.95) -> list[tuple[float, float]]:
+    """Bootstrap intervals of several metrics from the same resamples."""
     y_true, y_pred = np.asarray(y_true, dtype=int), np.asarray(y_pred, dtype=int)
     if len(y_true) == 0:
-        return (float("nan"), float("nan"))
-    idx = np.random.default_rng(seed).integers(0, len(y_true), (n, len(y_true)))
-    stats = _scores(_confusions(y_true, y_pred, k, idx), metric)
+        return [(float("nan"), float("nan"))] * len(metrics)
+    conf = _confusions(y_true, y_pred, k, _resamples(len(y_true), n, seed))
     a = (1 - level) / 2
-    return float(np.quantile(stats, a)), float(np.quantile(stats, 1 - a))
+    out = []
+    for m in metrics:
+        stats = _scores(conf, m)
+        out.append((float(np.quantile(stats, a)), float(np.quantile(stats, 1 - a))))
+    return out
 
 
 def evaluate(y_true: np.ndarray, probs: np.ndarray, binary: bool, n_boot: int = 1000, seed: int = 0) -> dict:
-    """Accuracy, F1 (macro for 3 classes, fake-positive for binary), balanced accuracy, per-class
-    precision/recall/F1, ROC AUC (fake positive), the confusion matrix, and 95% bootstrap intervals for
-    accuracy and F1. `probs` are 3-class probabilities; `binary` collapses labels and predictions."""
-    y_true = np.asarray(y_true)
+    """Accuracy, F1 (macro over the classes present for 3 classes, fake-positive for binary), balanced
+    accuracy, per-class precision/recall/F1, ROC AUC (fake positive), the confusion matrix, and 95% bootstrap
+    intervals for accuracy, F1 and balanced accuracy; all from confusion matrices, so the point values and the
+    intervals come from the same code. `probs` are 3-class probabilities; `binary` collapses labels and
+    predictions."""
+    y_true = np.asarray(y_true, dtype=int)
     pred = np.asarray(probs).argmax(axis=1)
     if binary:
         t, p, names, f1 = to_binary(y_true), to_binary(pred), ["real", "fake"], "f1_pos"
-        f1_value = float(f1_score(t, p, pos_label=1, zero_division=0))
     else:
         t, p, names, f1 = y_true, pred, list(CLASSES), "f1_macro"
-        f1_value = float(f1_score(t, p, average="macro", zero_division=0))
-    labels = list(range(len(names)))
-    out: dict = {"n": int(len(t)), "accuracy": float(accuracy_score(t, p)), "f1": f1_value,
-                 "balanced_accuracy": float(balanced_accuracy_score(t, p)) if len(t) else float("nan")}
-    pr, rc, f1s, _ = precision_recall_fscore_support(t, p, labels=labels, zero_division=0)
+    k = len(names)
+    conf = _confusions(t, p, k, np.arange(len(t))[None, :]) if len(t) else np.zeros((1, k, k), dtype=int)
+    nan = float("nan")
+    out: dict = {"n": int(len(t)), "accuracy": float(_scores(conf, "accuracy")[0]) if len(t) else nan,
+                 "f1": float(_scores(conf, f1)[0]),
+                 "balanced_accuracy": float(_scores(conf, "balanced_accuracy")[0]) if len(t) else nan}
+    c = conf[0].astype(float)
+    tp, rows, cols = np.diag(c), c.sum(1), c.sum(0)
+    pr = np.divide(tp, cols, out=np.zeros(k), where=cols > 0)
+    rc = np.divide(tp, rows, out=np.zeros(k), where=rows > 0)
+    f1s = np.divide(2 * tp, rows + cols, out=np.zeros(k), where=rows + cols > 0)
     for i, name in enumerate(names):
         out[f"precision_{name}"], out[f"recall_{name}"], out[f"f1_{name}"] = float(pr[i]), float(rc[i]), float(f1s[i])
     fake_t = to_binary(y_true)
-    out["auc"] = (float(roc_auc_score(fake_t, fake_score(probs))) if len(set(fake_t)) == 2 else float("nan"))
-    out["accuracy_ci"] = bootstrap_ci(t, p, len(names), "accuracy", n_boot, seed)
-    out["f1_ci"] = bootstrap_ci(t, p, len(names), f1, n_boot, seed)
-    out["confusion"] = confusion_matrix(t, p, labels=labels)
+    out["auc"] = float(roc_auc_score(fake_t, fake_score(probs))) if len(set(fake_t)) == 2 else nan
+    out["accuracy_ci"], out["f1_ci"], out["balanced_accuracy_ci"] = _intervals(
+        t, p, k, ["accuracy", f1, "balanced_accuracy"], n_boot, seed)
+    out["confusion"] = conf[0]
     out["class_names"] = names
     return out
 

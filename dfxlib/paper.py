@@ -1,7 +1,7 @@
 """The paper's own numbers, as data, so tables can show them beside ours.
 
 Sources: the DeepFeatureX-SN README's dataset table (``../shared/seeds/000_*.txt``) and the DeepFeatureX Net
-paper's Tables 1-3 (``../shared/seeds/001_*.txt``), copied as printed.
+paper's Tables 1-4 (``../shared/seeds/001_*.txt``), copied as printed.
 """
 
 from __future__ import annotations
@@ -116,3 +116,37 @@ def table23(table: str, backbone: str, condition: str = "RAW") -> dict[str, floa
     if row is None:
         return {}
     return dict(zip(("accuracy", "f1"), row[CONDITIONS.index(condition)]))
+
+
+#: Table 4 (generalization, binary accuracy %, JPEG test sets): per row, the nine sets in TSET_NAMES order.
+#: Rows: the 14 backbones trained as plain classifiers ("Baselines"), four published detectors, and "Our"
+#: (DeepFeatureX Net, DenseNet 121 base models).
+TSET_NAMES: tuple[str, ...] = ("T_G^i", "T_G^o", "T_G^i/o", "T_D^i", "T_D^o", "T_D^i/o", "T_G/D^i", "T_G/D^o",
+                               "T_G/D^i/o")
+TABLE4: dict[str, tuple[float, ...]] = {
+    "DenseNet 121": (56.57, 74.02, 66.96, 72.07, 48.2, 58.68, 60.58, 64.23, 63.13),
+    "DenseNet 161": (53.56, 73.97, 66.21, 69.19, 48.12, 56.93, 58.55, 64.51, 61.98),
+    "DenseNet 169": (52.03, 66.73, 61.1, 65.25, 43.98, 52.61, 56.8, 57.93, 57.51),
+    "DenseNet 201": (55.93, 70.03, 64.14, 67.39, 48.7, 56.1, 60.71, 62.35, 62.72),
+    "EfficientNet b0": (49.58, 71.81, 62.99, 69.22, 45.12, 55.19, 55.78, 61.67, 59.85),
+    "EfficientNet b4": (50.37, 68.64, 61.36, 69.42, 46.6, 55.92, 56.75, 60.98, 60.0),
+    "ResNet 18": (63.77, 68.89, 66.65, 66.23, 55.03, 58.3, 63.7, 62.3, 62.82),
+    "ResNet 34": (53.87, 70.03, 63.25, 65.48, 48.55, 54.76, 57.31, 61.84, 60.98),
+    "ResNet 50": (59.58, 73.13, 67.95, 67.89, 53.38, 58.5, 62.1, 65.01, 63.9),
+    "ResNet 101": (60.35, 68.08, 65.4, 72.12, 56.45, 59.68, 64.21, 63.62, 63.2),
+    "ResNet 152": (53.94, 68.61, 61.84, 63.9, 50.15, 55.27, 55.27, 61.51, 60.0),
+    "ResNeXt 101": (54.35, 67.42, 62.86, 74.18, 50.23, 59.57, 61.19, 61.06, 61.87),
+    "ViT b16": (65.81, 73.31, 69.46, 68.59, 52.69, 58.3, 66.62, 64.53, 62.72),
+    "ViT b32": (54.07, 61.91, 58.87, 60.34, 41.87, 47.92, 56.22, 54.25, 57.38),
+    "Gandhi2020": (52.3, 50.79, 51.71, 49.91, 50.86, 50.34, 51.54, 50.57, 51.06),
+    "Wang2020": (62.41, 53.18, 57.87, 50.13, 50.93, 50.44, 58.26, 52.14, 54.86),
+    "Arshed2024": (47.46, 47.65, 48.54, 52.69, 50.0, 51.04, 49.89, 48.94, 52.2),
+    "Guarnera2024": (55.0, 55.63, 56.23, 54.11, 45.98, 49.97, 56.07, 52.21, 57.17),
+    "Our": (64.74, 72.47, 69.89, 68.09, 60.82, 59.96, 66.06, 65.02, 64.39),
+}
+
+
+def table4(row: str, tset: str) -> float | str:
+    """The paper's Table 4 accuracy for a row (backbone name, detector or "Our") and test set, or ""."""
+    vals = TABLE4.get(row)
+    return vals[TSET_NAMES.index(tset)] if vals is not None and tset in TSET_NAMES else ""

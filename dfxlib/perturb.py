@@ -105,8 +105,11 @@ PERTURBATIONS: dict[str, Perturbation] = {
 
 
 def get(name: str) -> Perturbation:
-    """The perturbation called `name`; a clear error lists the known ones."""
-    try:
+    """The perturbation called `name` (also ``jpegQ`` for any quality Q in 1..100); a clear error lists the
+    known ones."""
+    if name in PERTURBATIONS:
         return PERTURBATIONS[name]
-    except KeyError:
-        raise ValueError(f"unknown perturbation {name!r}; known: {', '.join(PERTURBATIONS)}") from None
+    q = name[4:] if name.startswith("jpeg") else ""
+    if q.isdigit() and 1 <= int(q) <= 100:  # any JPEG quality, e.g. the re-encoding of the wild evaluation
+        return lambda img, seed, q=int(q): jpeg(img, q)
+    raise ValueError(f"unknown perturbation {name!r}; known: {', '.join(PERTURBATIONS)}")

@@ -133,3 +133,18 @@ def quality_curves(rob: pd.DataFrame) -> plt.Figure:
     axes[1].legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
     fig.tight_layout()
     return fig
+
+
+def accuracy_heatmap(table: pd.DataFrame, index: list[str], title: str) -> plt.Figure:
+    """Heatmap of a wide table of accuracies (%): rows labelled by the `index` columns, one column per
+    remaining numeric column."""
+    df = table.set_index(index).select_dtypes("number")
+    df.index = [" / ".join(str(v) for v in (i if isinstance(i, tuple) else (i,))) for i in df.index]
+    fig, ax = plt.subplots(figsize=(1.0 + 0.75 * len(df.columns), 0.8 + 0.32 * len(df)))
+    sns.heatmap(df, annot=True, fmt=".1f", cmap="RdYlGn", vmin=40, vmax=100, cbar=False, ax=ax,
+                annot_kws={"fontsize": 7})
+    ax.set_title(title, fontsize=9)
+    ax.tick_params(labelsize=7)
+    ax.set_xlabel("")
+    fig.tight_layout()
+    return fig

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import pandas as pd
 
 from . import minidfx
-from .config import Config, resolve, run_dir_of
+from .config import Config, project_root, resolve, run_dir_of
 from .index import DatasetIndex, build_index
 from .split import Split, load_or_make_split
 from .tables import atomic_write_text, write_table
@@ -82,10 +82,10 @@ class Run:
             return Path(self.config.data_root).expanduser().resolve()
         return minidfx.build(self.cache, self.recipe(), progress=self.progress)
 
-    def index(self) -> DatasetIndex:
-        """Index the run's dataset (per-file results cached in the run's cache folder)."""
+    def index(self, root: Path | None = None) -> DatasetIndex:
+        """Index the run's dataset, or the folder `root` (per-file results cached in the run's cache folder)."""
         cfg = self.config
-        root = self.data_root()
+        root = self.data_root() if root is None else Path(root).resolve()
         key = hashlib.sha256(str(root).encode()).hexdigest()[:12]
         return build_index(root, check=cfg.index_check, max_pixels=cfg.max_pixels,
                            cache=self.cache / f"index_cache-{key}.csv", progress=self.progress)
@@ -99,13 +99,14 @@ class Run:
     def generator_roles(self, index: DatasetIndex) -> pd.DataFrame:
         """family, generator, role for every generator/source: `seen` (trained on), `inner` (a seen
         architecture with other initial conditions) or `unseen`. MiniDFX marks them; for your own data,
-        `holdout_generators` are `unseen` and the rest `seen`."""
+        `holdout_generators` are `unseen`, `inner_generators` are `inner` and the rest `seen`."""
         gens = index.usable[["family", "generator"]].drop_duplicates().sort_values(["family", "generator"])
         if self.builtin:
             roles = minidfx.metadata(index.root).drop_duplicates("generator").set_index("generator")["role"]
             gens["role"] = gens["generator"].map(roles).fillna("seen")
         else:
             gens["role"] = "seen"
+        gens.loc[gens["generator"].isin(self.config.inner_generators), "role"] = "inner"
         gens.loc[gens["generator"].isin(self.config.holdout_generators), "role"] = "unseen"
         return gens.reset_index(drop=True)
 
@@ -131,6 +132,11 @@ class Run:
         path = self.figures / f"{name}.png"
         fig.savefig(path, dpi=120, bbox_inches="tight")
         return path
+
+    def wild_root(self) -> Path:
+        """The in-the-wild evaluation folder (`wild_root`; a relative path is taken from the project root)."""
+        p = Path(self.config.wild_root).expanduser()
+        return (p if p.is_absolute() else project_root() / p).resolve()
 
     def require(self, rel: str, notebook: str) -> Path:
         """The path of an earlier notebook's output, or MissingPrerequisite naming that notebook."""

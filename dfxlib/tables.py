@@ -23,7 +23,7 @@ def _cell(v: object) -> str:
 
 def to_markdown(df: pd.DataFrame) -> str:
     """A GitHub-flavoured Markdown table of `df` (floats with two decimals, index dropped)."""
-    cols = [str(c) for c in df.columns]
+    cols = [_cell(str(c)) for c in df.columns]
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for row in df.itertuples(index=False):
         lines.append("| " + " | ".join(_cell(v) for v in row) + " |")

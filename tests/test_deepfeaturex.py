@@ -203,3 +203,32 @@ def test_vectorised_bootstrap_matches_sklearn_per_resample():
     cb = _confusions(tb, pb, 2, idx)
     for b in range(20):
         assert _scores(cb, "f1_pos")[b] == pytest.approx(f1_score(tb[idx[b]], pb[idx[b]], zero_division=0))
+    for b in range(20):
+        assert _scores(conf, "balanced_accuracy")[b] == pytest.approx(
+            np.mean([np.mean(p[idx[b]][t[idx[b]] == c] == c) for c in np.unique(t[idx[b]])]))
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_evaluate_point_values_match_sklearn(binary):
+    from sklearn.metrics import (accuracy_score, balanced_accuracy_score, f1_score,
+                                 precision_recall_fscore_support)
+
+    from dfxlib.metrics import to_binary
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 3, 80)
+    probs = rng.dirichlet(np.ones(3), 80)
+    probs[y == 1] *= [0.2, 1.0, 0.2]  # some signal, and class 0 under-predicted
+    m = evaluate(y, probs, binary=binary, n_boot=20)
+    t, p = (to_binary(y), to_binary(probs.argmax(1))) if binary else (y, probs.argmax(1))
+    assert m["accuracy"] == pytest.approx(accuracy_score(t, p))
+    assert m["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(t, p))
+    f1 = f1_score(t, p, zero_division=0) if binary else f1_score(t, p, average="macro", zero_division=0)
+    assert m["f1"] == pytest.approx(f1)
+    pr, rc, f1s, _ = precision_recall_fscore_support(t, p, labels=list(range(len(m["class_names"]))),
+                                                     zero_division=0)
+    for i, name in enumerate(m["class_names"]):
+        assert (m[f"precision_{name}"], m[f"recall_{name}"], m[f"f1_{name}"]) == pytest.approx((pr[i], rc[i], f1s[i]))
+    for key in ("accuracy", "f1", "balanced_accuracy"):
+        lo, hi = m[f"{key}_ci"]
+        assert lo <= m[key] <= hi and hi - lo < 0.5

@@ -69,5 +69,13 @@ def test_geometry(img):
 
 
 def test_unknown_name():
-    with pytest.raises(ValueError, match="unknown perturbation 'jpeg42'.*jpeg90"):
-        perturb.get("jpeg42")
+    with pytest.raises(ValueError, match="unknown perturbation 'jpeg101'.*jpeg90"):
+        perturb.get("jpeg101")
+    with pytest.raises(ValueError, match="unknown perturbation 'blur4'"):
+        perturb.get("blur4")
+
+
+def test_any_jpeg_quality_is_a_perturbation():
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    assert np.array_equal(np.asarray(perturb.get("jpeg42")(img, 0)), np.asarray(perturb.jpeg(img, 42)))
+    assert np.array_equal(np.asarray(perturb.get("jpeg90")(img, 0)), np.asarray(perturb.jpeg(img, 90)))

@@ -1,0 +1,327 @@
+"""Generalization (the paper's Section 5.2 and Table 4) and the evaluation in the wild.
+
+- Nine test sets T_{G,D,G/D}^{i,o,i/o}: fakes of GAN and/or DM generators that are `inner` (a seen
+  architecture with other initial conditions) and/or `unseen`, divided equally among the generators of the set,
+  with as many real images (equally from the real sources) from the test split. Roles come from
+  `Run.generator_roles`. Without inner generators (user data that names none), `T^i` falls back to the test
+  split of the seen generators, and the sets table says so.
+- Baselines: each backbone trained alone as a plain 3-class classifier on the images DeepFeatureX saw (base and
+  fusion splits), with the base models' settings: the paper's "Baselines" rows.
+- Wild: any folder in the paper's layout, per generator and real source, balanced accuracy and AUC, and the
+  same after re-encoding every image with one JPEG quality (what changes is format bias).
+
+Every model is a `Detector`: a name and a function giving (N, 3) probabilities over CLASSES for images of a
+store. A binary detector puts p(fake) in the dm column and 1 - p(fake) in the real column.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import paper, perturb
+from .backbones import create_backbone, preprocess
+from .data import ImageStore, labelled_batches
+from .deepfeaturex import (BaseClassifier, BaseModel, Complete, Variant, class_weights, display_name, features,
+                           features_many, predict_head, split_id, stacked_features, train_val)
+from .index import CLASS_INDEX, CLASSES
+from .metrics import evaluate, fmt_ci, pct
+from .run import Run
+from .split import Split
+from .train import device_of, fit, load_weights
+
+#: (name, fake families, roles) of the paper's nine test sets, in Table 4's order
+TSETS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = tuple(
+    (f"T_{f}^{r}", fams, roles)
+    for f, fams in (("G", ("gan",)), ("D", ("dm",)), ("G/D", ("gan", "dm")))
+    for r, roles in (("i", ("inner",)), ("o", ("unseen",)), ("i/o", ("inner", "unseen"))))
+
+Predict = Callable[[ImageStore, Sequence[str], str, Variant], np.ndarray]
+
+
+@dataclass
+class Detector:
+    """A model as a row of Table 4: `predict(store, rels, variant, perturb)` gives (N, 3) probabilities."""
+
+    group: str
+    name: str
+    predict: Predict
+    #: the feature extractors `predict` reads from the cache (filled for all detectors in one pass)
+    models: list[BaseModel]
+    #: the row of the paper's Table 4 to show beside ours ("" when none)
+    paper_row: str = ""
+
+
+# ------------------------------------------------------------------------------------------- test sets
+def equal_sample(df: pd.DataFrame, by: str, n: int, seed: int) -> pd.DataFrame:
+    """`n` rows taken in turn from every value of `by` (each group shuffled with `seed`): as equal as the
+    group sizes allow; a small group's shortfall is made up by the others."""
+    groups = [g.sample(frac=1.0, random_state=seed) for _, g in df.groupby(by, sort=True)]
+    taken = [g.iloc[i] for i in range(max((len(g) for g in groups), default=0)) for g in groups if i < len(g)]
+    return pd.DataFrame(taken[:n]).reset_index(drop=True)
+
+
+def tset_pools(run: Run, index, split: Split) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Candidate fakes (with their role) and reals of the test sets: fakes of `inner` and `unseen`
+    generators (never trained on), reals of the test and holdout splits. Without inner generators, the
+    test split of the seen fake generators stands in as `inner` (column `source` says which)."""
+    roles = run.generator_roles(index).set_index("generator")["role"]
+    rows = split.table.assign(role=lambda d: d["generator"].map(roles).fillna("seen"))
+    fakes = rows[(rows["family"] != "real") & rows["role"].isin(["inner", "unseen"])
+                 & (rows["split"] == "holdout")].assign(source="held-out generator")
+    if not (fakes["role"] == "inner").any():
+        stand_in = rows[(rows["family"] != "real") & (rows["role"] == "seen") & (rows["split"] == "test")]
+        fakes = pd.concat([fakes, stand_in.assign(role="inner", source="test split of a seen generator")])
+    reals = rows[(rows["family"] == "real") & rows["split"].isin(["test", "holdout"])]
+    return fakes.reset_index(drop=True), reals.reset_index(drop=True)
+
+
+def make_tsets(fakes: pd.DataFrame, reals: pd.DataFrame, n_fakes: int, seed: int) -> dict[str, pd.DataFrame]:
+    """The nine test sets (name -> rows with path, family, generator, role, label). Each has n fakes divided
+    equally among its generators and n reals equally from the real sources, n = min(n_fakes, fakes
+    available, reals available); a set without generators is empty."""
+    out = {}
+    for name, fams, roles in TSETS:
+        pool = fakes[fakes["family"].isin(fams) & fakes["role"].isin(roles)]
+        gens = pool["generator"].nunique()
+        if gens == 0:
+            out[name] = pool.assign(label=pd.Series(dtype=int))
+            continue
+        per_gen = min(n_fakes // gens, int(pool.groupby("generator").size().min()), len(reals) // gens)
+        n = per_gen * gens
+        part = pd.concat([equal_sample(pool, "generator", n, seed), equal_sample(reals, "generator", n, seed)])
+        out[name] = part.assign(label=part["family"].map(CLASS_INDEX)).sort_values("path").reset_index(drop=True)
+    return out
+
+
+def tsets_table(sets: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """What each test set holds: fakes, reals, generators (with their counts) and where the fakes come from."""
+    rows = []
+    for name, df in sets.items():
+        fake = df[df["family"] != "real"]
+        rows.append({"set": name, "fakes": len(fake), "reals": int((df["family"] == "real").sum()),
+                     "generators": ", ".join(f"{g} ({n})" for g, n in fake.groupby("generator").size().items()),
+                     "fake source": ", ".join(sorted(fake.get("source", pd.Series(dtype=str)).unique()))})
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------------------- detectors
+def complete_detector(run: Run, c: Complete) -> Detector:
+    """A complete model (frozen base models + fusion head) as a detector."""
+    group = "DeepFeatureX Net" if c.kind == "unbalanced" else "DeepFeatureX-SN"
+    name = display_name(c.backbone)
+
+    def predict(store: ImageStore, rels: Sequence[str], variant: str, fn: Variant) -> np.ndarray:
+        return predict_head(c.head, stacked_features(run, store, c.bases, rels, variant, fn))
+    paper_row = "Our" if c.kind == "unbalanced" and name == "DenseNet 121" else ""
+    return Detector(group=group, name=name, predict=predict, models=list(c.bases), paper_row=paper_row)
+
+
+def plain_meta(run: Run, split: Split, backbone: str) -> dict:
+    """What identifies a plain classifier (checked when resuming or loading)."""
+    cfg = run.config
+    return {"model": "plain", "backbone": backbone, "classes": list(CLASSES), "input_size": cfg.input_size,
+            "pretrained": cfg.pretrained, "name": f"{backbone}/plain", "split": split_id(split)}
+
+
+def train_plain(run: Run, store: ImageStore, split: Split, backbone: str) -> BaseModel:
+    """Train (or resume, or reuse) `backbone` as a plain 3-class classifier on the base and fusion splits with
+    the base models' settings (epochs, lr, batch, patience, a seeded validation part), weighted cross
+    entropy w_c = 1 / n_c; keeps the weights of minimum validation loss."""
+    cfg = run.config
+    dev = device_of(cfg.device)
+    tf = preprocess(backbone, cfg.input_size)
+    folder = run.checkpoints / "plain" / backbone
+    torch.manual_seed(cfg.seed)
+    net = BaseClassifier(create_backbone(backbone, cfg.pretrained), n_classes=len(CLASSES))
+    data = pd.concat([split.rows("base"), split.rows("fusion")], ignore_index=True)
+    data = data.assign(target=data["family"].map(CLASS_INDEX))
+    tr, va = train_val(data, cfg.val_fraction, cfg.seed)
+    weight = class_weights(tr["target"].to_numpy()).to(dev)
+
+    def step(model: nn.Module, batch) -> tuple[torch.Tensor, float, int]:
+        x, y = batch
+        logits = model(x)
+        return F.cross_entropy(logits, y, weight=weight), float((logits.argmax(1) == y).sum()), len(y)
+
+    def train_batches(epoch: int) -> Iterator:
+        return labelled_batches(store, list(tr["path"]), list(tr["target"]), tf, cfg.batch_size, cfg.seed, epoch,
+                                shuffle=True, device=dev)
+
+    def val_batches() -> Iterator:
+        return labelled_batches(store, list(va["path"]), list(va["target"]), tf, cfg.batch_size, device=dev)
+
+    result = fit(net, step, train_batches, val_batches, folder, plain_meta(run, split, backbone),
+                 epochs=cfg.base_epochs, lr=cfg.lr, weight_decay=cfg.weight_decay, seed=cfg.seed,
+                 patience=cfg.patience, device=dev, amp=cfg.amp, progress=run.progress, config_json=cfg.to_json())
+    load_weights(net, folder / "best.safetensors", plain_meta(run, split, backbone))
+    net.eval()
+    return BaseModel(net=net, backbone=backbone, kind="plain", main="all", folder=folder, fit=result)
+
+
+def plain_detector(run: Run, model: BaseModel) -> Detector:
+    """A plain classifier as a detector (features cached like the base models', then its linear layer)."""
+    fc = model.net.fc
+
+    def predict(store: ImageStore, rels: Sequence[str], variant: str, fn: Variant) -> np.ndarray:
+        x = torch.as_tensor(features(run, store, model, rels, variant, fn))
+        with torch.no_grad():
+            return F.softmax(F.linear(x, fc.weight.detach().cpu(), fc.bias.detach().cpu()), dim=1).numpy()
+    name = display_name(model.backbone)
+    return Detector(group="Baselines", name=name, predict=predict, models=[model],
+                    paper_row=name if name in paper.TABLE4 else "")
+
+
+# --------------------------------------------------------------------------------------------- table 4
+def conditions(jpeg_quality: int) -> list[tuple[str, str]]:
+    """(condition label, perturbation variant): RAW, and JPEG at `jpeg_quality` when it is not 0."""
+    return [("RAW", "raw")] + ([(f"JPEG QF{jpeg_quality}", f"jpeg{jpeg_quality}")] if jpeg_quality else [])
+
+
+def evaluate_tsets(run: Run, store: ImageStore, sets: dict[str, pd.DataFrame], detectors: Sequence[Detector],
+                   jpeg_quality: int) -> pd.DataFrame:
+    """Binary accuracy (%) with 95% bootstrap intervals, balanced accuracy and AUC of every detector on every
+    non-empty test set, RAW and (optionally) JPEG; the paper's Table 4 value beside ours."""
+    cfg = run.config
+    rels = sorted(set().union(*(set(df["path"]) for df in sets.values())))
+    rows = []
+    for cond, variant in conditions(jpeg_quality):
+        fn = None if variant == "raw" else perturb.get(variant)
+        features_many(run, store, [m for d in detectors for m in d.models], rels, variant, fn)
+        for det in detectors:
+            probs = dict(zip(rels, det.predict(store, rels, variant, fn))) if rels else {}
+            for name, df in sets.items():
+                if df.empty:
+                    continue
+                r = evaluate(df["label"].to_numpy(), np.stack([probs[p] for p in df["path"]]), binary=True,
+                             n_boot=cfg.bootstrap, seed=cfg.seed)
+                rows.append({"group": det.group, "model": det.name, "set": name, "condition": cond,
+                             "accuracy": pct(r["accuracy"]), "accuracy_ci95": fmt_ci(r["accuracy_ci"]),
+                             "balanced_accuracy": pct(r["balanced_accuracy"]), "auc": pct(r["auc"]), "n": r["n"],
+                             "paper_accuracy": paper.table4(det.paper_row, name) if det.paper_row else ""})
+    return pd.DataFrame(rows)
+
+
+def table4(long: pd.DataFrame) -> pd.DataFrame:
+    """Table 4's shape: one row per condition and detector, one column per test set (accuracy %), and their
+    mean; then the paper's row for each detector that has one (its test sets were JPEG, quality not stated)."""
+    sets = [s for s, _, _ in TSETS if s in set(long["set"])]
+
+    def wide(df: pd.DataFrame, value: str) -> pd.DataFrame:
+        w = df.pivot_table(index=["condition", "group", "model"], columns="set", values=value, sort=False)
+        w = w.reindex(columns=sets)
+        w["mean"] = w.mean(axis=1).round(2)
+        return w.reset_index()
+    ours = wide(long, "accuracy")
+    ref = long[long["paper_accuracy"].astype(str) != ""].assign(
+        condition="paper", paper_accuracy=lambda d: pd.to_numeric(d["paper_accuracy"]))
+    ref = ref.drop_duplicates(["group", "model", "set"])
+    return pd.concat([ours, wide(ref, "paper_accuracy")], ignore_index=True) if len(ref) else ours
+
+
+def generalization_verdict(wide: pd.DataFrame) -> str:
+    """Per backbone and condition: does a complete model's mean accuracy over the test sets beat the same
+    backbone trained as a plain classifier? Stated from the numbers of `table4(...)`."""
+    lines = []
+    ours = wide[wide["condition"] != "paper"]
+    for (cond, model), g in ours.groupby(["condition", "model"], sort=False):
+        base = g[g["group"] == "Baselines"]
+        if base.empty:
+            continue
+        b = float(base["mean"].iloc[0])
+        for _, r in g[g["group"] != "Baselines"].iterrows():
+            verb = "beats" if r["mean"] > b else "does NOT beat"
+            lines.append(f"{cond}, {model}: {r['group']} (mean {r['mean']:.2f}) {verb} the plain classifier "
+                         f"(mean {b:.2f}) by {r['mean'] - b:+.2f} points.")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------- wild
+def evaluate_wild(run: Run, root: Path, detectors: Sequence[Detector],
+                  reencode: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-image class probabilities, fake probability and prediction of every detector on the folder `root`
+    (any layout the index reads), as found and (when `reencode` is not 0) after re-encoding every image as JPEG
+    at that quality. Returns the per-image table and the index's unusable files (path, error)."""
+    index = run.index(root)
+    usable = index.usable.sort_values("path").reset_index(drop=True)
+    store = ImageStore(index.root, keep=True, max_pixels=run.config.max_pixels)
+    rels = list(usable["path"])
+    y = (usable["family"] != "real").to_numpy().astype(int)
+    out = []
+    for cond, variant in [("as found", "raw")] + ([(f"re-encoded JPEG QF{reencode}", f"jpeg{reencode}")]
+                                                  if reencode else []):
+        fn = None if variant == "raw" else perturb.get(variant)
+        features_many(run, store, [m for d in detectors for m in d.models], rels, variant, fn)
+        for det in detectors:
+            probs = det.predict(store, rels, variant, fn)
+            pred = (probs.argmax(1) != CLASSES.index("real")).astype(int)
+            out.append(usable[["path", "family", "generator", "format"]].assign(
+                group=det.group, model=det.name, condition=cond, fake=y,
+                **{f"p_{c}": probs[:, k] for k, c in enumerate(CLASSES)},
+                p_fake=1.0 - probs[:, CLASSES.index("real")], pred_fake=pred, correct=(pred == y).astype(int)))
+    return pd.concat(out, ignore_index=True), index.bad[["path", "error"]]
+
+
+def wild_summary(per_image: pd.DataFrame, n_boot: int, seed: int) -> pd.DataFrame:
+    """Per detector and condition: accuracy, balanced accuracy with a 95% bootstrap interval, AUC (fake
+    positive), recall on fakes and on reals (%)."""
+    rows = []
+    for (group, model, cond), g in per_image.groupby(["group", "model", "condition"], sort=False):
+        probs = g[[f"p_{c}" for c in CLASSES]].to_numpy()
+        y3 = np.where(g["fake"].to_numpy() == 1, CLASS_INDEX["gan"], CLASS_INDEX["real"])  # binary: any fake index
+        r = evaluate(y3, probs, binary=True, n_boot=n_boot, seed=seed)
+        rows.append({"group": group, "model": model, "condition": cond, "n": r["n"], "accuracy": pct(r["accuracy"]),
+                     "balanced_accuracy": pct(r["balanced_accuracy"]),
+                     "balanced_accuracy_ci95": fmt_ci(r["balanced_accuracy_ci"]), "auc": pct(r["auc"]),
+                     "recall_fake": pct(r["recall_fake"]), "recall_real": pct(r["recall_real"])})
+    return pd.DataFrame(rows)
+
+
+def wild_groups(per_image: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy (%) per generator and real source (rows) for each detector and condition (columns)."""
+    df = per_image.assign(column=per_image["group"] + " " + per_image["model"] + " (" + per_image["condition"] + ")")
+    acc = df.pivot_table(index=["family", "generator"], columns="column", values="correct", aggfunc="mean",
+                         sort=False) * 100
+    n = per_image.drop_duplicates("path").groupby(["family", "generator"]).size().rename("n")
+    return acc.round(2).join(n).reset_index()
+
+
+def format_bias(per_image: pd.DataFrame) -> pd.DataFrame:
+    """What re-encoding changes, per detector: balanced accuracy and AUC as found and re-encoded, the share of
+    predictions that flip, and the mean fake probability of PNG and of JPEG files in each condition. A
+    'file format alone' row predicts fake for every non-JPEG file: how far format by itself goes."""
+    conds = list(dict.fromkeys(per_image["condition"]))
+    rows = []
+    for (group, model), g in per_image.groupby(["group", "model"], sort=False):
+        row: dict = {"detector": f"{group} {model}"}
+        preds = {}
+        for cond in conds:
+            c = g[g["condition"] == cond].set_index("path")
+            preds[cond] = c["pred_fake"]
+            rec = c.groupby("fake")["correct"].mean()
+            row[f"balanced_accuracy ({cond})"] = pct(rec.mean())
+            row[f"auc ({cond})"] = pct(_auc(c["fake"], c["p_fake"]))
+            for fmt, part in c.groupby(c["format"].where(c["format"] == "JPEG", "not JPEG")):
+                row[f"mean p_fake {fmt} ({cond})"] = round(float(part["p_fake"].mean()), 3)
+        if len(conds) == 2:
+            a, b = preds[conds[0]], preds[conds[1]].reindex(preds[conds[0]].index)
+            row["predictions flipped %"] = pct(float((a != b).mean()))
+        rows.append(row)
+    first = per_image.drop_duplicates("path")
+    guess = (first["format"] != "JPEG").astype(int)
+    rows.append({"detector": "file format alone (not JPEG = fake)",
+                 f"balanced_accuracy ({conds[0]})": pct(((guess == first["fake"]).groupby(first["fake"]).mean()).mean())})
+    return pd.DataFrame(rows)
+
+
+def _auc(y: pd.Series, score: pd.Series) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y, score)) if y.nunique() == 2 else float("nan")

@@ -1,0 +1,109 @@
+"""Generalization test sets, detectors on a folder in the wild, and the format-bias report."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import dfxlib
+from dfxlib import generalization as gz
+from dfxlib.index import CLASSES
+
+
+def pools() -> tuple[pd.DataFrame, pd.DataFrame]:
+    gens = [("gan", "g_in", "inner", 30), ("gan", "g_out1", "unseen", 30), ("gan", "g_out2", "unseen", 7),
+            ("dm", "d_in", "inner", 30), ("dm", "d_out", "unseen", 30)]
+    fakes = pd.DataFrame([{"path": f"{f}/{g}/{i}.png", "family": f, "generator": g, "role": r,
+                           "source": "held-out generator"} for f, g, r, n in gens for i in range(n)])
+    reals = pd.DataFrame([{"path": f"real/{s}/{i}.png", "family": "real", "generator": s}
+                          for s, n in (("r1", 40), ("r2", 5)) for i in range(n)])
+    return fakes, reals
+
+
+def test_nine_sets_balanced_and_equal_per_generator():
+    fakes, reals = pools()
+    sets = gz.make_tsets(fakes, reals, n_fakes=20, seed=0)
+    assert list(sets) == ["T_G^i", "T_G^o", "T_G^i/o", "T_D^i", "T_D^o", "T_D^i/o", "T_G/D^i", "T_G/D^o",
+                          "T_G/D^i/o"]
+    for name, df in sets.items():
+        fake, real = df[df.family != "real"], df[df.family == "real"]
+        assert len(fake) == len(real) > 0, name
+        counts = fake.groupby("generator").size()
+        assert counts.nunique() == 1, (name, counts.to_dict())  # fakes divided equally
+        assert df["path"].is_unique
+        assert set(df["label"]) <= {CLASSES.index(c) for c in CLASSES}
+    assert set(sets["T_G^i"]["generator"]) - {"r1", "r2"} == {"g_in"}
+    assert set(sets["T_D^o"]["generator"]) - {"r1", "r2"} == {"d_out"}
+    assert set(sets["T_G/D^i/o"]["generator"]) - {"r1", "r2"} == {"g_in", "g_out1", "g_out2", "d_in", "d_out"}
+    # the smallest generator (7 images) bounds an equal division: 2 generators x 7
+    assert len(sets["T_G^o"][sets["T_G^o"].family != "real"]) == 14
+    # reals come from both sources, the small one used up first: 10 + 10 would need 10 of r2, which has 5
+    r = sets["T_G^i"][sets["T_G^i"].family == "real"].groupby("generator").size()
+    assert r.to_dict() == {"r1": 15, "r2": 5}
+    again = gz.make_tsets(fakes, reals, n_fakes=20, seed=0)
+    assert all(sets[k]["path"].tolist() == again[k]["path"].tolist() for k in sets)
+
+
+def test_sets_without_generators_are_empty_and_reals_bound_size():
+    fakes, reals = pools()
+    sets = gz.make_tsets(fakes[fakes.family == "gan"], reals.head(6), n_fakes=100, seed=1)
+    assert sets["T_D^i"].empty and sets["T_D^o"].empty
+    assert len(sets["T_G^i"]) == 12  # 6 fakes, 6 reals
+    table = gz.tsets_table(sets)
+    assert table.set_index("set").loc["T_D^o", "fakes"] == 0
+    assert table.set_index("set").loc["T_G^i/o", "generators"] == "g_in (2), g_out1 (2), g_out2 (2)"
+
+
+def test_user_data_inner_and_fallback(tmp_path, fixture_root):
+    run = dfxlib.start("smoke", run_dir=str(tmp_path / "r"), data_root=str(fixture_root),
+                       overrides={"progress": False, "holdout_generators": ["gan_b"]})
+    index = run.index()
+    fakes, reals = gz.tset_pools(run, index, run.split(index))
+    # no inner generators named: the test split of the seen fake generators stands in, and says so
+    inner = fakes[fakes.role == "inner"]
+    assert set(inner["generator"]) == {"dm_a", "dm_b", "gan_a"} and set(inner["split"]) == {"test"}
+    assert set(inner["source"]) == {"test split of a seen generator"}
+    assert set(fakes.loc[fakes.role == "unseen", "generator"]) == {"gan_b"}
+    assert set(reals["split"]) <= {"test", "holdout"}
+
+    run2 = dfxlib.start("smoke", run_dir=str(tmp_path / "r2"), data_root=str(fixture_root),
+                        overrides={"progress": False, "holdout_generators": ["gan_b"], "inner_generators": ["dm_b"]})
+    fakes2, _ = gz.tset_pools(run2, index, run2.split(index))
+    assert set(fakes2.loc[fakes2.role == "inner", "generator"]) == {"dm_b"}
+    assert set(fakes2["split"]) == {"holdout"}  # never trained on
+
+
+def constant(p_fake: float) -> gz.Detector:
+    """A detector that says p(fake) for every image (p in the dm column)."""
+    def predict(store, rels, variant, fn):
+        return np.tile([p_fake, 0.0, 1.0 - p_fake], (len(rels), 1))
+    return gz.Detector(group="Test", name=f"const{p_fake}", predict=predict, models=[])
+
+
+def test_wild_evaluation_per_group_and_format_bias(tmp_path, fixture_root):
+    run = dfxlib.start("smoke", run_dir=str(tmp_path / "r"), overrides={"progress": False, "bootstrap": 50})
+
+    def by_size(store, rels, variant, fn):  # "fake" when the re-encoded file differs: sees the condition
+        return np.array([[0.9, 0.0, 0.1] if (variant != "raw") == ("real" in r) else [0.1, 0.0, 0.9] for r in rels])
+    dets = [constant(0.8), gz.Detector(group="Test", name="flip", predict=by_size, models=[])]
+    per, bad = gz.evaluate_wild(run, fixture_root, dets, reencode=80)
+    n = 60
+    assert len(per) == n * 2 * 2 and bad.empty
+    assert set(per["condition"]) == {"as found", "re-encoded JPEG QF80"}
+    s = gz.wild_summary(per, n_boot=50, seed=0).set_index(["model", "condition"])
+    assert s.loc[("const0.8", "as found"), "balanced_accuracy"] == 50.0
+    assert s.loc[("const0.8", "as found"), "recall_fake"] == 100.0
+    assert s.loc[("flip", "as found"), "accuracy"] == 100.0
+    assert s.loc[("flip", "re-encoded JPEG QF80"), "accuracy"] == 0.0
+    groups = gz.wild_groups(per).set_index("generator")
+    assert groups.loc["real_a", "Test const0.8 (as found)"] == 0.0 and groups.loc["real_a", "n"] == 10
+    fb = gz.format_bias(per).set_index("detector")
+    assert fb.loc["Test flip", "predictions flipped %"] == 100.0
+    assert fb.loc["Test const0.8", "predictions flipped %"] == 0.0
+    # every fixture file is PNG: format alone cannot tell real from fake here
+    assert fb.loc["file format alone (not JPEG = fake)", "balanced_accuracy (as found)"] == 50.0
+
+
+def test_wild_evaluation_names_a_missing_folder(tmp_path):
+    run = dfxlib.start("smoke", run_dir=str(tmp_path / "r"), overrides={"progress": False})
+    with pytest.raises(Exception, match="nowhere"):
+        gz.evaluate_wild(run, tmp_path / "nowhere", [constant(0.5)], reencode=0)
