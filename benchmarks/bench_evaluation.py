@@ -1,7 +1,7 @@
 """Benchmark: where evaluation time goes in notebooks 04 and 05, with a cold feature cache.
 
     python benchmarks/bench_evaluation.py [--profile mini] [--run-dir runs/mini] [--backbone test_resnet]
-    python benchmarks/bench_evaluation.py --backbone densenet121 --input-size 256 --fakes 64   # paper-sized
+    python benchmarks/bench_evaluation.py --profile smoke --backbone densenet121 --input-size 256 --no-wild
 
 Runs the real evaluation code on the run's data: the robustness path (`deepfeaturex.robustness`, test split,
 JPEG QF50 / blur 7 / noise 5 / rotation 45) and the generalization path (`generalization.evaluate_tsets`, the
@@ -62,6 +62,7 @@ def main() -> None:
     ap.add_argument("--backbone", default="")
     ap.add_argument("--input-size", type=int, default=0, help="network input side (default: the profile's)")
     ap.add_argument("--fakes", type=int, default=0, help="fakes per generalization set (default: the profile's)")
+    ap.add_argument("--no-wild", action="store_true", help="skip the wild path")
     args = ap.parse_args()
     run_dir = Path(args.run_dir or tempfile.mkdtemp(prefix="dfx-bench-eval-"))
     overrides = {"progress": False, **({"input_size": args.input_size} if args.input_size else {}),
@@ -90,7 +91,9 @@ def main() -> None:
               lambda: gz.evaluate_tsets(run, store, sets, detectors, cfg.tset_jpeg)),
     ]
     wild = run.wild_root()
-    if wild.is_dir():
+    if args.no_wild:
+        pass
+    elif wild.is_dir():
         rows.append(timed(f"wild (05): {wild.name}, as found + JPEG QF{cfg.wild_reencode}",
                           lambda: gz.evaluate_wild(run, wild, detectors, cfg.wild_reencode)))
     else:

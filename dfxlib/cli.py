@@ -1,4 +1,4 @@
-"""The `dfx` command: run the notebooks, rebuild the report, audit a folder."""
+"""The `dfx` command: run the notebooks, rebuild the report, audit a folder, classify images."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 
 from .config import ConfigError, runs_root
-from .index import DataError
+from .index import CLASSES, DataError
 from .split import SplitMismatchError
+from .train import CheckpointMismatch
 
 
 def _params(pairs: list[str]) -> dict[str, str]:
@@ -66,6 +67,35 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    from . import inference
+
+    pred = inference.load_predictor(args.model, args.backbone, args.kind, args.device)
+    print(f"dfx predict: {pred.name} from {pred.head_path.parent} ({pred.input_size} px, {pred.device})",
+          file=sys.stderr)
+    rows = inference.predict_paths(pred, args.paths, args.batch_size, args.explain, args.workers)
+    if args.heatmaps:
+        rows = inference.with_heatmaps(pred, rows, Path(args.heatmaps), args.cam_class)
+    cols = inference.columns(args.explain, bool(args.heatmaps))
+    bad = 0
+
+    def counted(rows):
+        nonlocal bad
+        for r in rows:
+            bad += bool(r["error"])
+            yield r
+    if args.out in ("", "-"):
+        n = inference.write_csv(counted(rows), sys.stdout, cols)
+    else:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(out, "w", newline="") as fh:
+            n = inference.write_csv(counted(rows), fh, cols)
+    where = "" if args.out in ("", "-") else f" -> {args.out}"
+    print(f"dfx predict: {n} images, {bad} unreadable{where}", file=sys.stderr)
+    return 0 if n else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `dfx`."""
     ap = argparse.ArgumentParser(prog="dfx", description="DeepFeatureX replication: notebooks, tables, audit.")
@@ -86,6 +116,22 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--layout", default="auto", choices=["auto", "paper", "binary", "manifest"])
     a.add_argument("--check", default="full", choices=["full", "header"])
     a.set_defaults(func=cmd_audit)
+    p = sub.add_parser("predict", help="classify images (files, folders, globs) with a trained complete model")
+    p.add_argument("paths", nargs="+", help="image files, folders (searched recursively) or glob patterns")
+    p.add_argument("--model", default="", help="run folder, head folder or head checkpoint (default runs/mini)")
+    p.add_argument("--backbone", default="", help="which backbone's model in a run folder (default: the first)")
+    p.add_argument("--kind", default="", choices=["", "unbalanced", "siamese"],
+                   help="which base-model kind in a run folder (default: unbalanced)")
+    p.add_argument("--out", default="-", help="CSV file to write (default: standard output)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=2, help="batches decoded ahead in background threads")
+    p.add_argument("--explain", action="store_true",
+                   help="add each base model's contribution to the decision (contrib_dm/gan/real, driver)")
+    p.add_argument("--heatmaps", default="", metavar="DIR", help="write Grad-CAM overlays (one PNG per image)")
+    p.add_argument("--cam-class", default="predicted", choices=["predicted", *CLASSES],
+                   help="class whose logit Grad-CAM explains (default: each image's predicted class)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.set_defaults(func=cmd_predict)
     return ap
 
 
@@ -94,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (ConfigError, FileNotFoundError, DataError, SplitMismatchError) as exc:
+    except (ConfigError, FileNotFoundError, DataError, SplitMismatchError, CheckpointMismatch) as exc:
         print(f"dfx {args.command}: {exc}", file=sys.stderr)
         return 2
 

@@ -54,10 +54,32 @@ def device_of(setting: str = "auto") -> torch.device:
     return torch.device(setting)
 
 
+#: version of the checkpoint layout (state-dict names and metadata); stored in every checkpoint, checked on load
+CHECKPOINT_FORMAT = 1
+
+
 def save_weights(model: nn.Module, path: Path, meta: dict | None = None) -> None:
-    """Write a model's state dict as safetensors, atomically (metadata as JSON strings)."""
+    """Write a model's state dict as safetensors, atomically (metadata as JSON strings, with the format)."""
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    atomic_write(path, lambda tmp: save_file(state, tmp, metadata={"dfx": json.dumps(meta or {})}))
+    meta = {**(meta or {}), "format": CHECKPOINT_FORMAT}
+    atomic_write(path, lambda tmp: save_file(state, tmp, metadata={"dfx": json.dumps(meta)}))
+
+
+def read_meta(path: Path) -> dict:
+    """The dfx metadata of a safetensors checkpoint (no tensor is loaded, nothing is executed).
+    CheckpointMismatch if the file is not a safetensors file or was written in another checkpoint format."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            saved = json.loads((fh.metadata() or {}).get("dfx", "{}"))
+    except Exception as exc:  # safetensors raises its own error type for a file that is not safetensors
+        raise CheckpointMismatch(f"{path}: not a dfx safetensors checkpoint ({exc})") from None
+    fmt = saved.get("format", 1)  # checkpoints written before the format was recorded are format 1
+    if fmt != CHECKPOINT_FORMAT:
+        raise CheckpointMismatch(f"{path}: checkpoint format {fmt} was written by another dfx version; this "
+                                 f"version reads format {CHECKPOINT_FORMAT}")
+    return saved
 
 
 def check_meta(saved: dict, wanted: dict, where: Path) -> None:
@@ -69,13 +91,10 @@ def check_meta(saved: dict, wanted: dict, where: Path) -> None:
 
 def load_weights(model: nn.Module, path: Path, wanted_meta: dict | None = None) -> nn.Module:
     """Load safetensors weights into `model`, checking the saved metadata against `wanted_meta`."""
-    from safetensors import safe_open
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no checkpoint")
-    with safe_open(str(path), framework="pt") as fh:
-        saved = json.loads((fh.metadata() or {}).get("dfx", "{}"))
+    saved = read_meta(path)
     if wanted_meta:
         check_meta(saved, wanted_meta, path)
     state = load_file(str(path))

@@ -1,4 +1,4 @@
-"""A tiny synthetic dataset in the paper's layout, for tests (fast to make, no training).
+"""A tiny synthetic dataset in the paper's layout, and a run of untrained models, for tests and benchmarks.
 
 Each generator gets its own cheap, seeded texture recipe (smooth fields, periodic patterns, noise), so the
 classes are separable but not trivially by colour. This is not MiniDFX: it has no real photographs.
@@ -6,6 +6,8 @@ classes are separable but not trivially by colour. This is not MiniDFX: it has n
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -50,4 +52,32 @@ def make_fixture(root: str | Path, per_generator: int = 12, size: int = 32, seed
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(per_generator):
             Image.fromarray(_image(recipe, size, rng)).save(folder / f"{gen}_{i:05d}.png")
+    return root
+
+
+def make_run(root: Path, backbone: str = "test_resnet", kind: str = "unbalanced", input_size: int = 32) -> Path:
+    """A run folder holding seeded random base models and a head, laid out and labelled as training does
+    (for `dfx predict` without training)."""
+    import torch
+
+    from dfxlib import deepfeaturex as dfx
+    from dfxlib.backbones import create_backbone
+    from dfxlib.index import CLASSES
+    from dfxlib.train import save_weights
+
+    ids = []
+    for k, main_ in enumerate(CLASSES):
+        torch.manual_seed(k)
+        net = dfx.BaseClassifier(create_backbone(backbone, "none")) if kind == "unbalanced" else dfx.SiameseNet(
+            create_backbone(backbone, "none"))
+        path = root / "checkpoints" / "base" / backbone / kind / main_ / "best.safetensors"
+        save_weights(net, path, {"model": "base", "backbone": backbone, "kind": kind, "main": main_,
+                                 "classes": list(CLASSES), "input_size": input_size})
+        ids.append(f"{backbone}-{kind}-{main_}-{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}")
+    torch.manual_seed(5)
+    head = dfx.FusionHead()
+    save_weights(head, root / "checkpoints" / "heads" / backbone / kind / "complete" / "best.safetensors",
+                 {"model": "head", "backbone": backbone, "kind": kind, "classes": list(CLASSES), "bases": ids,
+                  "in_channels": 3})
+    (root / "config.json").write_text(json.dumps({"backbones": [backbone]}))
     return root

@@ -147,3 +147,12 @@ def test_generalization_notebook_writes_table4_and_wild(smoke_run):
     bias = pd.read_csv(smoke_run / "tables" / "wild_format_bias.csv", keep_default_na=False)
     assert bias["detector"].iloc[-1].startswith("file format alone")
     assert float(bias["balanced_accuracy (as found)"].iloc[-1]) > 80  # the wild format confound is found
+
+
+@pytest.mark.notebook
+def test_inspect_notebook_predicts_and_explains(smoke_run):
+    t = pd.read_csv(smoke_run / "tables" / "inspect_examples.csv", keep_default_na=False)
+    assert len(t) > 0 and (t["error"] == "").all()
+    assert (t[["p_dm", "p_gan", "p_real"]].sum(axis=1) - 1).abs().max() < 1e-4
+    assert set(t["driver"]) <= {"dm", "gan", "real"} and set(t["truth"]) <= {"dm", "gan", "real"}
+    assert (smoke_run / "figures" / "inspect_gradcam.png").stat().st_size > 0

@@ -1,0 +1,411 @@
+"""A trained complete model on your own images: loading, streaming prediction, base-model contributions and
+Grad-CAM. `dfx predict` and notebook 07 both go through `predict_items`.
+
+- Loading reads safetensors only (never pickled code) and checks every file's metadata: a head and base models
+  that do not belong together, another backbone, or another checkpoint format are clear errors.
+- Prediction streams: images are decoded and preprocessed in a background thread, a batch at a time, and rows
+  are yielded as they are ready (memory stays flat on any number of files). An unreadable image gives a row
+  with its error; the run goes on.
+- Contribution of a base model (DM, GAN, REAL) to one decision: the drop in the probability of the predicted
+  class when that base model's features are replaced by zeros (occlusion at the fusion head's input).
+- Grad-CAM: for the complete model, one map per base model (the gradient of the chosen class's logit flows
+  through the fusion head into each backbone's last feature map); for any other classifier, one map.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import io
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence, TypeVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from .backbones import create_backbone, preprocess
+from .config import runs_root
+from .deepfeaturex import KINDS, BaseClassifier, CompleteModel, FusionHead, SiameseNet, prepare_batch
+from .images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageError, _decode, _open, to_rgb
+from .index import CLASSES
+from .train import CheckpointMismatch, device_of, load_weights, read_meta
+
+T = TypeVar("T")
+
+#: columns of a prediction row (contributions only when asked)
+COLUMNS = ["path", "p_dm", "p_gan", "p_real", "predicted", "p_fake", "error"]
+CONTRIB_COLUMNS = ["contrib_dm", "contrib_gan", "contrib_real", "driver"]
+
+
+@dataclass
+class Predictor:
+    """A complete model (three frozen base backbones + fusion head) ready for inference."""
+
+    model: CompleteModel
+    backbone: str
+    kind: str
+    input_size: int
+    head_path: Path
+    device: torch.device
+
+    @property
+    def transform(self) -> Callable[[Image.Image], torch.Tensor]:
+        return preprocess(self.backbone, self.input_size)
+
+    @property
+    def name(self) -> str:
+        return f"{self.backbone}/{self.kind}"
+
+
+# --------------------------------------------------------------------------------------------- loading
+def find_head(model: str | Path = "", backbone: str = "", kind: str = "") -> Path:
+    """The head checkpoint (best.safetensors) named by `model`: a run folder (its first trained backbone, in
+    the run's order, and the unbalanced kind, unless given), a head folder, or the file itself. Default:
+    runs/mini."""
+    p = Path(model) if model else runs_root() / "mini"
+    if p.is_file():
+        return p
+    if (p / "best.safetensors").is_file():
+        return p / "best.safetensors"
+    heads = p / "checkpoints" / "heads"
+    if not heads.is_dir():
+        raise FileNotFoundError(f"{p}: not a run folder, head folder or checkpoint (no {heads}); train one with "
+                                "`dfx run` (notebooks 02 and 03) or pass --model")
+    order: list[str] = []
+    if (p / "config.json").is_file():  # the run's own backbone order
+        import json
+
+        order = list(json.loads((p / "config.json").read_text()).get("backbones", []))
+    found = sorted(heads.glob(f"{backbone or '*'}/{kind or '*'}/complete/best.safetensors"),
+                   key=lambda f: (order.index(f.parts[-4]) if f.parts[-4] in order else len(order),
+                                  f.parts[-3] != "unbalanced", str(f)))
+    if not found:
+        raise FileNotFoundError(f"{heads}: no trained complete model{' for ' + backbone if backbone else ''}"
+                                f"{' / ' + kind if kind else ''}; run notebook 03 first")
+    return found[0]
+
+
+def load_predictor(model: str | Path = "", backbone: str = "", kind: str = "", device: str = "auto") -> Predictor:
+    """Load a complete model from safetensors checkpoints (see `find_head`), checking that its head and its
+    three base models belong together."""
+    head_path = find_head(model, backbone, kind)
+    meta = read_meta(head_path)
+    if meta.get("model") != "head":
+        raise CheckpointMismatch(f"{head_path}: not a complete model's head (model={meta.get('model')!r})")
+    if meta.get("classes") != list(CLASSES):
+        raise CheckpointMismatch(f"{head_path}: classes {meta.get('classes')} differ from {list(CLASSES)}")
+    bb, kd = meta["backbone"], meta["kind"]
+    if kd not in KINDS:
+        raise CheckpointMismatch(f"{head_path}: unknown base-model kind {kd!r}")
+    base_root = head_path.parents[4] / "base" / bb / kd  # checkpoints/heads/<bb>/<kind>/complete/best.safetensors
+    bases, input_size = [], None
+    for main, ident in zip(CLASSES, meta["bases"]):
+        path = base_root / main / "best.safetensors"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: base model {main} of {head_path} is missing")
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+        if not ident.endswith(digest):
+            raise CheckpointMismatch(f"{path}: this base model was retrained after the head {head_path} "
+                                     f"(head expects {ident}); run notebook 03 again")
+        bmeta = read_meta(path)
+        input_size = bmeta.get("input_size", input_size)
+        net = (BaseClassifier if kd == "unbalanced" else SiameseNet)(create_backbone(bb, "none"))
+        load_weights(net, path, {"model": "base", "backbone": bb, "kind": kd, "main": main})
+        bases.append(net.backbone)
+    head = FusionHead(in_channels=int(meta.get("in_channels", 3)))
+    load_weights(head, head_path, {"model": "head", "backbone": bb, "kind": kd})
+    dev = device_of(device)
+    model = CompleteModel(bases, head).to(dev).eval()
+    return Predictor(model=model, backbone=bb, kind=kd, input_size=int(input_size or 256), head_path=head_path,
+                     device=dev)
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+def iter_inputs(inputs: Sequence[str]) -> Iterator[str]:
+    """Paths named by `inputs`: files as given, folders walked recursively (image extensions, sorted), glob
+    patterns expanded. A name that matches nothing is yielded as is (its row says why)."""
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            for root, dirs, files in os.walk(p):
+                dirs.sort()
+                for f in sorted(files):
+                    if Path(f).suffix.lower() in IMAGE_EXTENSIONS:
+                        yield str(Path(root) / f)
+        elif p.exists():
+            yield str(p)
+        elif glob.has_magic(item):
+            matches = sorted(glob.iglob(item, recursive=True))
+            yield from (m for m in matches if not Path(m).is_dir())
+            if not matches:
+                yield item
+        else:
+            yield item
+
+
+def decode(name: str, data: bytes | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """An RGB image from a file or from bytes (an upload); ImageError names it and says why not."""
+    path = Path(name)
+    if data is None:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ImageError(path, f"cannot read file ({exc.strerror or exc})") from None
+    img = _open(data, path, max_pixels)
+    _decode(img, path)
+    return to_rgb(img)
+
+
+# ------------------------------------------------------------------------------------------ prediction
+def _prepare(pred: Predictor, items: list[tuple[str, bytes | None]]) -> tuple[list[str], list[str], torch.Tensor | None]:
+    """Decode and preprocess one batch: names, errors ('' when fine) and the input tensor of the good ones."""
+    imgs, errors = [], []
+    for name, data in items:
+        try:
+            imgs.append(decode(name, data))
+            errors.append("")
+        except ImageError as exc:
+            errors.append(exc.reason)
+        except Exception as exc:  # anything else about one file must not stop the run
+            errors.append(f"{type(exc).__name__}: {exc}")
+    x = prepare_batch(imgs, pred.transform) if imgs else None
+    return [n for n, _ in items], errors, x
+
+
+def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Consecutive lists of `size` items (the last may be shorter)."""
+    batch: list = []
+    for it in items:
+        batch.append(it)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def contributions(head: FusionHead, feats: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+    """(B, 3) drop in the predicted class's probability when each base model's features are zeroed."""
+    b, k, _ = feats.shape
+    cls = probs.argmax(1)
+    occluded = feats.unsqueeze(1).repeat(1, k, 1, 1)  # (B, k, k, D): copy j has base j zeroed
+    idx = torch.arange(k)
+    occluded[:, idx, idx] = 0
+    p = F.softmax(head(occluded.reshape(b * k, k, -1)), dim=1).reshape(b, k, -1)
+    return probs.gather(1, cls[:, None]) - p.gather(2, cls[:, None, None].expand(b, k, 1)).squeeze(2)
+
+
+def predict_items(pred: Predictor, items: Iterable[tuple[str, bytes | None]], batch_size: int = 64,
+                  explain: bool = False, workers: int = 2) -> Iterator[dict]:
+    """One row per item (name, bytes or None to read the file): class probabilities, the predicted class,
+    p_fake, an error for unreadable images, and with `explain` the base models' contributions. Decoding runs
+    `workers` batches ahead in background threads."""
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        pending: list = []
+        for batch in _batches(items, batch_size):
+            pending.append(pool.submit(_prepare, pred, batch))
+            if len(pending) > workers:
+                yield from _rows(pred, *pending.pop(0).result(), explain)
+        for fut in pending:
+            yield from _rows(pred, *fut.result(), explain)
+
+
+def _rows(pred: Predictor, names: list[str], errors: list[str], x: torch.Tensor | None, explain: bool) -> list[dict]:
+    good = [i for i, e in enumerate(errors) if not e]
+    out: dict[int, dict] = {}
+    if x is not None:
+        with torch.no_grad():
+            feats = pred.model.features(x.to(pred.device))
+            probs = F.softmax(pred.model.head(feats), dim=1)
+            contrib = contributions(pred.model.head, feats, probs).cpu().numpy() if explain else None
+        probs_np = probs.cpu().numpy()
+        for j, i in enumerate(good):
+            p = probs_np[j]
+            row = {"p_dm": float(p[0]), "p_gan": float(p[1]), "p_real": float(p[2]),
+                   "predicted": CLASSES[int(p.argmax())], "p_fake": float(1.0 - p[2])}
+            if contrib is not None:
+                row.update({f"contrib_{c}": float(contrib[j, k]) for k, c in enumerate(CLASSES)},
+                           driver=CLASSES[int(contrib[j].argmax())])
+            out[i] = row
+    cols = COLUMNS + (CONTRIB_COLUMNS if explain else [])
+    return [{c: "" for c in cols} | {"path": n, "error": errors[i]} | out.get(i, {}) for i, n in enumerate(names)]
+
+
+def predict_paths(pred: Predictor, inputs: Sequence[str], batch_size: int = 64, explain: bool = False,
+                  workers: int = 2) -> Iterator[dict]:
+    """`predict_items` over files, folders and globs (see `iter_inputs`)."""
+    return predict_items(pred, ((p, None) for p in iter_inputs(inputs)), batch_size, explain, workers)
+
+
+def columns(explain: bool = False, heatmaps: bool = False) -> list[str]:
+    """The CSV columns of a prediction run."""
+    return COLUMNS + (CONTRIB_COLUMNS if explain else []) + (["heatmap"] if heatmaps else [])
+
+
+def write_csv(rows: Iterable[dict], out: io.TextIOBase, cols: Sequence[str]) -> int:
+    """Stream rows to CSV (floats with 6 decimals); returns the number of rows."""
+    import csv
+
+    writer = csv.DictWriter(out, fieldnames=list(cols), restval="", extrasaction="ignore")
+    writer.writeheader()
+    n = 0
+    for row in rows:
+        writer.writerow({k: f"{v:.6f}" if isinstance(v, float) else v for k, v in row.items()})
+        n += 1
+    out.flush()
+    return n
+
+
+# ---------------------------------------------------------------------------------------------- Grad-CAM
+def cam_layer(backbone: nn.Module) -> tuple[str, nn.Module]:
+    """The layer Grad-CAM reads in a timm backbone, by name: for ViTs the last block's first norm (its patch
+    tokens, reshaped to the grid), else the last module to output a 4-D feature map (ResNet `layer4`,
+    EfficientNet `bn2`, DenseNet `features`)."""
+    if hasattr(backbone, "blocks") and getattr(backbone, "num_prefix_tokens", None) is not None:
+        name = f"blocks.{len(backbone.blocks) - 1}.norm1"
+        return name, backbone.get_submodule(name)
+    done: list[str] = []
+    names = {m: n for n, m in backbone.named_modules() if n}
+    def seen(m: nn.Module, i, o) -> None:
+        if torch.is_tensor(o) and o.dim() == 4 and min(o.shape[-2:]) > 1:  # a map, not a pooled 1x1
+            done.append(names[m])
+    hooks = [m.register_forward_hook(seen) for m in names]
+    try:
+        with torch.no_grad():
+            backbone.eval()(torch.zeros(1, 3, 224, 224, device=next(backbone.parameters()).device))
+    finally:
+        for h in hooks:
+            h.remove()
+    return done[-1], backbone.get_submodule(done[-1])
+
+
+def _cam(act: torch.Tensor, grad: torch.Tensor, prefix: int, size: tuple[int, int]) -> torch.Tensor:
+    """Grad-CAM maps (B, H, W), not normalised, from activations and their gradients."""
+    if act.dim() == 3:  # ViT tokens (B, N, C): drop the class/prefix tokens, reshape to the patch grid
+        act, grad = act[:, prefix:], grad[:, prefix:]
+        side = int(round(act.shape[1] ** 0.5))
+        act = act.transpose(1, 2).reshape(act.shape[0], -1, side, side)
+        grad = grad.transpose(1, 2).reshape(grad.shape[0], -1, side, side)
+    weights = grad.mean(dim=(2, 3), keepdim=True)
+    cam = F.relu((weights * act).sum(1, keepdim=True))
+    return F.interpolate(cam, size=size, mode="bilinear", align_corners=False)[:, 0].detach()
+
+
+def grad_cam(forward: Callable[[torch.Tensor], torch.Tensor], layers: Sequence[tuple[nn.Module, int]],
+             x: torch.Tensor, target: int | None = None) -> tuple[list[np.ndarray], np.ndarray]:
+    """Grad-CAM of the logit of class `target` (None: each image's predicted class) at each of `layers`
+    ((module, number of prefix tokens)). Returns one (B, H, W) map per layer, scaled to [0, 1] by each
+    image's largest value over all layers (so maps of several layers compare), and the classes explained."""
+    acts: list[torch.Tensor | None] = [None] * len(layers)
+
+    def keep(k: int):
+        def hook(module, inputs, out):
+            if not out.requires_grad:
+                out.requires_grad_(True)  # frozen backbone: track gradients from here on
+            acts[k] = out
+            return out
+        return hook
+    hooks = [m.register_forward_hook(keep(k)) for k, (m, _) in enumerate(layers)]
+    try:
+        with torch.enable_grad():
+            logits = forward(x)
+            cls = logits.argmax(1) if target is None else torch.full((len(x),), int(target), device=logits.device)
+            score = logits.gather(1, cls[:, None]).sum()
+            grads = torch.autograd.grad(score, acts)
+    finally:
+        for h in hooks:
+            h.remove()
+    size = (x.shape[-2], x.shape[-1])
+    maps = torch.stack([_cam(a, g, prefix, size) for a, g, (_, prefix) in zip(acts, grads, layers)])
+    peak = maps.transpose(0, 1).flatten(1).max(1).values.clamp_min(1e-12)[None, :, None, None]
+    return list((maps / peak).cpu().numpy()), cls.cpu().numpy()
+
+
+def complete_cams(pred: Predictor, images: Sequence[Image.Image], target: str | None = None) -> dict:
+    """Grad-CAM of the complete model for `images`, one map per base model. `target`: a class name, or None
+    for each image's predicted class. Returns maps {dm, gan, real: (B, H, W)}, the layer names, the classes
+    explained and the network input (B, 3, H, W)."""
+    x = prepare_batch(list(images), pred.transform).to(pred.device)
+    layers, names = [], []
+    for b in pred.model.bases:
+        name, module = cam_layer(b)
+        layers.append((module, int(getattr(b, "num_prefix_tokens", 0) or 0)))
+        names.append(name)
+    t = None if target in (None, "", "predicted") else CLASSES.index(target)
+    model = pred.model
+
+    def forward(inp: torch.Tensor) -> torch.Tensor:  # CompleteModel.features runs without gradients
+        return model.head(torch.stack([b(inp) for b in model.bases], dim=1))
+    maps, cls = grad_cam(forward, layers, x, t)
+    return {"maps": dict(zip(CLASSES, maps)), "layers": dict(zip(CLASSES, names)),
+            "classes": [CLASSES[c] for c in cls], "input": x}
+
+
+def overlay(img: Image.Image, cam: np.ndarray, alpha: float = 0.45) -> Image.Image:
+    """`cam` (H, W in [0, 1]) as a heat overlay on `img` resized to the map's size."""
+    from matplotlib import colormaps
+
+    base = np.asarray(img.convert("RGB").resize(cam.shape[::-1], Image.Resampling.BILINEAR), dtype=np.float32)
+    heat = colormaps["jet"](cam)[..., :3] * 255
+    return Image.fromarray(np.clip((1 - alpha) * base + alpha * heat, 0, 255).astype(np.uint8))
+
+
+def heatmap_panel(img: Image.Image, cams: dict, i: int, title: str = "") -> Image.Image:
+    """One image beside its three base-model overlays (DM, GAN, REAL), with the layer and class named."""
+    from PIL import ImageDraw
+
+    side = cams["maps"]["dm"].shape[-1]
+    tiles = [img.convert("RGB").resize((side, side))] + [overlay(img, cams["maps"][c][i]) for c in CLASSES]
+    scale = max(1, 160 // side)
+    w = side * scale
+    panel = Image.new("RGB", (w * 4, w + 28), "white")
+    for k, t in enumerate(tiles):
+        panel.paste(t.resize((w, w), Image.Resampling.NEAREST), (k * w, 28))
+    draw = ImageDraw.Draw(panel)
+    labels = ["input"] + [f"{c.upper()} base: {cams['layers'][c]}" for c in CLASSES]
+    for k, text in enumerate(labels):
+        draw.text((k * w + 3, 14), text, fill="black")
+    draw.text((3, 1), (title + " " if title else "") + f"Grad-CAM of class '{cams['classes'][i]}'", fill="black")
+    return panel
+
+
+def panels(pred: Predictor, rows: Sequence[dict], images: Sequence[Image.Image],
+           target: str | None = None) -> list[Image.Image]:
+    """A Grad-CAM panel (input and the three base models' maps) for each predicted row and its image."""
+    if not rows:
+        return []
+    cams = complete_cams(pred, images, target)
+    return [heatmap_panel(img, cams, j, f"{Path(r['path']).name}: {r['predicted']} (p_fake {r['p_fake']:.2f}).")
+            for j, (r, img) in enumerate(zip(rows, images))]
+
+
+def with_heatmaps(pred: Predictor, rows: Iterable[dict], folder: Path, target: str | None = None,
+                  batch_size: int = 16) -> Iterator[dict]:
+    """Pass `rows` through while writing a Grad-CAM panel PNG into `folder` for each readable image (a chunk
+    at a time, so streaming is kept); the row gains the panel's path in `heatmap`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    n = 0
+    for chunk in _batches(rows, batch_size):
+        good = [r for r in chunk if not r["error"]]
+        for r, panel in zip(good, panels(pred, good, [decode(r["path"]) for r in good], target)):
+            out = folder / f"{n:06d}_{Path(r['path']).stem}.png"
+            panel.save(out)
+            r["heatmap"] = str(out)
+            n += 1
+        yield from chunk
+
+
+def inspect(pred: Predictor, items: Sequence[tuple[str, bytes | None]],
+            target: str | None = None) -> tuple[list[dict], list[Image.Image]]:
+    """What notebook 07 shows for some images (name, bytes or None to read the file): the prediction rows
+    with the base models' contributions (the `dfx predict --explain` path) and a Grad-CAM panel per readable
+    image."""
+    rows = list(predict_items(pred, items, explain=True))
+    good = [(r, decode(name, data)) for r, (name, data) in zip(rows, items) if not r["error"]]
+    return rows, panels(pred, [r for r, _ in good], [img for _, img in good], target)

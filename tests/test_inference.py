@@ -1,0 +1,174 @@
+"""dfx predict: loading checkpoints safely, streaming prediction with error rows, contributions, Grad-CAM."""
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+from torch import nn
+
+from dfxlib import deepfeaturex as dfx
+from dfxlib import inference
+from dfxlib.backbones import create_backbone
+from dfxlib.cli import main
+from dfxlib.index import CLASSES
+from dfxlib.train import CheckpointMismatch, save_weights
+from fixture import make_run
+
+BACKBONE = "test_resnet"  # make_run's default
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    return make_run(tmp_path_factory.mktemp("predict_run"))
+
+
+@pytest.fixture(scope="module")
+def pred(run_dir):
+    return inference.load_predictor(run_dir, device="cpu")
+
+
+def test_rows_for_files_folders_globs_and_bad_input(pred, fixture_root, tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    inputs = [str(fixture_root / "real"), str(fixture_root / "gan_generated" / "gan_a" / "gan_a_00000.png"),
+              str(fixture_root / "dm_generated" / "*" / "*_0000[01].png"), str(bad), str(tmp_path / "missing.png")]
+    rows = list(inference.predict_paths(pred, inputs, batch_size=7))
+    assert len(rows) == 20 + 1 + 4 + 2
+    assert rows[-2]["path"] == str(bad) and "unreadable header" in rows[-2]["error"]
+    assert "cannot read file" in rows[-1]["error"] and rows[-1]["p_fake"] == ""
+    good = [r for r in rows if not r["error"]]
+    assert len(good) == 25
+    for r in good:
+        p = np.array([r["p_dm"], r["p_gan"], r["p_real"]])
+        assert p.sum() == pytest.approx(1.0, abs=1e-5)
+        assert r["predicted"] == CLASSES[int(p.argmax())] and r["p_fake"] == pytest.approx(1 - r["p_real"])
+
+
+def test_same_numbers_as_the_complete_model_and_any_batch_size(pred, fixture_root):
+    files = sorted(str(p) for p in (fixture_root / "gan_generated").rglob("*.png"))[:9]
+    a = [r["p_gan"] for r in inference.predict_paths(pred, files, batch_size=1)]
+    b = [r["p_gan"] for r in inference.predict_paths(pred, files, batch_size=4, workers=2)]
+    x = torch.stack([pred.transform(Image.open(f).convert("RGB")) for f in files])
+    with torch.no_grad():
+        ref = torch.softmax(pred.model(x), 1)[:, 1].numpy()
+    assert np.allclose(a, ref, atol=1e-5) and np.allclose(b, ref, atol=1e-5)
+
+
+def test_prediction_streams(pred, fixture_root, monkeypatch):
+    decoded = []
+    real_decode = inference.decode
+    monkeypatch.setattr(inference, "decode", lambda name, data=None: decoded.append(name) or real_decode(name, data))
+    rows = inference.predict_paths(pred, [str(fixture_root)], batch_size=4, workers=1)
+    next(rows)
+    assert len(decoded) <= 8  # the first batch and at most one ahead, not the 60 files
+
+
+def test_contributions_are_occlusion_drops(pred, fixture_root):
+    files = sorted(str(p) for p in (fixture_root / "dm_generated").rglob("*.png"))[:3]
+    rows = list(inference.predict_paths(pred, files, explain=True))
+    x = torch.stack([pred.transform(Image.open(f).convert("RGB")) for f in files])
+    with torch.no_grad():
+        feats = pred.model.features(x)
+        probs = torch.softmax(pred.model.head(feats), 1)
+        for k, c in enumerate(CLASSES):
+            masked = feats.clone()
+            masked[:, k] = 0
+            p = torch.softmax(pred.model.head(masked), 1)
+            for i, r in enumerate(rows):
+                cls = CLASSES.index(r["predicted"])
+                assert r[f"contrib_{c}"] == pytest.approx(float(probs[i, cls] - p[i, cls]), abs=1e-5)
+    for r in rows:
+        assert r["driver"] == max(CLASSES, key=lambda c: r[f"contrib_{c}"])
+
+
+def test_grad_cam_finds_the_region_that_drives_the_class():
+    class Toy(nn.Module):  # class 1's logit is the mean of channel 0 (red); class 0 reads nothing
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 2, 1, bias=False)
+            with torch.no_grad():
+                self.conv.weight.copy_(torch.tensor([[1.0, 0, 0], [0, 0, 1.0]])[:, :, None, None])
+
+        def forward(self, x):
+            a = self.conv(x)
+            return torch.stack([torch.zeros(len(x)), a[:, 0].mean((1, 2))], 1)
+    x = torch.zeros(1, 3, 8, 8)
+    x[0, 0, :, :4] = 1.0  # red on the left
+    x[0, 2, :, 4:] = 1.0  # blue on the right
+    toy = Toy()
+    maps, cls = inference.grad_cam(toy, [(toy.conv, 0)], x, target=1)
+    m = maps[0][0]
+    assert cls.tolist() == [1] and m.shape == (8, 8) and m.max() == pytest.approx(1.0)
+    assert m[:, :3].min() > 0.9 and m[:, 5:].max() < 0.1
+
+
+def test_complete_model_cams_name_layers_and_class(pred, fixture_root):
+    imgs = [Image.open(p).convert("RGB") for p in sorted((fixture_root / "real").rglob("*.png"))[:2]]
+    cams = inference.complete_cams(pred, imgs, target="gan")
+    assert cams["layers"] == {"dm": "layer4", "gan": "layer4", "real": "layer4"}
+    assert cams["classes"] == ["gan", "gan"]
+    stacked = np.stack([cams["maps"][c] for c in CLASSES])
+    assert stacked.shape == (3, 2, 32, 32) and stacked.min() >= 0
+    assert np.allclose(stacked.max(axis=(0, 2, 3)), 1.0)  # scaled per image over the three base models
+    panel = inference.heatmap_panel(imgs[0], cams, 0, "x")
+    assert panel.size == (4 * 160, 160 + 28)  # input + three overlays, 32 px maps shown at 160 px
+
+
+def test_efficientnet_and_vit_cam_layers():
+    assert inference.cam_layer(create_backbone("test_efficientnet", "none"))[0] == "bn2"
+    name, _ = inference.cam_layer(create_backbone("test_vit", "none"))
+    assert name.startswith("blocks.") and name.endswith(".norm1")
+
+
+def test_mismatched_and_foreign_checkpoints_are_refused(tmp_path):
+    run = make_run(tmp_path / "a")
+    base = run / "checkpoints" / "base" / BACKBONE / "unbalanced" / "gan" / "best.safetensors"
+    torch.manual_seed(42)  # retrain one base model after the head was made
+    save_weights(dfx.BaseClassifier(create_backbone(BACKBONE, "none")), base,
+                 {"model": "base", "backbone": BACKBONE, "kind": "unbalanced", "main": "gan", "input_size": 32})
+    with pytest.raises(CheckpointMismatch, match="retrained after the head"):
+        inference.load_predictor(run, device="cpu")
+
+    run = make_run(tmp_path / "b")
+    head = run / "checkpoints" / "heads" / BACKBONE / "unbalanced" / "complete" / "best.safetensors"
+    save_file({"w": torch.zeros(1)}, str(head), metadata={"dfx": json.dumps({"model": "head", "format": 2})})
+    with pytest.raises(CheckpointMismatch, match="format 2 was written by another dfx version"):
+        inference.load_predictor(run, device="cpu")
+
+    evil = tmp_path / "evil.safetensors"
+    torch.save({"x": 1}, evil)  # a pickle in disguise: refused, never unpickled
+    with pytest.raises(CheckpointMismatch, match="not a dfx safetensors checkpoint"):
+        inference.load_predictor(evil, device="cpu")
+    with pytest.raises(FileNotFoundError, match="no trained complete model for densenet121"):
+        inference.load_predictor(tmp_path / "a", backbone="densenet121")
+    with pytest.raises(FileNotFoundError, match="not a run folder"):
+        inference.load_predictor(tmp_path / "nowhere")
+
+
+def test_cli_writes_csv_and_heatmaps(run_dir, fixture_root, tmp_path, capsys):
+    out = tmp_path / "res.csv"
+    heat = tmp_path / "heat"
+    files = sorted((fixture_root / "real" / "real_a").glob("*.png"))[:3]
+    rc = main(["predict", *map(str, files), str(tmp_path / "gone.png"), "--model", str(run_dir), "--out", str(out),
+               "--explain", "--heatmaps", str(heat), "--cam-class", "real"])
+    assert rc == 0
+    rows = list(csv.DictReader(out.open()))
+    assert [r["path"] for r in rows] == [*map(str, files), str(tmp_path / "gone.png")]
+    assert set(rows[0]) >= {"p_dm", "p_gan", "p_real", "predicted", "p_fake", "error", "driver", "heatmap"}
+    assert rows[-1]["error"] and not rows[-1]["heatmap"]
+    assert all(Path(r["heatmap"]).is_file() for r in rows[:3])
+    assert "4 images, 1 unreadable" in capsys.readouterr().err
+    assert main(["predict", str(files[0]), "--model", str(tmp_path / "none")]) == 2
+
+
+def test_cli_to_stdout(run_dir, fixture_root, capsys):
+    f = next((fixture_root / "real" / "real_b").glob("*.png"))
+    assert main(["predict", str(f), "--model", str(run_dir)]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert len(rows) == 1 and rows[0]["path"] == str(f) and rows[0]["predicted"] in CLASSES
