@@ -1,7 +1,7 @@
 """Benchmark: `dfx predict` throughput against the bare forward pass of the same model, and its memory.
 
     python benchmarks/bench_predict.py [--files 3000] [--size 64] [--backbone test_resnet] [--input-size 64]
-    python benchmarks/bench_predict.py --files 100000 --size 32     # memory on a folder of 100,000 files
+    python benchmarks/bench_predict.py --files 100000 --size 32 --workers 2   # memory on 100,000 files
 
 Writes `--files` PNGs of `--size` px into a temporary folder (nested, 1,000 per folder), makes a complete model
 of seeded random weights (speed does not depend on training), then measures:
@@ -53,6 +53,7 @@ def main() -> None:
     ap.add_argument("--backbone", default="test_resnet")
     ap.add_argument("--input-size", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--workers", default="1,2", help="decode-worker counts to measure, e.g. 2")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="dfx-bench-predict-"))
     t0 = time.perf_counter()
@@ -76,7 +77,7 @@ def main() -> None:
     print(f"model {pred.name} at {pred.input_size} px, batch {bs}, {torch.get_num_threads()} threads")
     print(f"bare forward (3 backbones + head)  : {bare:8.1f} images/s")
 
-    for workers in (1, 2):
+    for workers in (int(w) for w in args.workers.split(",")):
         marks = {int(args.files * f): f for f in (0.1, 0.5, 1.0)}
         mem = []
         t0 = time.perf_counter()

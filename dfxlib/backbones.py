@@ -119,11 +119,17 @@ def preprocess(name: str, input_size: int) -> Callable[[Image.Image], torch.Tens
     """The preprocessing of a backbone, used by training, evaluation and inference alike: resize to
     input_size x input_size (aspect ratio not kept, as the paper), for ViTs a centre crop of 224/256 of
     it, then ImageNet normalisation."""
+    return resize_normalize(input_size, round(input_size * 224 / 256) if spec(name).vit else 0)
+
+
+def resize_normalize(input_size: int, crop: int = 0) -> Callable[[Image.Image], torch.Tensor]:
+    """Resize to input_size x input_size, centre crop to `crop` (0: none), ImageNet normalisation; works on
+    a PIL image or a uint8 tensor batch."""
     import torch
     from torchvision.transforms import v2 as T
 
     steps: list = [T.ToImage(), T.Resize((input_size, input_size), antialias=True)]
-    if spec(name).vit:
-        steps.append(T.CenterCrop(round(input_size * 224 / 256)))
+    if crop:
+        steps.append(T.CenterCrop(crop))
     steps += [T.ToDtype(torch.float32, scale=True), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
     return T.Compose(steps)

@@ -78,6 +78,12 @@ class Config:
     #: manipulations of the extended robustness table (names in dfxlib.perturb; JPEG QF 90..50 always run)
     manipulations: tuple[str, ...] = ("blur3", "blur7", "blur15", "noise5", "noise10", "scale50", "scale200",
                                       "mirror", "rot180", "rot45", "rot135")
+    #: detectors compared in notebook 06 (names in dfxlib.detectors)
+    detectors: tuple[str, ...] = ("simplecnn", "wang2020", "ssp")
+    #: backbone of the ResNet-based detectors (Wang2020, SSP): the paper's "resnet50", small ones on mini
+    detector_backbone: str = "test_resnet"
+    detector_epochs: int = 10
+    detector_lr: float = 1e-3
     #: fakes in each generalization test set (as many reals; fewer when the data has fewer)
     tset_fakes: int = 2000
     #: JPEG quality of the generalization sets' second condition (the paper's sets were JPEG; 0 = RAW only)
@@ -107,7 +113,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     # seconds per notebook: tests and CI
     "smoke": dict(builtin_per_generator=16, builtin_size=32, builtin_train_steps=60, audit_samples=3,
                   bootstrap=100, backbones=("test_resnet",), input_size=32, base_epochs=1, siamese_epochs=1,
-                  siamese_pairs=64, patience=0, head_epochs=2, manipulations=("blur3", "rot45")),
+                  siamese_pairs=64, patience=0, head_epochs=2, manipulations=("blur3", "rot45"), detector_epochs=1),
     # the default: the embedded world, whole suite in minutes on a 2-core CPU
     "mini": dict(),
     # the paper's settings on a user's copy of the real dataset (data_root must be given)
@@ -115,8 +121,12 @@ PROFILES: dict[str, dict[str, Any]] = {
                              "efficientnet_b4", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
                              "resnext101", "vit_b16", "vit_b32"),
                   pretrained="imagenet", input_size=256, lr=1e-4, base_epochs=50, siamese_epochs=50,
-                  patience=10, head_epochs=50, head_lr=1e-4, keep_images=False),
+                  patience=10, head_epochs=50, head_lr=1e-4, keep_images=False, detector_backbone="resnet50",
+                  detector_epochs=30, detector_lr=1e-4),
 }
+
+#: the detectors of dfxlib.detectors (kept here so settings are checked without importing torch)
+DETECTOR_NAMES: tuple[str, ...] = ("simplecnn", "wang2020", "ssp")
 
 _CHOICES: dict[str, tuple[str, ...]] = {"index_check": ("full", "header"), "profile": tuple(PROFILES)}
 
@@ -174,7 +184,7 @@ def _validate(cfg: Config) -> None:
     if abs(total - 1.0) > 1e-6:
         raise ConfigError(f"settings 'split_base', 'split_fusion', 'split_test' must sum to 1, got {total:g}")
     for key in ("builtin_per_generator", "builtin_train_steps", "max_pixels", "bootstrap", "input_size",
-                "batch_size", "base_epochs", "siamese_epochs", "head_epochs"):
+                "batch_size", "base_epochs", "siamese_epochs", "head_epochs", "detector_epochs", "tset_fakes"):
         if getattr(cfg, key) < 1:
             raise ConfigError(f"setting {key!r}: must be at least 1, got {getattr(cfg, key)}")
     from .backbones import BACKBONES  # a plain registry: no torch import
@@ -184,6 +194,14 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"setting 'backbones': unknown backbone {name!r}; known: {', '.join(BACKBONES)}")
     if not cfg.backbones:
         raise ConfigError("setting 'backbones': name at least one backbone")
+    if cfg.detector_backbone not in BACKBONES:
+        raise ConfigError(f"setting 'detector_backbone': unknown backbone {cfg.detector_backbone!r}")
+    for name in cfg.detectors:
+        if name not in DETECTOR_NAMES:
+            raise ConfigError(f"setting 'detectors': unknown {name!r}; known: {', '.join(DETECTOR_NAMES)}")
+    for key in ("tset_jpeg", "wild_reencode"):
+        if not 0 <= getattr(cfg, key) <= 100:
+            raise ConfigError(f"setting {key!r}: a JPEG quality 1-100, or 0 for none; got {getattr(cfg, key)}")
     from .perturb import PERTURBATIONS
 
     for name in cfg.manipulations:

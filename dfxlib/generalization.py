@@ -189,10 +189,17 @@ def evaluate_tsets(run: Run, store: ImageStore, sets: dict[str, pd.DataFrame], d
                    jpeg_quality: int) -> pd.DataFrame:
     """Binary accuracy (%) with 95% bootstrap intervals, balanced accuracy and AUC of every detector on every
     non-empty test set, RAW and (optionally) JPEG; the paper's Table 4 value beside ours."""
+    return evaluate_sets(run, store, sets, detectors, conditions(jpeg_quality), paper_values=True)
+
+
+def evaluate_sets(run: Run, store: ImageStore, sets: dict[str, pd.DataFrame], detectors: Sequence[Detector],
+                  variants: Sequence[tuple[str, str]], paper_values: bool = False) -> pd.DataFrame:
+    """Binary metrics of every detector on every non-empty set (rows with path and 3-class label) under each
+    (condition label, perturbation variant): accuracy with its 95% interval, balanced accuracy, AUC."""
     cfg = run.config
     rels = sorted(set().union(*(set(df["path"]) for df in sets.values())))
     rows = []
-    for cond, variant in conditions(jpeg_quality):
+    for cond, variant in variants:
         fn = None if variant == "raw" else perturb.get(variant)
         features_many(run, store, [m for d in detectors for m in d.models], rels, variant, fn)
         for det in detectors:
@@ -202,10 +209,12 @@ def evaluate_tsets(run: Run, store: ImageStore, sets: dict[str, pd.DataFrame], d
                     continue
                 r = evaluate(df["label"].to_numpy(), np.stack([probs[p] for p in df["path"]]), binary=True,
                              n_boot=cfg.bootstrap, seed=cfg.seed)
-                rows.append({"group": det.group, "model": det.name, "set": name, "condition": cond,
-                             "accuracy": pct(r["accuracy"]), "accuracy_ci95": fmt_ci(r["accuracy_ci"]),
-                             "balanced_accuracy": pct(r["balanced_accuracy"]), "auc": pct(r["auc"]), "n": r["n"],
-                             "paper_accuracy": paper.table4(det.paper_row, name) if det.paper_row else ""})
+                row = {"group": det.group, "model": det.name, "set": name, "condition": cond,
+                       "accuracy": pct(r["accuracy"]), "accuracy_ci95": fmt_ci(r["accuracy_ci"]),
+                       "balanced_accuracy": pct(r["balanced_accuracy"]), "auc": pct(r["auc"]), "n": r["n"]}
+                if paper_values:
+                    row["paper_accuracy"] = paper.table4(det.paper_row, name) if det.paper_row else ""
+                rows.append(row)
     return pd.DataFrame(rows)
 
 

@@ -11,7 +11,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import accuracy_score, precision_recall_fscore_support, roc_auc_score
+from sklearn.metrics import (accuracy_score, average_precision_score, precision_recall_fscore_support,
+                             roc_auc_score)
 
 from .index import CLASSES
 
@@ -122,6 +123,23 @@ def evaluate(y_true: np.ndarray, probs: np.ndarray, binary: bool, n_boot: int = 
     out["confusion"] = conf[0]
     out["class_names"] = names
     return out
+
+
+def score_metrics(y: np.ndarray, score: np.ndarray, n_boot: int = 200, seed: int = 0) -> dict:
+    """ROC AUC and average precision of a score (fake = 1 positive) with 95% percentile bootstrap intervals
+    (sklearn per resample, so at most `n_boot` = 200 by default; resamples with one class are skipped)."""
+    y, score = np.asarray(y, dtype=int), np.asarray(score, dtype=float)
+    nan = (float("nan"), float("nan"))
+    if len(set(y)) < 2:
+        return {"auc": float("nan"), "auc_ci": nan, "ap": float("nan"), "ap_ci": nan}
+    aucs, aps = [], []
+    for idx in _resamples(len(y), n_boot, seed):
+        if 0 < y[idx].sum() < len(idx):
+            aucs.append(roc_auc_score(y[idx], score[idx]))
+            aps.append(average_precision_score(y[idx], score[idx]))
+    ci = (lambda v: (float(np.quantile(v, 0.025)), float(np.quantile(v, 0.975))) if v else nan)
+    return {"auc": float(roc_auc_score(y, score)), "auc_ci": ci(aucs),
+            "ap": float(average_precision_score(y, score)), "ap_ci": ci(aps)}
 
 
 def binary_metrics(y_main: np.ndarray, pred_main: np.ndarray) -> dict[str, float]:

@@ -148,3 +148,46 @@ def accuracy_heatmap(table: pd.DataFrame, index: list[str], title: str) -> plt.F
     ax.set_xlabel("")
     fig.tight_layout()
     return fig
+
+
+def roc_curves(per_image: pd.DataFrame, groups: dict[str, list[str]]) -> plt.Figure:
+    """ROC curves (fake positive) of every detector, one panel per group of roles (each with the reals);
+    `per_image` has detector, role, fake, p_fake."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.6 * len(groups), 4), squeeze=False)
+    for ax, (title, roles) in zip(axes[0], groups.items()):
+        for det, g in per_image.groupby("detector", sort=False):
+            part = g[g["role"].isin(roles + ["real"])]
+            if part["fake"].nunique() < 2:
+                continue
+            fpr, tpr, _ = roc_curve(part["fake"], part["p_fake"])
+            ax.plot(fpr, tpr, label=f"{det} ({roc_auc_score(part['fake'], part['p_fake']):.2f})")
+        ax.plot([0, 1], [0, 1], ls=":", color="grey")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("false positive rate (real called fake)")
+        ax.set_ylabel("true positive rate")
+        ax.legend(fontsize=6, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def pca_scatter(panels: list[tuple[str, np.ndarray, np.ndarray]], names: tuple[str, str] = ("real", "fake"),
+                cols: int = 2) -> plt.Figure:
+    """2-D PCA of feature sets (`panels`: title, features (N, D), binary labels (N,)), one panel each."""
+    from sklearn.decomposition import PCA
+
+    rows = max(1, -(-len(panels) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.2 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (title, x, y) in zip(axes.flat, panels):
+        ax.axis("on")
+        z = PCA(n_components=2, random_state=0).fit_transform(x - x.mean(0))
+        for c, name in enumerate(names):
+            ax.scatter(z[y == c, 0], z[y == c, 1], s=4, alpha=0.5, label=name)
+        ax.set_title(title, fontsize=8)
+        ax.set_xticks([]), ax.set_yticks([])
+        ax.legend(fontsize=6, markerscale=3)
+    fig.tight_layout()
+    return fig

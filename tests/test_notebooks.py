@@ -156,3 +156,25 @@ def test_inspect_notebook_predicts_and_explains(smoke_run):
     assert (t[["p_dm", "p_gan", "p_real"]].sum(axis=1) - 1).abs().max() < 1e-4
     assert set(t["driver"]) <= {"dm", "gan", "real"} and set(t["truth"]) <= {"dm", "gan", "real"}
     assert (smoke_run / "figures" / "inspect_gradcam.png").stat().st_size > 0
+
+
+@pytest.mark.notebook
+def test_detectors_notebook_compares_on_one_convention(smoke_run):
+    cfg = json.loads((smoke_run / "config.json").read_text())
+    t = pd.read_csv(smoke_run / "tables" / "detectors.csv", keep_default_na=False)
+    n_dfx = len(cfg["backbones"]) * len(cfg["base_kinds"])
+    assert len(t) == len(cfg["detectors"]) + n_dfx
+    for group in ("seen", "unseen"):
+        assert t[f"{group} balanced_accuracy"].between(0, 100).all()
+        assert t[f"{group} auc_ci95"].str.match(r"^\[").all() and t[f"{group} ap"].between(0, 100).all()
+    acc_cols = [c for c in t.columns if c.startswith("acc ")]
+    split = pd.read_csv(smoke_run / "split.csv")
+    assert {c[4:] for c in acc_cols} == set(split["generator"])  # every generator and real source
+    rob = pd.read_csv(smoke_run / "tables" / "detectors_robustness.csv", keep_default_na=False)
+    assert set(rob["condition"]) == {"RAW", "QF90", "QF80", "QF70", "QF60", "QF50"}
+    t4 = pd.read_csv(smoke_run / "tables" / "table4_detectors.csv", keep_default_na=False)
+    assert "Detectors" in set(t4["group"]) and "paper" in set(t4["condition"])  # Wang2020 has a paper row
+    for fig in ("detectors_roc", "detectors_confusion", "detectors_pca", "detectors_curves"):
+        assert (smoke_run / "figures" / f"{fig}.png").stat().st_size > 0
+    nb = (smoke_run / "notebooks" / "06_detectors.ipynb").read_text()
+    assert "Does the noise-based detector generalize better?" in nb

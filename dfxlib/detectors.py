@@ -1,0 +1,395 @@
+"""The detectors DeepFeatureX is compared with, trained and evaluated on the same splits, one convention:
+binary, one logit, fake = 1 (the positive class for recall, AUC and AP).
+
+- ``simplecnn`` (the comparative study's baseline, defined here as it publishes no code): four blocks of
+  Conv 3x3 (padding 1) + ReLU + MaxPool 2 with 32, 64, 128, 256 channels, flatten, FC 512 + ReLU + Dropout
+  0.5, FC 1; PyTorch's default initialisation, seeded; trained from scratch.
+- ``wang2020`` (CNNDetection, Blur+JPEG(0.5)): the detector backbone (ResNet50 in the paper profile) with
+  `fc = Linear(D, 1)` initialised N(0, 0.02); training augmentation in the published order: resize, Gaussian
+  blur with probability 0.5 and sigma ~ U[0, 3], JPEG with probability 0.5 and quality ~ U{30..100} (PIL only:
+  the published cv2 branch is left out), random crop to 224/256 of the side, horizontal flip; evaluation:
+  resize and centre crop.
+- ``ssp`` (Single Simple Patch): the simplest of 64 candidate 32x32 patches (sum of absolute differences in
+  four directions, lowest wins) taken at native resolution, upsampled bilinearly to the input size, three
+  fixed SRM filters (5x5, summed over RGB) truncated to [-3, 3], the backbone, one logit. Training draws 64
+  random candidates (seeded per image and epoch); evaluation uses a fixed 8 x 8 grid of candidates, so a
+  prediction is deterministic.
+
+Every detector trains on the base and fusion splits (the images DeepFeatureX saw) with a seeded validation
+part, BCE with the real:fake ratio as positive weight (balanced), and keeps minimum validation loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageFilter
+from torch import nn
+
+from . import perturb
+from .backbones import create_backbone, feature_dim, resize_normalize
+from .data import ImageStore, order
+from .deepfeaturex import Variant, image_seed, split_id, train_val
+from .run import Run
+from .split import Split
+from .train import FitResult, device_of, fit, load_weights
+
+Transform = Callable[[Image.Image, int], torch.Tensor]  # (image, seed) -> tensor
+
+
+# ------------------------------------------------------------------------------------------------ models
+class SimpleCNN(nn.Module):
+    """Four conv blocks (32-64-128-256), FC 512, dropout 0.5, one logit."""
+
+    def __init__(self, input_size: int):
+        super().__init__()
+        chans = [3, 32, 64, 128, 256]
+        self.convs = nn.Sequential(*[m for a, b in zip(chans, chans[1:])
+                                     for m in (nn.Conv2d(a, b, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))])
+        side = input_size // 16
+        self.fc1 = nn.Sequential(nn.Flatten(), nn.Linear(256 * side * side, 512), nn.ReLU())
+        self.drop = nn.Dropout(0.5)
+        self.fc = nn.Linear(512, 1)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc1(self.convs(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.drop(self.features(x))).squeeze(1)
+
+
+class BackboneLogit(nn.Module):
+    """A backbone and one logit, `fc` initialised N(0, 0.02) (CNNDetection)."""
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+        self.fc = nn.Linear(feature_dim(backbone), 1)
+        nn.init.normal_(self.fc.weight, 0.0, 0.02)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x)).squeeze(1)
+
+
+#: SSP's SRM filters (5x5): KB, KV and the horizontal second-order filter
+SRM_FILTERS = np.stack([
+    np.pad(np.array([[-1, 2, -1], [2, -4, 2], [-1, 2, -1]], dtype=np.float32) / 4, 1),
+    np.array([[-1, 2, -2, 2, -1], [2, -6, 8, -6, 2], [-2, 8, -12, 8, -2], [2, -6, 8, -6, 2], [-1, 2, -2, 2, -1]],
+             dtype=np.float32) / 12,
+    np.pad(np.array([[1, -2, 1]], dtype=np.float32) / 2, ((2, 2), (1, 1))),
+])
+
+
+class SSPNet(BackboneLogit):
+    """Patch (B, 3, 32, 32) -> bilinear upsampling to `input_size` -> fixed SRM filters, truncated to [-3, 3]
+    -> backbone -> one logit."""
+
+    def __init__(self, backbone: nn.Module, input_size: int):
+        super().__init__(backbone)
+        self.input_size = input_size
+        kernel = torch.as_tensor(SRM_FILTERS)[:, None].repeat(1, 3, 1, 1)  # (3 out, 3 in, 5, 5): summed over RGB
+        self.register_buffer("srm", kernel)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
+        return self.backbone(F.hardtanh(F.conv2d(x, self.srm, padding=2), -3.0, 3.0))
+
+
+# ------------------------------------------------------------------------------------------- transforms
+PATCH = 32
+
+
+def simplicity(patches: np.ndarray) -> np.ndarray:
+    """SSP's L_div of (N, h, w, 3) uint8 patches: absolute differences horizontally, vertically and along
+    both diagonals, summed over pixels and channels (lower = simpler)."""
+    p = patches.astype(np.int64)
+    return (np.abs(p[:, :, 1:] - p[:, :, :-1]).sum((1, 2, 3)) + np.abs(p[:, 1:] - p[:, :-1]).sum((1, 2, 3))
+            + np.abs(p[:, 1:, 1:] - p[:, :-1, :-1]).sum((1, 2, 3)) + np.abs(p[:, 1:, :-1] - p[:, :-1, 1:]).sum((1, 2, 3)))
+
+
+def simplest_patch(img: Image.Image, seed: int | None) -> Image.Image:
+    """The simplest 32x32 patch of 64 candidates at native resolution: random positions from `seed` (training)
+    or, with `seed=None`, an 8 x 8 grid (evaluation, deterministic). Images under 32 px are first resized to
+    256 (as the reference)."""
+    img = img.convert("RGB")
+    if min(img.size) < PATCH:
+        img = img.resize((256, 256), Image.Resampling.BILINEAR)
+    a = np.asarray(img)
+    h, w = a.shape[:2]
+    if seed is None:
+        ys, xs = np.meshgrid(np.linspace(0, h - PATCH, 8).round().astype(int),
+                             np.linspace(0, w - PATCH, 8).round().astype(int), indexing="ij")
+        ys, xs = ys.ravel(), xs.ravel()
+    else:
+        rng = np.random.default_rng(seed)
+        ys, xs = rng.integers(0, h - PATCH + 1, 64), rng.integers(0, w - PATCH + 1, 64)
+    cands = np.stack([a[y:y + PATCH, x:x + PATCH] for y, x in zip(ys, xs)])
+    return Image.fromarray(cands[int(np.argmin(simplicity(cands)))])
+
+
+def wang_augment(img: Image.Image, rng: np.random.Generator, prob: float = 0.5) -> Image.Image:
+    """CNNDetection's data_augment: blur (sigma ~ U[0, 3]) with `prob`, then JPEG (quality ~ U{30..100}) with
+    `prob` (PIL)."""
+    if rng.random() < prob:
+        img = img.filter(ImageFilter.GaussianBlur(radius=float(rng.uniform(0.0, 3.0))))
+    if rng.random() < prob:
+        img = perturb.jpeg(img, int(rng.integers(30, 101)))
+    return img
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    """A detector: its name in tables (and the paper's Table 4 row, if any), how to build it, and its
+    training and evaluation transforms."""
+
+    name: str
+    display: str
+    paper_row: str
+    build: Callable[[Run], nn.Module]
+    train_tf: Callable[[Run], Transform]
+    eval_tf: Callable[[Run], Callable[[Image.Image], torch.Tensor]]
+
+
+def _crop(run: Run) -> int:
+    return round(run.config.input_size * 224 / 256)
+
+
+def _wang_train(run: Run) -> Transform:
+    size, crop = run.config.input_size, _crop(run)
+    norm = resize_normalize(crop)  # crop is already at size `crop`: the resize is the identity
+
+    def tf(img: Image.Image, seed: int) -> torch.Tensor:
+        rng = np.random.default_rng(seed)
+        img = wang_augment(img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR), rng)
+        y, x = rng.integers(0, size - crop + 1, 2)
+        img = img.crop((int(x), int(y), int(x) + crop, int(y) + crop))
+        if rng.random() < 0.5:
+            img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        return norm(img)
+    return tf
+
+
+def _ssp_train(run: Run) -> Transform:
+    norm = resize_normalize(PATCH)
+    return lambda img, seed: norm(simplest_patch(img, seed))
+
+
+def _ssp_eval(run: Run) -> Callable[[Image.Image], torch.Tensor]:
+    norm = resize_normalize(PATCH)
+    return lambda img: norm(simplest_patch(img, None))
+
+
+DETECTORS: dict[str, DetectorSpec] = {s.name: s for s in (
+    DetectorSpec("simplecnn", "SimpleCNN", "", lambda run: SimpleCNN(run.config.input_size),
+                 lambda run: (lambda img, seed, f=resize_normalize(run.config.input_size): f(img)),
+                 lambda run: resize_normalize(run.config.input_size)),
+    DetectorSpec("wang2020", "Wang2020 (ResNet, blur+JPEG)", "Wang2020",
+                 lambda run: BackboneLogit(create_backbone(run.config.detector_backbone, run.config.pretrained)),
+                 _wang_train, lambda run: resize_normalize(run.config.input_size, _crop(run))),
+    DetectorSpec("ssp", "SSP (simplest patch + SRM)", "",
+                 lambda run: SSPNet(create_backbone(run.config.detector_backbone, run.config.pretrained),
+                                    run.config.input_size),
+                 _ssp_train, _ssp_eval),
+)}
+
+
+def spec_of(name: str) -> DetectorSpec:
+    """The detector called `name`; a clear error lists the known ones."""
+    if name not in DETECTORS:
+        raise ValueError(f"unknown detector {name!r}; known: {', '.join(DETECTORS)}")
+    return DETECTORS[name]
+
+
+# --------------------------------------------------------------------------------------------- training
+@dataclass
+class TrainedDetector:
+    """A detector's network (best weights, eval mode) and where it lives."""
+
+    spec: DetectorSpec
+    net: nn.Module
+    folder: Path
+    fit: FitResult | None = None
+
+
+def detector_meta(run: Run, split: Split, name: str) -> dict:
+    """What identifies a trained detector (checked when resuming or loading)."""
+    cfg = run.config
+    backbone = "" if name == "simplecnn" else cfg.detector_backbone
+    return {"model": "detector", "detector": name, "backbone": backbone, "input_size": cfg.input_size,
+            "pretrained": cfg.pretrained, "name": f"detectors/{name}", "split": split_id(split)}
+
+
+def new_detector(run: Run, name: str) -> nn.Module:
+    """A detector with its seeded initial weights (what 'before training' means in the PCA figure)."""
+    torch.manual_seed(run.config.seed)
+    return spec_of(name).build(run)
+
+
+def training_rows(split: Split) -> pd.DataFrame:
+    """The images every detector trains on: base and fusion splits, `target` 1 for fake, 0 for real."""
+    rows = pd.concat([split.rows("base"), split.rows("fusion")], ignore_index=True)
+    return rows.assign(target=(rows["family"] != "real").astype(int))
+
+
+def train_detector(run: Run, store: ImageStore, split: Split, name: str) -> TrainedDetector:
+    """Train (or resume, or reuse) one detector; returns it with its minimum-validation-loss weights."""
+    cfg = run.config
+    spec = spec_of(name)
+    dev = device_of(cfg.device)
+    net = new_detector(run, name)
+    tr, va = train_val(training_rows(split), cfg.val_fraction, cfg.seed)
+    n_fake = max(int(tr["target"].sum()), 1)
+    pos_weight = torch.tensor((len(tr) - n_fake) / n_fake, device=dev)  # real:fake, so both classes weigh alike
+    train_tf, eval_tf = spec.train_tf(run), spec.eval_tf(run)
+
+    def step(model: nn.Module, batch) -> tuple[torch.Tensor, float, int]:
+        x, y = batch
+        logit = model(x)
+        loss = F.binary_cross_entropy_with_logits(logit, y.float(), pos_weight=pos_weight)
+        return loss, float(((logit > 0).long() == y).sum()), len(y)
+
+    def train_batches(epoch: int) -> Iterator:
+        paths, ys = tr["path"].to_numpy(), tr["target"].to_numpy().copy()
+        idx = order(len(tr), cfg.seed, epoch)
+        for i in range(0, len(idx), cfg.batch_size):
+            j = idx[i:i + cfg.batch_size]
+            x = torch.stack([train_tf(store.image(paths[k]), image_seed(cfg.seed * 1000 + epoch, paths[k]))
+                             for k in j])
+            yield x.to(dev), torch.as_tensor(ys[j]).to(dev)
+
+    def val_batches() -> Iterator:
+        paths, ys = list(va["path"]), va["target"].to_numpy().copy()
+        for i in range(0, len(paths), cfg.batch_size):
+            x = torch.stack([eval_tf(store.image(p)) for p in paths[i:i + cfg.batch_size]])
+            yield x.to(dev), torch.as_tensor(ys[i:i + cfg.batch_size]).to(dev)
+
+    folder = run.checkpoints / "detectors" / name
+    meta = detector_meta(run, split, name)
+    result = fit(net, step, train_batches, val_batches, folder, meta, epochs=cfg.detector_epochs,
+                 lr=cfg.detector_lr, weight_decay=0.0, seed=cfg.seed, patience=cfg.patience, device=dev,
+                 amp=cfg.amp, progress=run.progress, config_json=cfg.to_json())
+    load_weights(net, folder / "best.safetensors", meta)
+    return TrainedDetector(spec=spec, net=net.eval(), folder=folder, fit=result)
+
+
+# ------------------------------------------------------------------------------------------- prediction
+def outputs(run: Run, store: ImageStore, det: TrainedDetector | nn.Module, rels: Sequence[str],
+            perturb_fn: Variant = None, name: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """p(fake) (N,) and penultimate features (N, D) of a detector for `rels` (each image perturbed first by
+    `perturb_fn(image, seed)` when given), with its evaluation transform."""
+    cfg = run.config
+    net = det.net if isinstance(det, TrainedDetector) else det
+    spec = det.spec if isinstance(det, TrainedDetector) else spec_of(name)
+    tf = spec.eval_tf(run)
+    dev = device_of(cfg.device)
+    net = net.to(dev).eval()
+    probs, feats = [], []
+    with torch.no_grad():
+        for i in range(0, len(rels), cfg.batch_size * 2):
+            part = rels[i:i + cfg.batch_size * 2]
+            imgs = [store.image(r) for r in part]
+            if perturb_fn is not None:
+                imgs = [perturb_fn(img, image_seed(cfg.seed, r)) for img, r in zip(imgs, part)]
+            f = net.features(torch.stack([tf(img) for img in imgs]).to(dev))  # SSP's transform is per image
+            probs.append(torch.sigmoid(net.fc(f).squeeze(1)).float().cpu())  # dropout is off in eval mode
+            feats.append(f.float().cpu())
+    if not probs:
+        return np.zeros(0), np.zeros((0, 0))
+    return torch.cat(probs).numpy(), torch.cat(feats).numpy()
+
+
+def as_detector(run: Run, det: TrainedDetector):
+    """A trained detector as a row of Table 4 (`generalization.Detector`): p(fake) in the dm column."""
+    from .generalization import Detector
+
+    def predict(store: ImageStore, rels: Sequence[str], variant: str, fn: Variant) -> np.ndarray:
+        p, _ = outputs(run, store, det, list(rels), fn)
+        return np.stack([p, np.zeros_like(p), 1.0 - p], axis=1)
+    return Detector(group="Detectors", name=det.spec.display, predict=predict, models=[],
+                    paper_row=det.spec.paper_row)
+
+
+# ------------------------------------------------------------------------------------------- comparison
+def comparison_rows(run: Run, index, split: Split) -> pd.DataFrame:
+    """Images of the comparison: the test split (seen generators and real images) and the held-out inner and
+    unseen generators; `role` is seen / inner / unseen for fakes, real for reals."""
+    roles = run.generator_roles(index).set_index("generator")["role"]
+    test = split.rows("test")
+    held = split.rows("holdout")
+    held = held[(held["family"] != "real") & held["generator"].map(roles).isin(["inner", "unseen"])]
+    rows = pd.concat([test, held], ignore_index=True)
+    role = rows["generator"].map(roles).fillna("seen")
+    return rows.assign(role=role.where(rows["family"] != "real", "real")).sort_values("path").reset_index(drop=True)
+
+
+def compare(store: ImageStore, rows: pd.DataFrame, detectors: Sequence) -> pd.DataFrame:
+    """Per image and detector (`generalization.Detector`s): p_fake and the binary prediction."""
+    from .index import CLASSES
+
+    rels = list(rows["path"])
+    out = []
+    for det in detectors:
+        probs = det.predict(store, rels, "raw", None)
+        pred = (probs.argmax(1) != CLASSES.index("real")).astype(int)
+        out.append(rows[["path", "family", "generator", "role"]].assign(
+            detector=f"{det.group}: {det.name}", fake=(rows["family"] != "real").astype(int).to_numpy(),
+            p_fake=1.0 - probs[:, CLASSES.index("real")], pred_fake=pred))
+    return pd.concat(out, ignore_index=True)
+
+
+def comparison_table(per_image: pd.DataFrame, n_boot: int, seed: int) -> pd.DataFrame:
+    """One row per detector: accuracy (%) per generator and real source, then for seen and for unseen
+    (inner + unseen) generators, each with all the real images: balanced accuracy, ROC AUC and AP with 95%
+    bootstrap intervals."""
+    from .metrics import bootstrap_ci, fmt_ci, pct, score_metrics
+
+    rows = []
+    for det, g in per_image.groupby("detector", sort=False):
+        row: dict = {"detector": det}
+        for gen, part in g.groupby("generator", sort=True):
+            row[f"acc {gen}"] = pct(float((part["pred_fake"] == part["fake"]).mean()))
+        for group, roles in (("seen", ["seen"]), ("unseen", ["inner", "unseen"])):
+            part = g[g["role"].isin(roles + ["real"])]
+            y, pred = part["fake"].to_numpy(), part["pred_fake"].to_numpy()
+            rec = [float((pred[y == c] == c).mean()) for c in (0, 1) if (y == c).any()]
+            s = score_metrics(y, part["p_fake"].to_numpy(), min(n_boot, 200), seed)
+            row.update({f"{group} balanced_accuracy": pct(float(np.mean(rec))),
+                        f"{group} balanced_accuracy_ci95": fmt_ci(bootstrap_ci(y, pred, 2, "balanced_accuracy",
+                                                                                n_boot, seed)),
+                        f"{group} auc": pct(s["auc"]), f"{group} auc_ci95": fmt_ci(s["auc_ci"]),
+                        f"{group} ap": pct(s["ap"]), f"{group} ap_ci95": fmt_ci(s["ap_ci"])})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def noise_verdict(table: pd.DataFrame, noise: str = "SSP") -> str:
+    """The comparative study's conclusion tested on this data: does the noise-based detector (SSP: SRM
+    noise residuals of the simplest patch) generalize better, i.e. is its balanced accuracy on unseen
+    generators above every other detector's, beyond the 95% intervals?"""
+    col, ci = "unseen balanced_accuracy", "unseen balanced_accuracy_ci95"
+    mine = table[table["detector"].str.contains(noise, regex=False)]
+    if mine.empty:
+        return f"No {noise} row: the question cannot be answered here."
+    m = mine.iloc[0]
+    lo = float(m[ci].strip("[]").split(",")[0])
+    others = table.drop(index=mine.index)
+    best = others.loc[others[col].idxmax()]
+    best_hi = float(best[ci].strip("[]").split(",")[1])
+    if m[col] > best[col] and lo > best_hi:
+        verdict = "yes: better than every other detector, beyond the intervals"
+    elif m[col] > best[col]:
+        verdict = "above every other detector, but within the intervals of the best one (not a clear yes)"
+    else:
+        verdict = "no"
+    return (f"Does the noise-based detector generalize better? {verdict}. {m['detector']}: "
+            f"{m[col]:.2f} {m[ci]} on unseen generators; best other: {best['detector']} {best[col]:.2f} "
+            f"{best[ci]}.")
