@@ -393,3 +393,26 @@ def noise_verdict(table: pd.DataFrame, noise: str = "SSP") -> str:
     return (f"Does the noise-based detector generalize better? {verdict}. {m['detector']}: "
             f"{m[col]:.2f} {m[ci]} on unseen generators; best other: {best['detector']} {best[col]:.2f} "
             f"{best[ci]}.")
+
+
+def gradcam_grid(run: Run, dets: Sequence[TrainedDetector], images: Sequence[Image.Image],
+                 target: str = "fake") -> Image.Image:
+    """Grad-CAM overlays of class `target`: one row per image, one column per detector (SSP's column shows
+    the patch it chose), each tile labelled with the detector and the layer read."""
+    from PIL import ImageDraw
+
+    from .inference import detector_cams, overlay
+
+    tile, label = 128, 14
+    grid = Image.new("RGB", (tile * len(dets), (tile + label) * len(images)), "white")
+    draw = ImageDraw.Draw(grid)
+    for c, det in enumerate(dets):
+        tf = det.spec.eval_tf(run)
+        x = torch.stack([tf(img) for img in images]).to(next(det.net.parameters()).device)
+        maps, layer = detector_cams(det.net.eval(), x, target)
+        for r, img in enumerate(images):
+            shown = simplest_patch(img, None) if det.spec.name == "ssp" else img
+            grid.paste(overlay(shown, maps[r]).resize((tile, tile), Image.Resampling.NEAREST),
+                       (c * tile, r * (tile + label) + label))
+            draw.text((c * tile + 2, r * (tile + label)), f"{det.spec.name}: {layer}", fill="black")
+    return grid

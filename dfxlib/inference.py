@@ -9,7 +9,8 @@ Grad-CAM. `dfx predict` and notebook 07 both go through `predict_items`.
 - Contribution of a base model (DM, GAN, REAL) to one decision: the drop in the probability of the predicted
   class when that base model's features are replaced by zeros (occlusion at the fusion head's input).
 - Grad-CAM: for the complete model, one map per base model (the gradient of the chosen class's logit flows
-  through the fusion head into each backbone's last feature map); for any other classifier, one map.
+  through the fusion head into each backbone's last feature map); for a compared detector, one map at its last
+  feature map (`detector_cams`). The layer is always named and the class always chosen.
 """
 
 from __future__ import annotations
@@ -345,6 +346,27 @@ def complete_cams(pred: Predictor, images: Sequence[Image.Image], target: str | 
     maps, cls = grad_cam(forward, layers, x, t)
     return {"maps": dict(zip(CLASSES, maps)), "layers": dict(zip(CLASSES, names)),
             "classes": [CLASSES[c] for c in cls], "input": x}
+
+
+def detector_cams(net: nn.Module, x: torch.Tensor, target: str = "fake") -> tuple[np.ndarray, str]:
+    """Grad-CAM of a one-logit detector (dfxlib.detectors) for the class `target` ("fake": the logit,
+    "real": its negation) at its last feature map: SimpleCNN's last conv block, else the backbone's
+    `cam_layer`. Returns maps (B, H, W) in [0, 1] and the layer's name."""
+    from .detectors import SimpleCNN
+
+    if isinstance(net, SimpleCNN):
+        name = f"convs.{len(net.convs) - 2}"  # the ReLU of the last block, before its pooling
+        module = net.get_submodule(name)
+        prefix = 0
+    else:
+        inner, module = cam_layer(net.backbone)
+        name, prefix = f"backbone.{inner}", int(getattr(net.backbone, "num_prefix_tokens", 0) or 0)
+
+    def forward(inp: torch.Tensor) -> torch.Tensor:
+        logit = net(inp)
+        return torch.stack([-logit, logit], dim=1)  # (real, fake)
+    maps, _ = grad_cam(forward, [(module, prefix)], x, ["real", "fake"].index(target))
+    return maps[0], name
 
 
 def overlay(img: Image.Image, cam: np.ndarray, alpha: float = 0.45) -> Image.Image:

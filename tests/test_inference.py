@@ -172,3 +172,18 @@ def test_cli_to_stdout(run_dir, fixture_root, capsys):
     assert main(["predict", str(f), "--model", str(run_dir)]) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert len(rows) == 1 and rows[0]["path"] == str(f) and rows[0]["predicted"] in CLASSES
+
+
+def test_detector_cams_name_the_layer_and_take_the_class():
+    from dfxlib import detectors as dt
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 64, 64)
+    cnn = dt.SimpleCNN(64).eval()
+    maps, layer = inference.detector_cams(cnn, x, "fake")
+    assert layer == "convs.10" and maps.shape == (2, 64, 64) and 0 <= maps.min() and maps.max() <= 1
+    wang = dt.BackboneLogit(create_backbone("test_resnet", "none")).eval()
+    fake, layer = inference.detector_cams(wang, x, "fake")
+    real, _ = inference.detector_cams(wang, x, "real")
+    assert layer == "backbone.layer4" and not np.allclose(fake, real)  # the class changes the map
+    assert all(p.grad is None for p in wang.parameters())  # explaining does not touch training state

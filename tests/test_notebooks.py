@@ -174,7 +174,7 @@ def test_detectors_notebook_compares_on_one_convention(smoke_run):
     assert set(rob["condition"]) == {"RAW", "QF90", "QF80", "QF70", "QF60", "QF50"}
     t4 = pd.read_csv(smoke_run / "tables" / "table4_detectors.csv", keep_default_na=False)
     assert "Detectors" in set(t4["group"]) and "paper" in set(t4["condition"])  # Wang2020 has a paper row
-    for fig in ("detectors_roc", "detectors_confusion", "detectors_pca", "detectors_curves"):
+    for fig in ("detectors_roc", "detectors_confusion", "detectors_pca", "detectors_curves", "detectors_gradcam"):
         assert (smoke_run / "figures" / f"{fig}.png").stat().st_size > 0
     nb = (smoke_run / "notebooks" / "06_detectors.ipynb").read_text()
     assert "Does the noise-based detector generalize better?" in nb
