@@ -79,9 +79,11 @@ class Config:
     manipulations: tuple[str, ...] = ("blur3", "blur7", "blur15", "noise5", "noise10", "scale50", "scale200",
                                       "mirror", "rot180", "rot45", "rot135")
     #: detectors compared in notebook 06 (names in dfxlib.detectors)
-    detectors: tuple[str, ...] = ("simplecnn", "wang2020", "ssp")
+    detectors: tuple[str, ...] = ("simplecnn", "wang2020", "ganfingerprint", "ssp")
     #: backbone of the ResNet-based detectors (Wang2020, SSP): the paper's "resnet50", small ones on mini
     detector_backbone: str = "test_resnet"
+    #: ResNet split into streams by GANFingerprint: the paper profile's "resnet34", small ones on mini
+    fingerprint_backbone: str = "test_resnet"
     detector_epochs: int = 10
     detector_lr: float = 1e-3
     #: fakes in each generalization test set (as many reals; fewer when the data has fewer)
@@ -122,11 +124,12 @@ PROFILES: dict[str, dict[str, Any]] = {
                              "resnext101", "vit_b16", "vit_b32"),
                   pretrained="imagenet", input_size=256, lr=1e-4, base_epochs=50, siamese_epochs=50,
                   patience=10, head_epochs=50, head_lr=1e-4, keep_images=False, detector_backbone="resnet50",
+                  fingerprint_backbone="resnet34",
                   detector_epochs=30, detector_lr=1e-4),
 }
 
 #: the detectors of dfxlib.detectors (kept here so settings are checked without importing torch)
-DETECTOR_NAMES: tuple[str, ...] = ("simplecnn", "wang2020", "ssp")
+DETECTOR_NAMES: tuple[str, ...] = ("simplecnn", "wang2020", "ganfingerprint", "ssp")
 
 _CHOICES: dict[str, tuple[str, ...]] = {"index_check": ("full", "header"), "profile": tuple(PROFILES)}
 
@@ -194,8 +197,9 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"setting 'backbones': unknown backbone {name!r}; known: {', '.join(BACKBONES)}")
     if not cfg.backbones:
         raise ConfigError("setting 'backbones': name at least one backbone")
-    if cfg.detector_backbone not in BACKBONES:
-        raise ConfigError(f"setting 'detector_backbone': unknown backbone {cfg.detector_backbone!r}")
+    for key in ("detector_backbone", "fingerprint_backbone"):
+        if getattr(cfg, key) not in BACKBONES:
+            raise ConfigError(f"setting {key!r}: unknown backbone {getattr(cfg, key)!r}")
     for name in cfg.detectors:
         if name not in DETECTOR_NAMES:
             raise ConfigError(f"setting 'detectors': unknown {name!r}; known: {', '.join(DETECTOR_NAMES)}")

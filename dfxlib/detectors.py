@@ -9,6 +9,10 @@ binary, one logit, fake = 1 (the positive class for recall, AUC and AP).
   blur with probability 0.5 and sigma ~ U[0, 3], JPEG with probability 0.5 and quality ~ U{30..100} (PIL only:
   the published cv2 branch is left out), random crop to 224/256 of the side, horizontal flip; evaluation:
   resize and centre crop.
+- ``ganfingerprint``: a ResNet (`fingerprint_backbone`; ResNet34 in the paper profile) in three streams, a
+  log-spectrum branch, self-attention, the fingerprint block and the residual classifier (see the class);
+  only the new layers are initialised. Training augmentation here is a horizontal flip only (the reference's
+  stack of crops, rotation, colour jitter, JPEG, noise, blur and erasing is not reproduced).
 - ``ssp`` (Single Simple Patch): the simplest of 64 candidate 32x32 patches (sum of absolute differences in
   four directions, lowest wins) taken at native resolution, upsampled bilinearly to the input size, three
   fixed SRM filters (5x5, summed over RGB) truncated to [-3, 3], the backbone, one logit. Training draws 64
@@ -104,6 +108,113 @@ class SSPNet(BackboneLogit):
         return self.backbone(F.hardtanh(F.conv2d(x, self.srm, padding=2), -3.0, 3.0))
 
 
+class SelfAttention(nn.Module):
+    """SAGAN self-attention: gamma * softmax(q^T k) v + x, gamma starting at 0."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.q, self.k, self.v = nn.Conv2d(c, c // 8, 1), nn.Conv2d(c, c // 8, 1), nn.Conv2d(c, c, 1)
+        self.gamma = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        attn = torch.softmax(self.q(x).flatten(2).transpose(1, 2) @ self.k(x).flatten(2), dim=-1)  # (B, HW, HW)
+        out = (self.v(x).flatten(2) @ attn.transpose(1, 2)).reshape(b, c, h, w)
+        return self.gamma * out + x
+
+
+class FingerprintBlock(nn.Module):
+    """Frequency awareness (the same two 3x3 convolutions on x and on its high-pass x - avgpool3(x), summed;
+    each branch with its own batch norms, where the reference shared them) then spatial attention and
+    Dropout2d 0.1."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(c, c, 3, padding=1), nn.Conv2d(c, c, 3, padding=1)
+        self.bn = nn.ModuleList([nn.BatchNorm2d(c) for _ in range(4)])
+        self.attn = nn.Conv2d(c, 1, 1)
+        self.drop = nn.Dropout2d(0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        def branch(t: torch.Tensor, k: int) -> torch.Tensor:
+            return self.bn[k + 1](self.conv2(F.relu(self.bn[k](self.conv1(t)))))
+        y = F.relu(branch(x, 0) + branch(x - F.avg_pool2d(x, 3, 1, 1), 2))
+        return self.drop(y * torch.sigmoid(self.attn(y)))
+
+
+class FingerprintClassifier(nn.Module):
+    """The residual classifier: 512 -> 512 -> 256 (+ a linear shortcut from the embedding) -> 128 -> 1."""
+
+    def __init__(self, d: int = 512):
+        super().__init__()
+
+        def block(a: int, b: int, p: float) -> nn.Sequential:
+            return nn.Sequential(nn.Linear(a, b), nn.BatchNorm1d(b), nn.LeakyReLU(0.1), nn.Dropout(p))
+        self.out1, self.out2, self.out3 = block(d, 512, 0.4), block(512, 256, 0.4), block(256, 128, 0.32)
+        self.residual = nn.Linear(d, 256)
+        self.last = nn.Linear(128, 1)
+
+    def forward(self, e: torch.Tensor) -> torch.Tensor:
+        return self.last(self.out3(self.out2(self.out1(e)) + self.residual(e)))
+
+
+class GANFingerprint(nn.Module):
+    """GANFingerprint: a ResNet split into low (stem + layer1), mid (layer2) and high (layer3 + layer4)
+    streams, each pooled to the high stream's size and reduced to 128 channels; a frequency branch on the
+    per-channel log-magnitude spectrum (rfft2, no shift); fusion to 256 channels, self-attention, the
+    fingerprint block, global pooling, a 512-d embedding and the residual classifier (one logit). Only the new
+    layers are initialised (Kaiming / N(0, 0.01)): the backbone keeps its weights (the reference wiped them)."""
+
+    cam_layer_name = "fingerprint"
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        bb = backbone
+        self.low = nn.Sequential(bb.conv1, bb.bn1, bb.act1, bb.maxpool, bb.layer1)
+        self.mid, self.high = bb.layer2, nn.Sequential(bb.layer3, bb.layer4)
+        chans = [f["num_chs"] for f in bb.feature_info]  # stem, layer1, layer2, layer3, layer4
+
+        def reduce(c: int, out: int = 128, k: int = 1) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(c, out, k, padding=k // 2), nn.BatchNorm2d(out), nn.ReLU())
+        new = nn.ModuleDict({
+            "adapt_low": reduce(chans[1]), "adapt_mid": reduce(chans[2]), "adapt_high": reduce(chans[4]),
+            "freq": nn.Sequential(reduce(3, 64, 3), reduce(64, 128, 3), nn.MaxPool2d(2), reduce(128, 256, 3),
+                                  nn.MaxPool2d(2)),
+            "fuse": reduce(640, 256, 3), "attention": SelfAttention(256), "fingerprint": FingerprintBlock(256),
+            "embed": nn.Sequential(nn.Linear(256, 512), nn.BatchNorm1d(512), nn.ReLU(), nn.Dropout(0.4)),
+        })
+        for m in new.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+                nn.init.ones_(m.weight), nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0.0, 0.01), nn.init.zeros_(m.bias)
+        self.adapt_low, self.adapt_mid, self.adapt_high = new["adapt_low"], new["adapt_mid"], new["adapt_high"]
+        self.freq, self.fuse, self.attention = new["freq"], new["fuse"], new["attention"]
+        self.fingerprint, self.embed = new["fingerprint"], new["embed"]
+        self.fc = FingerprintClassifier()
+        for m in self.fc.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0.0, 0.01), nn.init.zeros_(m.bias)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        low = self.low(x)
+        mid = self.mid(low)
+        high = self.high(mid)
+        size = high.shape[-2:]
+        spectrum = torch.log(torch.fft.rfft2(x.float()).abs() + 1e-10)
+        f = F.interpolate(self.freq(spectrum), size=size, mode="bilinear", align_corners=False)
+        z = torch.cat([self.adapt_low(F.adaptive_avg_pool2d(low, size)), self.adapt_mid(F.adaptive_avg_pool2d(mid, size)),
+                       self.adapt_high(high), f], dim=1)
+        z = self.fingerprint(self.attention(self.fuse(z)))
+        return self.embed(z.mean((2, 3)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x)).squeeze(1)
+
+
 # ------------------------------------------------------------------------------------------- transforms
 PATCH = 32
 
@@ -178,6 +289,15 @@ def _wang_train(run: Run) -> Transform:
     return tf
 
 
+def _flip_train(run: Run) -> Transform:
+    norm = resize_normalize(run.config.input_size)
+
+    def tf(img: Image.Image, seed: int) -> torch.Tensor:
+        x = norm(img)
+        return x.flip(-1) if np.random.default_rng(seed).random() < 0.5 else x
+    return tf
+
+
 def _ssp_train(run: Run) -> Transform:
     norm = resize_normalize(PATCH)
     return lambda img, seed: norm(simplest_patch(img, seed))
@@ -195,6 +315,9 @@ DETECTORS: dict[str, DetectorSpec] = {s.name: s for s in (
     DetectorSpec("wang2020", "Wang2020 (ResNet, blur+JPEG)", "Wang2020",
                  lambda run: BackboneLogit(create_backbone(run.config.detector_backbone, run.config.pretrained)),
                  _wang_train, lambda run: resize_normalize(run.config.input_size, _crop(run))),
+    DetectorSpec("ganfingerprint", "GANFingerprint", "",
+                 lambda run: GANFingerprint(create_backbone(run.config.fingerprint_backbone, run.config.pretrained)),
+                 _flip_train, lambda run: resize_normalize(run.config.input_size)),
     DetectorSpec("ssp", "SSP (simplest patch + SRM)", "",
                  lambda run: SSPNet(create_backbone(run.config.detector_backbone, run.config.pretrained),
                                     run.config.input_size),
@@ -223,7 +346,7 @@ class TrainedDetector:
 def detector_meta(run: Run, split: Split, name: str) -> dict:
     """What identifies a trained detector (checked when resuming or loading)."""
     cfg = run.config
-    backbone = "" if name == "simplecnn" else cfg.detector_backbone
+    backbone = {"simplecnn": "", "ganfingerprint": cfg.fingerprint_backbone}.get(name, cfg.detector_backbone)
     return {"model": "detector", "detector": name, "backbone": backbone, "input_size": cfg.input_size,
             "pretrained": cfg.pretrained, "name": f"detectors/{name}", "split": split_id(split)}
 
@@ -262,6 +385,8 @@ def train_detector(run: Run, store: ImageStore, split: Split, name: str) -> Trai
         idx = order(len(tr), cfg.seed, epoch)
         for i in range(0, len(idx), cfg.batch_size):
             j = idx[i:i + cfg.batch_size]
+            if len(j) < 2:  # batch norm (GANFingerprint's embedding) needs two samples
+                continue
             x = torch.stack([train_tf(store.image(paths[k]), image_seed(cfg.seed * 1000 + epoch, paths[k]))
                              for k in j])
             yield x.to(dev), torch.as_tensor(ys[j]).to(dev)

@@ -350,14 +350,17 @@ def complete_cams(pred: Predictor, images: Sequence[Image.Image], target: str | 
 
 def detector_cams(net: nn.Module, x: torch.Tensor, target: str = "fake") -> tuple[np.ndarray, str]:
     """Grad-CAM of a one-logit detector (dfxlib.detectors) for the class `target` ("fake": the logit,
-    "real": its negation) at its last feature map: SimpleCNN's last conv block, else the backbone's
-    `cam_layer`. Returns maps (B, H, W) in [0, 1] and the layer's name."""
+    "real": its negation) at its last feature map: SimpleCNN's last conv block, the layer a detector names
+    (`cam_layer_name`: GANFingerprint's fingerprint block), else the backbone's `cam_layer`. Returns maps
+    (B, H, W) in [0, 1] and the layer's name."""
     from .detectors import SimpleCNN
 
     if isinstance(net, SimpleCNN):
         name = f"convs.{len(net.convs) - 2}"  # the ReLU of the last block, before its pooling
-        module = net.get_submodule(name)
-        prefix = 0
+        module, prefix = net.get_submodule(name), 0
+    elif hasattr(net, "cam_layer_name"):  # a detector that names its own layer (GANFingerprint)
+        name = net.cam_layer_name
+        module, prefix = net.get_submodule(name), 0
     else:
         inner, module = cam_layer(net.backbone)
         name, prefix = f"backbone.{inner}", int(getattr(net.backbone, "num_prefix_tokens", 0) or 0)

@@ -107,3 +107,20 @@ def test_train_evaluate_and_reuse(name, tmp_path, fixture_root):
     assert reused.fit.resumed_from == 1
     for a, b in zip(det.net.state_dict().values(), reused.net.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_ganfingerprint_keeps_the_backbone_and_initialises_only_new_layers():
+    from dfxlib.backbones import create_backbone
+
+    torch.manual_seed(0)
+    bb = create_backbone("test_resnet", "none")
+    before = {k: v.clone() for k, v in bb.state_dict().items()}
+    net = dt.GANFingerprint(bb)
+    for k, v in bb.state_dict().items():
+        assert torch.equal(v, before[k]), k  # the reference re-initialised its pretrained ResNet; not here
+    assert float(net.attention.gamma) == 0.0
+    assert abs(float(net.embed[0].weight.detach().std()) - 0.01) < 0.003
+    net.eval()
+    assert net(torch.randn(1, 3, 64, 64)).shape == (1,)  # a batch of one keeps its dimension
+    x = torch.randn(2, 3, 64, 64)
+    assert net.features(x).shape == (2, 512)
