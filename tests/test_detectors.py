@@ -118,7 +118,7 @@ def test_ganfingerprint_keeps_the_backbone_and_initialises_only_new_layers():
     net = dt.GANFingerprint(bb)
     for k, v in bb.state_dict().items():
         assert torch.equal(v, before[k]), k  # the reference re-initialised its pretrained ResNet; not here
-    assert float(net.attention.gamma) == 0.0
+    assert float(net.attention.gamma.detach()) == 0.0
     assert abs(float(net.embed[0].weight.detach().std()) - 0.01) < 0.003
     net.eval()
     assert net(torch.randn(1, 3, 64, 64)).shape == (1,)  # a batch of one keeps its dimension
