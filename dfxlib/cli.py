@@ -81,9 +81,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     def counted(rows):
         nonlocal bad
-        for r in rows:
-            bad += bool(r["error"])
-            yield r
+        from tqdm.auto import tqdm
+
+        with tqdm(desc="dfx predict", unit="image", disable=not sys.stderr.isatty(), file=sys.stderr) as bar:
+            for r in rows:
+                bad += bool(r["error"])
+                bar.update(1)
+                yield r
     if args.out in ("", "-"):
         n = inference.write_csv(counted(rows), sys.stdout, cols)
     else:

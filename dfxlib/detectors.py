@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageFilter
 from torch import nn
+from tqdm.auto import tqdm
 
 from . import perturb
 from .backbones import create_backbone, feature_dim, resize_normalize
@@ -418,15 +419,18 @@ def outputs(run: Run, store: ImageStore, det: TrainedDetector | nn.Module, rels:
     dev = device_of(cfg.device)
     net = net.to(dev).eval()
     probs, feats = [], []
+    bar = tqdm(total=len(rels), desc=f"{spec.name} predictions", disable=not run.progress, leave=False)
     with torch.no_grad():
         for i in range(0, len(rels), cfg.batch_size * 2):
             part = rels[i:i + cfg.batch_size * 2]
+            bar.update(len(part))
             imgs = [store.image(r) for r in part]
             if perturb_fn is not None:
                 imgs = [perturb_fn(img, image_seed(cfg.seed, r)) for img, r in zip(imgs, part)]
             f = net.features(torch.stack([tf(img) for img in imgs]).to(dev))  # SSP's transform is per image
             probs.append(torch.sigmoid(net.fc(f).squeeze(1)).float().cpu())  # dropout is off in eval mode
             feats.append(f.float().cpu())
+    bar.close()
     if not probs:
         return np.zeros(0), np.zeros((0, 0))
     return torch.cat(probs).numpy(), torch.cat(feats).numpy()

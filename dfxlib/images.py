@@ -161,6 +161,12 @@ def load_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Im
         data = path.read_bytes()
     except OSError as exc:
         raise ImageError(path, f"cannot read file ({exc.strerror or exc})") from None
+    return decode_rgb(data, path, max_pixels)
+
+
+def decode_rgb(data: bytes, name: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode the bytes of an image file (e.g. an upload) to 8-bit RGB, or raise ImageError naming `name`."""
+    path = Path(name)
     img = _open(data, path, max_pixels)
     _decode(img, path)
     return to_rgb(img)

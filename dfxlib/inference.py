@@ -33,7 +33,7 @@ from torch import nn
 from .backbones import create_backbone, preprocess
 from .config import runs_root
 from .deepfeaturex import KINDS, BaseClassifier, CompleteModel, FusionHead, SiameseNet, prepare_batch
-from .images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageError, _decode, _open, to_rgb
+from .images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageError, decode_rgb, load_rgb
 from .index import CLASSES
 from .train import CheckpointMismatch, device_of, load_weights, read_meta
 
@@ -152,15 +152,7 @@ def iter_inputs(inputs: Sequence[str]) -> Iterator[str]:
 
 def decode(name: str, data: bytes | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """An RGB image from a file or from bytes (an upload); ImageError names it and says why not."""
-    path = Path(name)
-    if data is None:
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise ImageError(path, f"cannot read file ({exc.strerror or exc})") from None
-    img = _open(data, path, max_pixels)
-    _decode(img, path)
-    return to_rgb(img)
+    return load_rgb(name, max_pixels) if data is None else decode_rgb(data, name, max_pixels)
 
 
 # ------------------------------------------------------------------------------------------ prediction

@@ -97,14 +97,19 @@ def training_curves(logs: dict[str, pd.DataFrame], title: str = "Validation loss
     return fig
 
 
+def _panels(n: int, cols: int, width: float, height: float) -> tuple[plt.Figure, list]:
+    """A figure with a grid of `n` panels (`cols` per row, each width x height inches); unused ones hidden."""
+    rows = max(1, -(-n // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    return fig, list(axes.flat[:n])
+
+
 def confusion_matrices(items: list[tuple[str, np.ndarray, list[str]]], cols: int = 4) -> plt.Figure:
     """Row-normalised confusion matrices (`items`: title, matrix, class names)."""
-    rows = max(1, -(-len(items) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.5 * rows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, (title, cm, names) in zip(axes.flat, items):
-        ax.axis("on")
+    fig, axes = _panels(len(items), cols, 2.6, 2.5)
+    for ax, (title, cm, names) in zip(axes, items):
         norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
         sns.heatmap(norm, annot=cm, fmt="d", cbar=False, cmap="Blues", vmin=0, vmax=1, ax=ax,
                     xticklabels=names, yticklabels=names, annot_kws={"fontsize": 7})
@@ -177,12 +182,8 @@ def pca_scatter(panels: list[tuple[str, np.ndarray, np.ndarray]], names: tuple[s
     """2-D PCA of feature sets (`panels`: title, features (N, D), binary labels (N,)), one panel each."""
     from sklearn.decomposition import PCA
 
-    rows = max(1, -(-len(panels) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.2 * rows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, (title, x, y) in zip(axes.flat, panels):
-        ax.axis("on")
+    fig, axes = _panels(len(panels), cols, 3.6, 3.2)
+    for ax, (title, x, y) in zip(axes, panels):
         z = PCA(n_components=2, random_state=0).fit_transform(x - x.mean(0))
         for c, name in enumerate(names):
             ax.scatter(z[y == c, 0], z[y == c, 1], s=4, alpha=0.5, label=name)
