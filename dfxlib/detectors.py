@@ -545,3 +545,27 @@ def gradcam_grid(run: Run, dets: Sequence[TrainedDetector], images: Sequence[Ima
                        (c * tile, r * (tile + label) + label))
             draw.text((c * tile + 2, r * (tile + label)), f"{det.spec.name}: {layer}", fill="black")
     return grid
+
+
+def confusions(per_image: pd.DataFrame) -> list[tuple[str, np.ndarray, list[str]]]:
+    """(detector, 2x2 confusion matrix with rows true real/fake and columns predicted real/fake, names) per
+    detector of a `compare` table, for plots.confusion_matrices."""
+    out = []
+    for det, g in per_image.groupby("detector", sort=False):
+        cm = np.zeros((2, 2), dtype=int)
+        np.add.at(cm, (g["fake"].to_numpy(), g["pred_fake"].to_numpy()), 1)
+        out.append((det, cm, ["real", "fake"]))
+    return out
+
+
+def pca_panels(run: Run, store: ImageStore, dets: Sequence[TrainedDetector],
+               rows: pd.DataFrame) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Penultimate features of each detector on `rows`, from its seeded initial weights and after training,
+    with binary labels: the panels of the PCA figure (plots.pca_scatter)."""
+    rels, y = list(rows["path"]), (rows["family"] != "real").astype(int).to_numpy()
+    panels = []
+    for d in dets:
+        before = outputs(run, store, new_detector(run, d.spec.name), rels, name=d.spec.name)[1]
+        panels += [(f"{d.spec.display}: before training", before, y),
+                   (f"{d.spec.display}: after training", outputs(run, store, d, rels)[1], y)]
+    return panels

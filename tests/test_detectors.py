@@ -124,3 +124,26 @@ def test_ganfingerprint_keeps_the_backbone_and_initialises_only_new_layers():
     assert net(torch.randn(1, 3, 64, 64)).shape == (1,)  # a batch of one keeps its dimension
     x = torch.randn(2, 3, 64, 64)
     assert net.features(x).shape == (2, 512)
+
+
+def test_confusions_count_true_rows_and_predicted_columns():
+    import pandas as pd
+
+    per = pd.DataFrame({"detector": ["a"] * 5 + ["b"], "fake": [0, 0, 1, 1, 1, 1], "pred_fake": [0, 1, 1, 1, 0, 1]})
+    (na, cm, names), (nb, cmb, _) = dt.confusions(per)
+    assert (na, nb, names) == ("a", "b", ["real", "fake"])
+    assert cm.tolist() == [[1, 1], [1, 2]] and cmb.tolist() == [[0, 0], [0, 1]]
+
+
+def test_pca_panels_before_and_after_per_detector(tmp_path, fixture_root):
+    run = dfxlib.start("smoke", run_dir=str(tmp_path / "r"), data_root=str(fixture_root),
+                       overrides={"progress": False, "detector_epochs": 1})
+    index = run.index()
+    split = run.split(index)
+    store = run.images(index)
+    det = dt.train_detector(run, store, split, "simplecnn")
+    rows = split.rows("test")
+    panels = dt.pca_panels(run, store, [det], rows)
+    assert [t for t, _, _ in panels] == ["SimpleCNN: before training", "SimpleCNN: after training"]
+    assert panels[0][1].shape == (len(rows), 512) and not np.allclose(panels[0][1], panels[1][1])
+    assert panels[0][2].tolist() == (rows["family"] != "real").astype(int).tolist()
