@@ -232,3 +232,25 @@ def test_evaluate_point_values_match_sklearn(binary):
     for key in ("accuracy", "f1", "balanced_accuracy"):
         lo, hi = m[f"{key}_ci"]
         assert lo <= m[key] <= hi and hi - lo < 0.5
+
+
+def test_vectorised_auc_and_ap_match_sklearn_with_ties_and_resamples():
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from dfxlib.metrics import _auc_ap, _resamples, score_metrics
+
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 2, 120)
+    score = np.round(rng.random(120) + 0.3 * y, 1)  # coarse scores: many ties
+    idx = _resamples(120, 15, 2)
+    counts = np.stack([np.bincount(r, minlength=120) for r in idx]).astype(float)
+    auc, ap = _auc_ap(y, score, counts)
+    for b, r in enumerate(idx):
+        assert auc[b] == pytest.approx(roc_auc_score(y[r], score[r]))
+        assert ap[b] == pytest.approx(average_precision_score(y[r], score[r]))
+    one = np.zeros((1, 120))
+    one[0, y == 1] = 1.0  # a resample holding one class only
+    assert np.isnan(_auc_ap(y, score, one)[0][0])
+    m = score_metrics(y, score, 300, 0)
+    assert m["auc"] == pytest.approx(roc_auc_score(y, score)) and m["ap"] == pytest.approx(average_precision_score(y, score))
+    assert m["auc_ci"][0] <= m["auc"] <= m["auc_ci"][1] and m["ap_ci"][0] <= m["ap"] <= m["ap_ci"][1]
