@@ -128,8 +128,8 @@ def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], Iterable[
         val_batches: Callable[[], Iterable[Batch]], folder: str | Path, meta: dict, *, epochs: int,
         lr: float, weight_decay: float, seed: int, patience: int = 0, device: torch.device | None = None,
         amp: bool = False, progress: bool = True, params: Iterable[nn.Parameter] | None = None,
-        stop_after: int | None = None, config_json: str = "") -> FitResult:
-    """Train with Adam, keep the minimum-validation-loss weights, resume from `folder` if it holds an
+        stop_after: int | None = None, config_json: str = "", optimizer: str = "adam") -> FitResult:
+    """Train with Adam (or AdamW: decoupled weight decay, `optimizer="adamw"`), keep the minimum-validation-loss weights, resume from `folder` if it holds an
     unfinished run of the same model (`meta` must match), skip training if it holds a finished one.
 
     `train_batches(epoch)` yields the batches of an epoch (seed them with the epoch); `val_batches()` the
@@ -142,9 +142,14 @@ def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], Iterable[
     device = device or torch.device("cpu")
     model.to(device)
     meta = {**meta, "epochs": epochs, "lr": lr, "weight_decay": weight_decay, "seed": seed, "patience": patience}
+    if optimizer != "adam":  # recorded only when not the default, so existing checkpoints still match
+        meta["optimizer"] = optimizer
     meta_path, last, state_path = folder / "meta.json", folder / "last.safetensors", folder / "last_state.pt"
-    opt = torch.optim.Adam(params if params is not None else [p for p in model.parameters() if p.requires_grad],
-                           lr=lr, weight_decay=weight_decay, betas=(0.9, 0.999))
+    if optimizer not in ("adam", "adamw"):
+        raise ValueError(f"optimizer: 'adam' or 'adamw', got {optimizer!r}")
+    opt = (torch.optim.AdamW if optimizer == "adamw" else torch.optim.Adam)(
+        params if params is not None else [p for p in model.parameters() if p.requires_grad],
+        lr=lr, weight_decay=weight_decay, betas=(0.9, 0.999))
     history: list[dict] = []
     start, best, best_epoch, finished = 1, math.inf, 0, False
     if meta_path.is_file() and state_path.is_file() and last.is_file():
