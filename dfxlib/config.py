@@ -78,14 +78,27 @@ class Config:
     #: manipulations of the extended robustness table (names in dfxlib.perturb; JPEG QF 90..50 always run)
     manipulations: tuple[str, ...] = ("blur3", "blur7", "blur15", "noise5", "noise10", "scale50", "scale200",
                                       "mirror", "rot180", "rot45", "rot135")
-    #: detectors compared in notebook 06 (names in dfxlib.detectors)
-    detectors: tuple[str, ...] = ("simplecnn", "wang2020", "ganfingerprint", "ssp")
+    #: detectors compared in notebook 06 (names in dfxlib.detectors, and "dif": dfxlib.dif)
+    detectors: tuple[str, ...] = ("simplecnn", "wang2020", "ganfingerprint", "ssp", "dif")
     #: backbone of the ResNet-based detectors (Wang2020, SSP): the paper's "resnet50", small ones on mini
     detector_backbone: str = "test_resnet"
     #: ResNet split into streams by GANFingerprint: the paper profile's "resnet34", small ones on mini
     fingerprint_backbone: str = "test_resnet"
     detector_epochs: int = 10
+    #: GANFingerprint's epochs (its spectrum branch makes it the costliest detector; the others: detector_epochs)
+    fingerprint_epochs: int = 5
     detector_lr: float = 1e-3
+    #: DIF: centre crop at native resolution (the paper's 256; a multiple of 16; smaller images are zero-padded)
+    dif_crop: int = 64
+    #: DIF: at most this many training images per class for each generator's fingerprint (the paper's 512)
+    dif_train_size: int = 512
+    #: DIF's low-budget setting: fingerprints trained again on this many images per class and generator
+    dif_budgets: tuple[int, ...] = (8, 32)
+    #: DIF: epochs over each fingerprint's training images (the paper's 100)
+    dif_epochs: int = 30
+    #: DIF's gray-image experiment: image side and optimisation steps (the paper's 128 and 1000)
+    dif_gray_size: int = 64
+    dif_gray_steps: int = 200
     #: fakes in each generalization test set (as many reals; fewer when the data has fewer)
     tset_fakes: int = 2000
     #: JPEG quality of the generalization sets' second condition (the paper's sets were JPEG; 0 = RAW only)
@@ -115,7 +128,8 @@ PROFILES: dict[str, dict[str, Any]] = {
     # seconds per notebook: tests and CI
     "smoke": dict(builtin_per_generator=16, builtin_size=32, builtin_train_steps=60, audit_samples=3,
                   bootstrap=100, backbones=("test_resnet",), input_size=32, base_epochs=1, siamese_epochs=1,
-                  siamese_pairs=64, patience=0, head_epochs=2, manipulations=("blur3", "rot45"), detector_epochs=1),
+                  siamese_pairs=64, patience=0, head_epochs=2, manipulations=("blur3", "rot45"), detector_epochs=1,
+                  fingerprint_epochs=1, dif_crop=32, dif_budgets=(8,), dif_epochs=2, dif_gray_size=32, dif_gray_steps=20),
     # the default: the embedded world, whole suite in minutes on a 2-core CPU
     "mini": dict(),
     # the paper's settings on a user's copy of the real dataset (data_root must be given)
@@ -125,11 +139,12 @@ PROFILES: dict[str, dict[str, Any]] = {
                   pretrained="imagenet", input_size=256, lr=1e-4, base_epochs=50, siamese_epochs=50,
                   patience=10, head_epochs=50, head_lr=1e-4, keep_images=False, detector_backbone="resnet50",
                   fingerprint_backbone="resnet34",
-                  detector_epochs=30, detector_lr=1e-4),
+                  detector_epochs=30, fingerprint_epochs=30, detector_lr=1e-4, dif_crop=256, dif_budgets=(32, 128),
+                  dif_epochs=100, dif_gray_size=128, dif_gray_steps=1000),
 }
 
 #: the detectors of dfxlib.detectors (kept here so settings are checked without importing torch)
-DETECTOR_NAMES: tuple[str, ...] = ("simplecnn", "wang2020", "ganfingerprint", "ssp")
+DETECTOR_NAMES: tuple[str, ...] = ("simplecnn", "wang2020", "ganfingerprint", "ssp", "dif")
 
 _CHOICES: dict[str, tuple[str, ...]] = {"index_check": ("full", "header"), "profile": tuple(PROFILES)}
 
@@ -140,6 +155,8 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
     if origin is tuple:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
+        if typing.get_args(typ)[0] is int and isinstance(value, (list, tuple)):
+            return tuple(_coerce(key, v, int) for v in value)
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"setting {key!r}: expected a list of names, got {value!r}")
         return tuple(value)
@@ -187,7 +204,8 @@ def _validate(cfg: Config) -> None:
     if abs(total - 1.0) > 1e-6:
         raise ConfigError(f"settings 'split_base', 'split_fusion', 'split_test' must sum to 1, got {total:g}")
     for key in ("builtin_per_generator", "builtin_train_steps", "max_pixels", "bootstrap", "input_size",
-                "batch_size", "base_epochs", "siamese_epochs", "head_epochs", "detector_epochs", "tset_fakes"):
+                "batch_size", "base_epochs", "siamese_epochs", "head_epochs", "detector_epochs", "fingerprint_epochs",
+                "tset_fakes", "dif_train_size", "dif_epochs", "dif_gray_steps"):
         if getattr(cfg, key) < 1:
             raise ConfigError(f"setting {key!r}: must be at least 1, got {getattr(cfg, key)}")
     from .backbones import BACKBONES  # a plain registry: no torch import
@@ -203,6 +221,12 @@ def _validate(cfg: Config) -> None:
     for name in cfg.detectors:
         if name not in DETECTOR_NAMES:
             raise ConfigError(f"setting 'detectors': unknown {name!r}; known: {', '.join(DETECTOR_NAMES)}")
+    for key in ("dif_crop", "dif_gray_size"):
+        if getattr(cfg, key) < 16 or getattr(cfg, key) % 16:
+            raise ConfigError(f"setting {key!r}: a multiple of 16 (the U-Net halves it four times), got "
+                              f"{getattr(cfg, key)}")
+    if any(n < 2 for n in cfg.dif_budgets):
+        raise ConfigError(f"setting 'dif_budgets': at least 2 images per class each, got {cfg.dif_budgets}")
     for key in ("tset_jpeg", "wild_reencode"):
         if not 0 <= getattr(cfg, key) <= 100:
             raise ConfigError(f"setting {key!r}: a JPEG quality 1-100, or 0 for none; got {getattr(cfg, key)}")

@@ -400,7 +400,8 @@ def train_detector(run: Run, store: ImageStore, split: Split, name: str) -> Trai
 
     folder = run.checkpoints / "detectors" / name
     meta = detector_meta(run, split, name)
-    result = fit(net, step, train_batches, val_batches, folder, meta, epochs=cfg.detector_epochs,
+    epochs = cfg.fingerprint_epochs if name == "ganfingerprint" else cfg.detector_epochs
+    result = fit(net, step, train_batches, val_batches, folder, meta, epochs=epochs,
                  lr=cfg.detector_lr, weight_decay=0.0, seed=cfg.seed, patience=cfg.patience, device=dev,
                  amp=cfg.amp, progress=run.progress, config_json=cfg.to_json())
     load_weights(net, folder / "best.safetensors", meta)
@@ -438,12 +439,12 @@ def outputs(run: Run, store: ImageStore, det: TrainedDetector | nn.Module, rels:
 
 def as_detector(run: Run, det: TrainedDetector):
     """A trained detector as a row of Table 4 (`generalization.Detector`): p(fake) in the dm column."""
-    from .generalization import Detector
+    from .generalization import Detector, memoized
 
     def predict(store: ImageStore, rels: Sequence[str], variant: str, fn: Variant) -> np.ndarray:
         p, _ = outputs(run, store, det, list(rels), fn)
         return np.stack([p, np.zeros_like(p), 1.0 - p], axis=1)
-    return Detector(group="Detectors", name=det.spec.display, predict=predict, models=[],
+    return Detector(group="Detectors", name=det.spec.display, predict=memoized(predict), models=[],
                     paper_row=det.spec.paper_row)
 
 
@@ -490,7 +491,7 @@ def comparison_table(per_image: pd.DataFrame, n_boot: int, seed: int) -> pd.Data
             part = g[g["role"].isin(roles + ["real"])]
             y, pred = part["fake"].to_numpy(), part["pred_fake"].to_numpy()
             rec = [float((pred[y == c] == c).mean()) for c in (0, 1) if (y == c).any()]
-            s = score_metrics(y, part["p_fake"].to_numpy(), min(n_boot, 200), seed)
+            s = score_metrics(y, part["p_fake"].to_numpy(), n_boot, seed)
             row.update({f"{group} balanced_accuracy": pct(float(np.mean(rec))),
                         f"{group} balanced_accuracy_ci95": fmt_ci(bootstrap_ci(y, pred, 2, "balanced_accuracy",
                                                                                 n_boot, seed)),

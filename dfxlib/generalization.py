@@ -59,6 +59,20 @@ class Detector:
     paper_row: str = ""
 
 
+def memoized(predict: Predict) -> Predict:
+    """`predict` with its rows remembered per (dataset, variant, image): a model without a feature cache
+    (the compared detectors) then runs once per image and condition across the comparison, the robustness
+    table and Table 4. A variant names one seeded perturbation, as for the feature cache."""
+    seen: dict[tuple[str, str, str], np.ndarray] = {}
+
+    def wrapped(store: ImageStore, rels: Sequence[str], variant: str, fn: Variant) -> np.ndarray:
+        todo = list(dict.fromkeys(r for r in rels if (store.key, variant, r) not in seen))
+        if todo:
+            seen.update(((store.key, variant, r), row) for r, row in zip(todo, predict(store, todo, variant, fn)))
+        return np.stack([seen[(store.key, variant, r)] for r in rels]) if len(rels) else np.zeros((0, 3))
+    return wrapped
+
+
 # ------------------------------------------------------------------------------------------- test sets
 def equal_sample(df: pd.DataFrame, by: str, n: int, seed: int) -> pd.DataFrame:
     """`n` rows taken in turn from every value of `by` (each group shuffled with `seed`): as equal as the

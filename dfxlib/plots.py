@@ -106,6 +106,18 @@ def _panels(n: int, cols: int, width: float, height: float) -> tuple[plt.Figure,
     return fig, list(axes.flat[:n])
 
 
+def pictures(items: list[tuple[str, np.ndarray]], cols: int, title: str) -> plt.Figure:
+    """Images in a grid: (title, array) with RGB arrays in [0, 1] shown as they are, 2-D ones in magma."""
+    fig, axes = _panels(len(items), cols, 1.9, 2.0)
+    for ax, (name, img) in zip(axes, items):
+        ax.imshow(np.clip(img, 0.0, 1.0), cmap=None if img.ndim == 3 else "magma", interpolation="nearest")
+        ax.set_title(name, fontsize=7)
+        ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def confusion_matrices(items: list[tuple[str, np.ndarray, list[str]]], cols: int = 4) -> plt.Figure:
     """Row-normalised confusion matrices (`items`: title, matrix, class names)."""
     fig, axes = _panels(len(items), cols, 2.6, 2.5)

@@ -12,7 +12,7 @@ from dfxlib.generalization import Detector
 
 
 def test_registry_and_settings_agree():
-    assert tuple(dt.DETECTORS) == DETECTOR_NAMES
+    assert tuple(dt.DETECTORS) + ("dif",) == DETECTOR_NAMES  # DIF (dfxlib.dif) is no one-logit network
     with pytest.raises(ConfigError, match="'detectors': unknown 'npr'"):
         resolve("smoke", {"detectors": ["simplecnn", "npr"]})
     with pytest.raises(ConfigError, match="detector_backbone"):
@@ -84,7 +84,7 @@ def test_wang_augmentation_is_seeded_and_changes_images():
     assert np.array_equal(np.asarray(same), np.asarray(img))
 
 
-@pytest.mark.parametrize("name", DETECTOR_NAMES)
+@pytest.mark.parametrize("name", list(dt.DETECTORS))
 def test_train_evaluate_and_reuse(name, tmp_path, fixture_root):
     run = dfxlib.start("smoke", run_dir=str(tmp_path / "r"), data_root=str(fixture_root),
                        overrides={"progress": False, "detector_epochs": 1})
