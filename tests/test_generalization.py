@@ -107,3 +107,26 @@ def test_wild_evaluation_names_a_missing_folder(tmp_path):
     run = dfxlib.start("smoke", run_dir=str(tmp_path / "r"), overrides={"progress": False})
     with pytest.raises(Exception, match="nowhere"):
         gz.evaluate_wild(run, tmp_path / "nowhere", [constant(0.5)], reencode=0)
+
+
+def test_memoized_predictions_run_once_per_dataset_variant_and_image():
+    from types import SimpleNamespace
+
+    from dfxlib.generalization import memoized
+
+    calls: list[tuple[str, tuple[str, ...]]] = []
+
+    def predict(store, rels, variant, fn):
+        calls.append((variant, tuple(rels)))
+        return np.array([[len(r) + (variant == "jpeg90"), 0.0, float(store.key == "b")] for r in rels])
+
+    a, b = SimpleNamespace(key="a"), SimpleNamespace(key="b")
+    m = memoized(predict)
+    first = m(a, ["x", "yy"], "raw", None)
+    again = m(a, ["yy", "zzz", "x", "zzz"], "raw", None)
+    assert calls == [("raw", ("x", "yy")), ("raw", ("zzz",))]  # only the new image, once
+    assert np.array_equal(again, np.array([[2, 0, 0], [3, 0, 0], [1, 0, 0], [3, 0, 0]]))
+    assert np.array_equal(first, again[[2, 0]])
+    assert m(a, ["x"], "jpeg90", None)[0, 0] == 2  # another variant is another prediction
+    assert m(b, ["x"], "raw", None)[0, 2] == 1.0  # another dataset too
+    assert len(calls) == 4 and m(a, [], "raw", None).shape == (0, 3)
