@@ -188,3 +188,11 @@ def test_detectors_notebook_compares_on_one_convention(smoke_run):
     for fig in ("dif_fingerprints", "dif_lineage", "dif_gray"):
         assert (smoke_run / "figures" / f"{fig}.png").stat().st_size > 0
     assert "grid ratio" in nb
+    from conftest import SHARED_WILD
+
+    if SHARED_WILD.is_dir():  # the detectors in the wild, as found and re-encoded
+        wild = pd.read_csv(smoke_run / "tables" / "detectors_wild.csv", keep_default_na=False)
+        assert len(wild) == 2 * len(cfg["detectors"]) and set(wild["group"]) == {"Detectors"}
+        assert wild["balanced_accuracy"].between(0, 100).all()
+    else:
+        assert not (smoke_run / "tables" / "detectors_wild.csv").exists()
