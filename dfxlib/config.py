@@ -129,7 +129,8 @@ PROFILES: dict[str, dict[str, Any]] = {
     "smoke": dict(builtin_per_generator=16, builtin_size=32, builtin_train_steps=60, audit_samples=3,
                   bootstrap=100, backbones=("test_resnet",), input_size=32, base_epochs=1, siamese_epochs=1,
                   siamese_pairs=64, patience=0, head_epochs=2, manipulations=("blur3", "rot45"), detector_epochs=1,
-                  fingerprint_epochs=1, dif_crop=32, dif_budgets=(8,), dif_epochs=2, dif_gray_size=32, dif_gray_steps=20),
+                  fingerprint_epochs=1, dif_crop=32, dif_budgets=(8,), dif_epochs=2, dif_gray_size=32,
+                  dif_gray_steps=20),
     # the default: the embedded world, whole suite in minutes on a 2-core CPU
     "mini": dict(),
     # the paper's settings on a user's copy of the real dataset (data_root must be given)

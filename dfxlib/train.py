@@ -129,8 +129,9 @@ def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], Iterable[
         lr: float, weight_decay: float, seed: int, patience: int = 0, device: torch.device | None = None,
         amp: bool = False, progress: bool = True, params: Iterable[nn.Parameter] | None = None,
         stop_after: int | None = None, config_json: str = "", optimizer: str = "adam") -> FitResult:
-    """Train with Adam (or AdamW: decoupled weight decay, `optimizer="adamw"`), keep the minimum-validation-loss weights, resume from `folder` if it holds an
-    unfinished run of the same model (`meta` must match), skip training if it holds a finished one.
+    """Train with Adam (or AdamW, decoupled weight decay: `optimizer="adamw"`), keep the minimum-validation-loss
+    weights, resume from `folder` if it holds an unfinished run of the same model (`meta` must match), skip
+    training if it holds a finished one.
 
     `train_batches(epoch)` yields the batches of an epoch (seed them with the epoch); `val_batches()` the
     validation batches. `patience` > 0 stops after that many epochs without a better validation loss.

@@ -252,5 +252,6 @@ def test_vectorised_auc_and_ap_match_sklearn_with_ties_and_resamples():
     one[0, y == 1] = 1.0  # a resample holding one class only
     assert np.isnan(_auc_ap(y, score, one)[0][0])
     m = score_metrics(y, score, 300, 0)
-    assert m["auc"] == pytest.approx(roc_auc_score(y, score)) and m["ap"] == pytest.approx(average_precision_score(y, score))
+    assert m["auc"] == pytest.approx(roc_auc_score(y, score))
+    assert m["ap"] == pytest.approx(average_precision_score(y, score))
     assert m["auc_ci"][0] <= m["auc"] <= m["auc_ci"][1] and m["ap_ci"][0] <= m["ap"] <= m["ap_ci"][1]

@@ -180,7 +180,8 @@ def test_detectors_notebook_compares_on_one_convention(smoke_run):
     assert "Does the noise-based detector generalize better?" in nb
     assert t["detector"].str.startswith("Detectors: DIF").sum() == 1  # DIF joins the comparison as one detector
     own = pd.read_csv(smoke_run / "tables" / "dif_fingerprints.csv", keep_default_na=False)
-    gens = sorted(split.loc[(split["split"].isin(["base", "fusion"])) & (split["family"] != "real"), "generator"].unique())
+    trained_on = split[split["split"].isin(["base", "fusion"]) & (split["family"] != "real")]
+    gens = sorted(trained_on["generator"].unique())
     assert set(own["budget"]) == {"all"} | {f"n{n}" for n in cfg["dif_budgets"]}
     assert sorted(own.loc[own["budget"] == "all", "generator"]) == gens
     lineage = pd.read_csv(smoke_run / "tables" / "dif_lineage.csv")
