@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .config import ConfigError, runs_root
+from .config import STALL_TIMEOUT_S, ConfigError, runs_root
 from .index import CLASSES, DataError
 from .split import SplitMismatchError
 from .train import CheckpointMismatch
@@ -30,7 +30,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .runner import NotebookFailure, run_notebooks
 
     try:
-        run_dir = run_notebooks(args.profile, _params(args.param), only=_numbers(args.only), start=args.start)
+        run_dir = run_notebooks(args.profile, _params(args.param), only=_numbers(args.only), start=args.start,
+                                stall_timeout=args.stall_timeout)
     except NotebookFailure as exc:
         print(f"dfx run: {exc}", file=sys.stderr)
         return 1
@@ -109,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--only", help="comma-separated notebook numbers, e.g. 01,03")
     r.add_argument("--from", dest="start", help="run from this notebook number on")
     r.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
+    r.add_argument("--stall-timeout", type=float, default=STALL_TIMEOUT_S, metavar="SECONDS",
+                   help="stop a notebook whose kernel neither outputs nor computes for this long "
+                        f"(default {STALL_TIMEOUT_S:.0f}; 0: no limit)")
     r.set_defaults(func=cmd_run)
     rep = sub.add_parser("report", help="rebuild REPORT.md from the tables on disk")
     rep.add_argument("--profile", default="mini")

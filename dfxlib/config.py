@@ -145,6 +145,9 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 
 #: the detectors of dfxlib.detectors (kept here so settings are checked without importing torch)
+STALL_TIMEOUT_S = 600.0
+"""Default per-cell inactivity limit of `dfx run`: seconds with no kernel output and no kernel CPU use."""
+
 DETECTOR_NAMES: tuple[str, ...] = ("simplecnn", "wang2020", "ganfingerprint", "ssp", "dif")
 
 _CHOICES: dict[str, tuple[str, ...]] = {"index_check": ("full", "header"), "profile": tuple(PROFILES)}

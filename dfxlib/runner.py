@@ -10,7 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from .config import ConfigError, project_root, resolve, run_dir_of
+import papermill as pm
+
+from . import nbexec
+from .config import STALL_TIMEOUT_S, ConfigError, project_root, resolve, run_dir_of
 from .run import SUBDIRS
 from .tables import atomic_write_text, build_report
 
@@ -25,9 +28,11 @@ class NotebookFailure(Exception):
     cell: str
     error: str
     executed: Path
+    advice: str = ""
 
     def __str__(self) -> str:
-        return f"{self.notebook} failed in {self.cell}: {self.error}\n  executed copy: {self.executed}"
+        text = f"{self.notebook} failed in {self.cell}: {self.error}\n  executed copy: {self.executed}"
+        return text + (f"\n  {self.advice}" if self.advice else "")
 
 
 def notebooks_dir() -> Path:
@@ -52,7 +57,13 @@ def select(only: Sequence[str] = (), start: str | None = None, folder: Path | No
     return [found[k] for k in keys]
 
 
-def _failure(nb: Path, out: Path, exc: Exception) -> NotebookFailure:
+def _failure(nb: Path, out: Path, exc: Exception, profile: str) -> NotebookFailure:
+    if isinstance(exc, nbexec.NotebookStalled):
+        number = nb.name[:2]
+        return NotebookFailure(
+            notebook=nb.name, cell=f"cell {exc.cell_index} ({exc.first_line})", error=f"stalled: {exc.reason}",
+            executed=out, advice=f"the kernel was stopped; what ran is saved. Resume with `dfx run --profile {profile} "
+                                 f"--from {number}`; raise `--stall-timeout` if the cell is merely slow and silent.")
     cell = "a cell"
     if getattr(exc, "exec_count", None) is not None:
         first = (getattr(exc, "source", "") or "").strip().splitlines()
@@ -62,11 +73,11 @@ def _failure(nb: Path, out: Path, exc: Exception) -> NotebookFailure:
 
 
 def run_notebooks(profile: str = "mini", params: Mapping[str, str] | None = None, only: Sequence[str] = (),
-                  start: str | None = None, folder: Path | None = None, log=print) -> Path:
+                  start: str | None = None, folder: Path | None = None, log=print,
+                  stall_timeout: float = STALL_TIMEOUT_S) -> Path:
     """Execute the selected notebooks in order into `runs/<profile>/notebooks/`; stop at the first failure
-    (raising NotebookFailure) and write REPORT.md either way. Returns the run folder."""
-    import papermill as pm  # imported here: `dfx audit` and the library do not need it
-
+    (raising NotebookFailure) and write REPORT.md either way. A cell whose kernel neither speaks nor computes
+    for `stall_timeout` seconds (0: no limit) is a stall (see `nbexec`). Returns the run folder."""
     params = dict(params or {})
     cfg = resolve(profile, params)  # validate every override and notebook number before writing anything
     books = select(only, start, folder)
@@ -86,9 +97,10 @@ def run_notebooks(profile: str = "mini", params: Mapping[str, str] | None = None
             t0 = time.perf_counter()
             try:
                 pm.execute_notebook(str(nb), str(out), parameters=parameters, cwd=str(nb.parent),
-                                    progress_bar=interactive, kernel_name="python3")
+                                    progress_bar=interactive, kernel_name="python3", engine_name=nbexec.ENGINE,
+                                    stall_after=stall_timeout)
             except Exception as exc:  # papermill raises its own and kernel errors
-                raise _failure(nb, out, exc) from exc
+                raise _failure(nb, out, exc, profile) from exc
             log(f"[{i}/{len(books)}] {nb.stem} done in {time.perf_counter() - t0:.1f} s")
     finally:
         if batch_before is None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 import pytest
+from papermill.translators import PythonTranslator
 
 from conftest import REPO
 from dfxlib.runner import run_notebooks
@@ -37,6 +38,9 @@ def test_parameters_cell_holds_plain_literals(path):
         names[node.targets[0].id] = ast.literal_eval(node.value)  # raises if not a plain literal
     assert {"profile", "run_dir", "data_root", "overrides"} <= set(names)
     assert names["profile"] == "mini"
+    # papermill reads each parameter by a line pattern: a comment after the value makes it skip the line
+    parsed = PythonTranslator.inspect(cells[0])
+    assert [p.name for p in parsed] == list(names), f"{path.name}: put parameter comments on their own line"
 
 
 @pytest.fixture(scope="session")
