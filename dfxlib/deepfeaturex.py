@@ -28,7 +28,7 @@ from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
-from .backbones import create_backbone, feature_dim, preprocess, spec
+from .backbones import create_backbone, feature_dim, normalization_meta, preprocess, spec
 from .data import ImageStore, labelled_batches, order
 from .index import CLASS_INDEX, CLASSES
 from .metrics import binary_metrics, evaluate, sample_groups
@@ -206,8 +206,8 @@ def base_meta(run: Run, split: Split, backbone: str, kind: str, main: str) -> di
     """What identifies a base model (checked when resuming or loading)."""
     cfg = run.config
     return {"model": "base", "backbone": backbone, "kind": kind, "main": main, "classes": list(CLASSES),
-            "input_size": cfg.input_size, "pretrained": cfg.pretrained, "name": f"{backbone}/{kind}/{main}",
-            "split": split_id(split)}
+            "input_size": cfg.input_size, "pretrained": cfg.pretrained, "normalization": normalization_meta(backbone),
+            "name": f"{backbone}/{kind}/{main}", "split": split_id(split)}
 
 
 def _new_net(run: Run, backbone: str, kind: str) -> nn.Module:

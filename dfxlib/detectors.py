@@ -38,7 +38,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import perturb
-from .backbones import create_backbone, feature_dim, resize_normalize
+from .backbones import create_backbone, feature_dim, normalization, resize_normalize
 from .data import ImageStore, order
 from .deepfeaturex import Variant, image_seed, split_id, train_val
 from .run import Run
@@ -275,9 +275,19 @@ def _crop(run: Run) -> int:
     return round(run.config.input_size * 224 / 256)
 
 
+def _norm(backbone: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The mean and std of a detector backbone's weights (ImageNet's for SimpleCNN, which has none)."""
+    return normalization(backbone) if backbone else normalization("test_resnet")
+
+
+def _backbone(run: Run, name: str) -> nn.Module:
+    """A detector's backbone with the detectors' weights setting (`detector_pretrained`)."""
+    return create_backbone(name, run.config.detector_pretrained)
+
+
 def _wang_train(run: Run) -> Transform:
     size, crop = run.config.input_size, _crop(run)
-    norm = resize_normalize(crop)  # crop is already at size `crop`: the resize is the identity
+    norm = resize_normalize(crop, 0, *_norm(run.config.detector_backbone))  # already `crop`: resize is identity
 
     def tf(img: Image.Image, seed: int) -> torch.Tensor:
         rng = np.random.default_rng(seed)
@@ -291,7 +301,7 @@ def _wang_train(run: Run) -> Transform:
 
 
 def _flip_train(run: Run) -> Transform:
-    norm = resize_normalize(run.config.input_size)
+    norm = resize_normalize(run.config.input_size, 0, *_norm(run.config.fingerprint_backbone))
 
     def tf(img: Image.Image, seed: int) -> torch.Tensor:
         x = norm(img)
@@ -300,12 +310,12 @@ def _flip_train(run: Run) -> Transform:
 
 
 def _ssp_train(run: Run) -> Transform:
-    norm = resize_normalize(PATCH)
+    norm = resize_normalize(PATCH, 0, *_norm(run.config.detector_backbone))
     return lambda img, seed: norm(simplest_patch(img, seed))
 
 
 def _ssp_eval(run: Run) -> Callable[[Image.Image], torch.Tensor]:
-    norm = resize_normalize(PATCH)
+    norm = resize_normalize(PATCH, 0, *_norm(run.config.detector_backbone))
     return lambda img: norm(simplest_patch(img, None))
 
 
@@ -314,14 +324,13 @@ DETECTORS: dict[str, DetectorSpec] = {s.name: s for s in (
                  lambda run: (lambda img, seed, f=resize_normalize(run.config.input_size): f(img)),
                  lambda run: resize_normalize(run.config.input_size)),
     DetectorSpec("wang2020", "Wang2020 (ResNet, blur+JPEG)", "Wang2020",
-                 lambda run: BackboneLogit(create_backbone(run.config.detector_backbone, run.config.pretrained)),
-                 _wang_train, lambda run: resize_normalize(run.config.input_size, _crop(run))),
+                 lambda run: BackboneLogit(_backbone(run, run.config.detector_backbone)), _wang_train,
+                 lambda run: resize_normalize(run.config.input_size, _crop(run), *_norm(run.config.detector_backbone))),
     DetectorSpec("ganfingerprint", "GANFingerprint", "",
-                 lambda run: GANFingerprint(create_backbone(run.config.fingerprint_backbone, run.config.pretrained)),
-                 _flip_train, lambda run: resize_normalize(run.config.input_size)),
+                 lambda run: GANFingerprint(_backbone(run, run.config.fingerprint_backbone)), _flip_train,
+                 lambda run: resize_normalize(run.config.input_size, 0, *_norm(run.config.fingerprint_backbone))),
     DetectorSpec("ssp", "SSP (simplest patch + SRM)", "",
-                 lambda run: SSPNet(create_backbone(run.config.detector_backbone, run.config.pretrained),
-                                    run.config.input_size),
+                 lambda run: SSPNet(_backbone(run, run.config.detector_backbone), run.config.input_size),
                  _ssp_train, _ssp_eval),
 )}
 
@@ -349,7 +358,8 @@ def detector_meta(run: Run, split: Split, name: str) -> dict:
     cfg = run.config
     backbone = {"simplecnn": "", "ganfingerprint": cfg.fingerprint_backbone}.get(name, cfg.detector_backbone)
     return {"model": "detector", "detector": name, "backbone": backbone, "input_size": cfg.input_size,
-            "pretrained": cfg.pretrained, "name": f"detectors/{name}", "split": split_id(split)}
+            "pretrained": cfg.detector_pretrained, "normalization": [list(v) for v in _norm(backbone)], "name": f"detectors/{name}",
+            "split": split_id(split)}
 
 
 def new_detector(run: Run, name: str) -> nn.Module:

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import paper, perturb
-from .backbones import create_backbone, preprocess
+from .backbones import create_backbone, normalization_meta, preprocess
 from .data import ImageStore, labelled_batches
 from .deepfeaturex import (BaseClassifier, BaseModel, Complete, Variant, class_weights, display_name, features,
                            features_many, predict_head, split_id, stacked_features, train_val)
@@ -142,7 +142,8 @@ def plain_meta(run: Run, split: Split, backbone: str) -> dict:
     """What identifies a plain classifier (checked when resuming or loading)."""
     cfg = run.config
     return {"model": "plain", "backbone": backbone, "classes": list(CLASSES), "input_size": cfg.input_size,
-            "pretrained": cfg.pretrained, "name": f"{backbone}/plain", "split": split_id(split)}
+            "pretrained": cfg.pretrained, "normalization": normalization_meta(backbone), "name": f"{backbone}/plain",
+            "split": split_id(split)}
 
 
 def train_plain(run: Run, store: ImageStore, split: Split, backbone: str) -> BaseModel:

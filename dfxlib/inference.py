@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from .backbones import create_backbone, preprocess
+from .backbones import create_backbone, normalization_meta, preprocess
 from .config import runs_root
 from .deepfeaturex import KINDS, BaseClassifier, CompleteModel, FusionHead, SiameseNet, prepare_batch
 from .images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageError, decode_rgb, load_rgb
@@ -116,6 +116,10 @@ def load_predictor(model: str | Path = "", backbone: str = "", kind: str = "", d
                                      f"(head expects {ident}); run notebook 03 again")
         bmeta = read_meta(path)
         input_size = bmeta.get("input_size", input_size)
+        if bmeta.get("normalization", normalization_meta(bb)) != normalization_meta(bb):
+            raise CheckpointMismatch(f"{path}: trained with inputs normalised by mean/std {bmeta['normalization']}, "
+                                     f"but dfx now feeds {bb} {normalization_meta(bb)} (its weights' own); "
+                                     "retrain it (notebooks 02 and 03)")
         net = (BaseClassifier if kd == "unbalanced" else SiameseNet)(create_backbone(bb, "none"))
         load_weights(net, path, {"model": "base", "backbone": bb, "kind": kd, "main": main})
         bases.append(net.backbone)

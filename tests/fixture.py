@@ -55,9 +55,10 @@ def make_fixture(root: str | Path, per_generator: int = 12, size: int = 32, seed
     return root
 
 
-def make_run(root: Path, backbone: str = "test_resnet", kind: str = "unbalanced", input_size: int = 32) -> Path:
+def make_run(root: Path, backbone: str = "test_resnet", kind: str = "unbalanced", input_size: int = 32,
+             normalization: list | None = None) -> Path:
     """A run folder holding seeded random base models and a head, laid out and labelled as training does
-    (for `dfx predict` without training)."""
+    (for `dfx predict` without training); `normalization` recorded in the base models when given."""
     import torch
 
     from dfxlib import deepfeaturex as dfx
@@ -72,7 +73,8 @@ def make_run(root: Path, backbone: str = "test_resnet", kind: str = "unbalanced"
             create_backbone(backbone, "none"))
         path = root / "checkpoints" / "base" / backbone / kind / main_ / "best.safetensors"
         save_weights(net, path, {"model": "base", "backbone": backbone, "kind": kind, "main": main_,
-                                 "classes": list(CLASSES), "input_size": input_size})
+                                 "classes": list(CLASSES), "input_size": input_size,
+                                 **({"normalization": normalization} if normalization else {})})
         ids.append(f"{backbone}-{kind}-{main_}-{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}")
     torch.manual_seed(5)
     head = dfx.FusionHead()

@@ -171,7 +171,7 @@ def test_training_a_base_model_is_reproducible(tmp_path, fixture_root):
 
     def train(folder):
         run = dfxlib.start("smoke", run_dir=str(folder), data_root=str(fixture_root),
-                           overrides={"progress": False, "base_epochs": 2})
+                           overrides={"progress": False, "base_epochs": 2, "pretrained": "none"})
         index = run.index()
         split = load_or_make_split(index.usable, run.dir, 0)
         torch.rand(5)  # whatever ran before must not change the result

