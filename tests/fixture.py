@@ -83,3 +83,16 @@ def make_run(root: Path, backbone: str = "test_resnet", kind: str = "unbalanced"
                   "in_channels": 3})
     (root / "config.json").write_text(json.dumps({"backbones": [backbone]}))
     return root
+
+
+def write_notebook(path: Path, *sources: str) -> None:
+    """A notebook with dfx's four-parameter cell (tagged `parameters`) and one code cell per source."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    nb = new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    p = new_code_cell('profile = "mini"\nrun_dir = ""\ndata_root = ""\noverrides = {}')
+    p.metadata["tags"] = ["parameters"]
+    nb.cells = [p] + [new_code_cell(s) for s in sources]
+    nbformat.write(nb, path)

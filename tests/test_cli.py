@@ -1,9 +1,8 @@
-import nbformat
 import pytest
-from nbformat.v4 import new_code_cell, new_notebook
 
 from dfxlib.cli import main
 from dfxlib.runner import NotebookFailure, run_notebooks, select
+from fixture import write_notebook
 
 
 def test_audit_command(fixture_root, tmp_path, capsys):
@@ -38,23 +37,15 @@ def test_select_only_and_from(tmp_path):
     assert [p.name for p in select(start="02", folder=tmp_path)] == ["02_b.ipynb", "03_c.ipynb"]
 
 
-def _notebook(path, *sources, tags=None):
-    nb = new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    p = new_code_cell('profile = "mini"\nrun_dir = ""\ndata_root = ""\noverrides = {}')
-    p.metadata["tags"] = ["parameters"]
-    nb.cells = [p] + [new_code_cell(s) for s in sources]
-    nbformat.write(nb, path)
-
 
 @pytest.mark.notebook
 def test_failure_names_notebook_cell_and_error_and_stops(tmp_path):
     books = tmp_path / "nbs"
     books.mkdir()
-    _notebook(books / "01_ok.ipynb", "import dfxlib\nrun = dfxlib.start(profile, run_dir, data_root, overrides)\n"
+    write_notebook(books / "01_ok.ipynb", "import dfxlib\nrun = dfxlib.start(profile, run_dir, data_root, overrides)\n"
               "run.save_table(__import__('pandas').DataFrame({'a': [1]}), 'dataset')")
-    _notebook(books / "02_bad.ipynb", "x = 1", "raise ValueError('broken input file x.png')")
-    _notebook(books / "03_never.ipynb", "open('ran-03', 'w')")
+    write_notebook(books / "02_bad.ipynb", "x = 1", "raise ValueError('broken input file x.png')")
+    write_notebook(books / "03_never.ipynb", "open('ran-03', 'w')")
     run_dir = tmp_path / "run"
     with pytest.raises(NotebookFailure) as exc:
         run_notebooks("smoke", {"run_dir": str(run_dir)}, folder=books, log=lambda *_: None)

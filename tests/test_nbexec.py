@@ -8,10 +8,10 @@ import sys
 import nbformat
 import papermill as pm
 import pytest
-from nbformat.v4 import new_code_cell, new_notebook
 
 from dfxlib import nbexec
 from dfxlib.runner import NotebookFailure, run_notebooks
+from fixture import write_notebook
 
 WIDGET_CELL = """import ipywidgets as widgets
 from concurrent.futures import ThreadPoolExecutor
@@ -26,20 +26,12 @@ with out:
 display(widgets.VBox([choice, out]))"""
 
 
-def _notebook(path, *sources):
-    nb = new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    p = new_code_cell('profile = "mini"\nrun_dir = ""\ndata_root = ""\noverrides = {}')
-    p.metadata["tags"] = ["parameters"]
-    nb.cells = [p] + [new_code_cell(s) for s in sources]
-    nbformat.write(nb, path)
-
 
 @pytest.mark.notebook
 def test_silent_cell_is_stopped_named_and_resumable(tmp_path):
     books = tmp_path / "nbs"
     books.mkdir()
-    _notebook(books / "01_silent.ipynb", "print('before the stall')", "import time\ntime.sleep(120)")
+    write_notebook(books / "01_silent.ipynb", "print('before the stall')", "import time\ntime.sleep(120)")
     run_dir = tmp_path / "run"
     with pytest.raises(NotebookFailure) as exc:
         run_notebooks("smoke", {"run_dir": str(run_dir)}, folder=books, log=lambda *_: None, stall_timeout=3)
@@ -56,7 +48,7 @@ def test_widget_cells_complete_under_cpu_load(tmp_path):
     """Sixty widget cells, twice, beside two busy processes. Before the fix about one such cell in a hundred
     lost its reply under load and waited forever; here a lost reply becomes a NotebookStalled within seconds."""
     nb = tmp_path / "widgets.ipynb"
-    _notebook(nb, *[WIDGET_CELL] * 60)
+    write_notebook(nb, *[WIDGET_CELL] * 60)
     load = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
     try:
         for run in range(2):
