@@ -20,6 +20,9 @@ kernel's "running over TCP without encryption" warning has nothing to warn about
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import tempfile
 import time
 from queue import Empty  # noqa: F401  (raised by get_msg, as jupyter_client does)
 from typing import Any
@@ -85,6 +88,20 @@ class IpcKernelManager(AsyncKernelManager):
     @default("transport")
     def _default_transport(self) -> str:
         return "ipc"
+
+    @default("ip")
+    def _default_ip(self) -> str:
+        # jupyter_client's default is `kernel-ipc` in the working folder: sockets would litter the notebooks
+        # folder whenever a kernel is killed. A private folder (mode 0700) keeps them away and unreachable.
+        self._ipc_dir = tempfile.mkdtemp(prefix="dfx-kernel-")
+        return os.path.join(self._ipc_dir, "ipc")
+
+    async def _async_cleanup_resources(self, restart: bool = False) -> None:
+        await super()._async_cleanup_resources(restart=restart)
+        if not restart and getattr(self, "_ipc_dir", None):
+            shutil.rmtree(self._ipc_dir, ignore_errors=True)
+
+    cleanup_resources = _async_cleanup_resources
 
 
 class WatchedClient(PapermillNotebookClient):

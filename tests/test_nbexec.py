@@ -88,3 +88,18 @@ def test_channel_reads_a_message_whose_wakeup_was_consumed():
         return msg
 
     assert asyncio.run(scenario())["msg_type"] == "execute_reply"
+
+
+def test_kernel_sockets_live_in_a_private_folder_not_the_working_one():
+    """jupyter_client's IPC default is `kernel-ipc-N` in the working folder, so a killed run left sockets in
+    notebooks/. dfx's kernels use a private temporary folder (0700), removed when the kernel is cleaned up."""
+    import asyncio
+    import os
+    import stat
+
+    km = nbexec.IpcKernelManager()
+    folder = os.path.dirname(km.ip)
+    assert os.path.isabs(km.ip) and os.path.isdir(folder)
+    assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700
+    asyncio.run(km.cleanup_resources())
+    assert not os.path.exists(folder)
