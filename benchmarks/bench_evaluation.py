@@ -3,7 +3,7 @@
     python benchmarks/bench_evaluation.py [--profile mini] [--run-dir runs/mini] [--backbone test_resnet]
     python benchmarks/bench_evaluation.py --profile smoke --backbone densenet121 --input-size 256 --no-wild
 
-Runs the real evaluation code on the run's data: the robustness path (`deepfeaturex.robustness`, test split,
+Runs the real evaluation code on the run's data: the robustness path (`evaluation.robustness`, test split,
 JPEG QF50 / blur 7 / noise 5 / rotation 45) and the generalization path (`generalization.evaluate_tsets`, the
 nine test sets, RAW and JPEG) and, when the folder exists, the wild path (`generalization.evaluate_wild`),
 for a DeepFeatureX Net and a DeepFeatureX-SN complete model and a plain
@@ -24,7 +24,9 @@ import pandas as pd
 import torch
 
 import dfxlib
+from dfxlib import baselines as bl
 from dfxlib import deepfeaturex as dfx
+from dfxlib import evaluation as ev
 from dfxlib import generalization as gz
 from dfxlib.backbones import create_backbone
 from dfxlib.index import CLASSES
@@ -81,12 +83,12 @@ def main() -> None:
         completes.append(dfx.Complete(backbone=backbone, kind=kind, bases=bases, head=dfx.FusionHead().eval(),
                                       fit=None, multiclass={}, binary={}, ablation=pd.DataFrame()))
     plain = model(run_dir, backbone, f"plain-all-{stamp}", len(CLASSES), 99)
-    detectors = [gz.plain_detector(run, plain)] + [gz.complete_detector(run, c) for c in completes]
+    detectors = [bl.plain_detector(run, plain)] + [ev.complete_detector(run, c) for c in completes]
     fakes, reals = gz.tset_pools(run, index, split)
     sets = gz.make_tsets(fakes, reals, cfg.tset_fakes, cfg.seed)
     rows = [
         timed("robustness (04): jpeg50, blur7, noise5, rot45",
-              lambda: dfx.robustness(run, store, split, completes, ["jpeg50", "blur7", "noise5", "rot45"])),
+              lambda: ev.robustness(run, store, split, detectors[1:], ["jpeg50", "blur7", "noise5", "rot45"])),
         timed(f"generalization (05): 9 sets, RAW + JPEG QF{cfg.tset_jpeg}",
               lambda: gz.evaluate_tsets(run, store, sets, detectors, cfg.tset_jpeg)),
     ]

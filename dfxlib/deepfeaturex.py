@@ -23,8 +23,11 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from PIL import Image
+from safetensors.torch import load_file, save_file
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -480,18 +483,19 @@ def predict_head(head: FusionHead, x: np.ndarray, batch: int = 256) -> np.ndarra
     return torch.cat(out).numpy() if out else np.zeros((0, len(CLASSES)))
 
 
-def linear_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, seed: int) -> np.ndarray:
-    """3-class probabilities from a class-balanced logistic regression on one base model's frozen features:
-    that base model used alone."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
+def fit_probe(x: np.ndarray, y: np.ndarray, seed: int) -> Pipeline:
+    """A standardised, class-balanced logistic regression on frozen features (N, D) with labels in CLASSES:
+    a base model used alone (notebook 03) and the linear-probe baseline (`dfxlib.baselines`)."""
     clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, class_weight="balanced",
                                                              random_state=seed))
-    clf.fit(x_train, y_train)
-    probs = np.zeros((len(x_test), len(CLASSES)))
-    probs[:, clf.classes_] = clf.predict_proba(x_test)
+    return clf.fit(x, y)
+
+
+def probe_proba(clf: Pipeline, x: np.ndarray) -> np.ndarray:
+    """(N, 3) probabilities over CLASSES of a fitted probe (a class absent from its training gets 0)."""
+    probs = np.zeros((len(x), len(CLASSES)))
+    if len(x):
+        probs[:, clf.classes_] = clf.predict_proba(x)
     return probs
 
 
@@ -542,58 +546,12 @@ def train_complete(run: Run, store: ImageStore, split: Split, backbone: str, kin
     rows = [{"backbone": backbone, "kind": kind, "features": "DM + GAN + REAL (complete)",
              "accuracy": m["accuracy"], "f1": m["f1"]}]
     for k, c in enumerate(CLASSES):
-        probs = linear_probe(feats["train"][:, k], ys["train"], feats["multi"][:, k], cfg.seed)
+        probs = probe_proba(fit_probe(feats["train"][:, k], ys["train"], cfg.seed), feats["multi"][:, k])
         r = evaluate(ys["multi"], probs, binary=False, n_boot=1, seed=cfg.seed)
         rows.append({"backbone": backbone, "kind": kind, "features": f"{c.upper()} base model alone",
                      "accuracy": r["accuracy"], "f1": r["f1"]})
     return Complete(backbone=backbone, kind=kind, bases=bases, head=head, fit=result, multiclass=m, binary=b,
                     ablation=pd.DataFrame(rows))
-
-
-def evaluate_variant(run: Run, store: ImageStore, split: Split, complete: Complete, variant: str) -> tuple[dict, dict]:
-    """3-class and binary evaluation of a complete model on the balanced test sets under a perturbation
-    (`variant`: "raw" or a name in dfxlib.perturb.PERTURBATIONS)."""
-    from . import perturb
-
-    if variant == "raw":
-        return complete.multiclass, complete.binary
-    cfg = run.config
-    fn = perturb.get(variant)
-    multi, binary = test_sets(split, cfg.seed)
-    out = []
-    for df, is_binary in ((multi, False), (binary, True)):
-        x = stacked_features(run, store, complete.bases, list(df["path"]), variant, fn)
-        out.append(evaluate(df["label"].to_numpy(), predict_head(complete.head, x), binary=is_binary,
-                            n_boot=cfg.bootstrap, seed=cfg.seed))
-    return out[0], out[1]
-
-
-def robustness(run: Run, store: ImageStore, split: Split, completes: list[Complete],
-               variants: Sequence[str]) -> pd.DataFrame:
-    """One row per (backbone, kind, condition, task): accuracy, F1 (%) with 95% intervals, and the paper's
-    value where it has one (JPEG conditions of Tables 2-3)."""
-    from . import paper, perturb
-    from .metrics import fmt_ci, pct
-
-    multi, binary = test_sets(split, run.config.seed)
-    rels = sorted(set(multi["path"]) | set(binary["path"]))
-    for variant in variants:  # one pass per backbone and variant fills the cache for every complete model
-        fn = None if variant == "raw" else perturb.get(variant)
-        features_many(run, store, [b for c in completes for b in c.bases], rels, variant, fn)
-    rows = []
-    for c in completes:
-        for variant in variants:
-            m, b = evaluate_variant(run, store, split, c, variant)
-            cond = "RAW" if variant == "raw" else variant.replace("jpeg", "QF").upper() if variant.startswith(
-                "jpeg") else variant
-            for task, r in (("multiclass", m), ("binary", b)):
-                ref = (paper.table23(task, display_name(c.backbone), cond)
-                       if c.kind == "unbalanced" and cond in paper.CONDITIONS else {})
-                rows.append({"backbone": display_name(c.backbone), "kind": c.kind, "condition": cond, "task": task,
-                             "accuracy": pct(r["accuracy"]), "accuracy_ci95": fmt_ci(r["accuracy_ci"]),
-                             "f1": pct(r["f1"]), "f1_ci95": fmt_ci(r["f1_ci"]), "auc": pct(r["auc"]), "n": r["n"],
-                             "paper_accuracy": ref.get("accuracy", ""), "paper_f1": ref.get("f1", "")})
-    return pd.DataFrame(rows)
 
 
 # ------------------------------------------------------------------------------------- whole-run loops
@@ -672,40 +630,6 @@ def table1(rows: list[dict]) -> pd.DataFrame:
                     **{m: pct(r[m]) for m in ("accuracy", "recall", "precision", "f1")},
                     **{f"paper_{m}": ref.get(m, "") for m in ("accuracy", "recall", "precision", "f1")}})
     return pd.DataFrame(out)
-
-
-def table23(completes: list[Complete], which: str, condition: str = "RAW") -> pd.DataFrame:
-    """Table 2 (`which="multiclass"`) or Table 3 (`"binary"`) rows for one condition, in percent, with 95%
-    bootstrap intervals and the paper's values beside ours (DeepFeatureX Net rows, unbalanced kind)."""
-    from . import paper
-    from .metrics import fmt_ci, pct
-
-    out = []
-    for c in completes:
-        m = c.multiclass if which == "multiclass" else c.binary
-        ref = paper.table23(which, display_name(c.backbone), condition) if c.kind == "unbalanced" else {}
-        out.append({"backbone": display_name(c.backbone), "kind": c.kind, "condition": condition,
-                    "accuracy": pct(m["accuracy"]), "accuracy_ci95": fmt_ci(m["accuracy_ci"]), "f1": pct(m["f1"]),
-                    "f1_ci95": fmt_ci(m["f1_ci"]), "balanced_accuracy": pct(m["balanced_accuracy"]),
-                    "auc": pct(m["auc"]), "n": m["n"], "paper_accuracy": ref.get("accuracy", ""),
-                    "paper_f1": ref.get("f1", "")})
-    return pd.DataFrame(out)
-
-
-def fusion_verdict(ablation: pd.DataFrame) -> str:
-    """One sentence per (backbone, kind): does the complete model beat every base model used alone?"""
-    lines = []
-    for (backbone, kind), g in ablation.groupby(["backbone", "kind"], sort=False):
-        full = float(g.loc[g["features"].str.contains("complete"), "accuracy"].iloc[0])
-        single = g[~g["features"].str.contains("complete")]
-        best = single.loc[single["accuracy"].idxmax()]
-        if full > float(best["accuracy"]):
-            lines.append(f"{backbone}/{kind}: the complete model ({full:.2f}) beats every base model alone "
-                         f"(best: {best['features']}, {best['accuracy']:.2f}).")
-        else:
-            lines.append(f"{backbone}/{kind}: the complete model ({full:.2f}) does NOT beat {best['features']} "
-                         f"({best['accuracy']:.2f}); fusion adds nothing here.")
-    return "\n".join(lines)
 
 
 def per_class_table(completes: list[Complete]) -> pd.DataFrame:

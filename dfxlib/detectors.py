@@ -41,6 +41,7 @@ from . import perturb
 from .backbones import create_backbone, feature_dim, normalization, resize_normalize
 from .data import ImageStore, order
 from .deepfeaturex import Variant, image_seed, split_id, train_val
+from .evaluation import Detector, memoized
 from .run import Run
 from .split import Split
 from .train import FitResult, device_of, fit, load_weights
@@ -448,9 +449,7 @@ def outputs(run: Run, store: ImageStore, det: TrainedDetector | nn.Module, rels:
 
 
 def as_detector(run: Run, det: TrainedDetector):
-    """A trained detector as a row of Table 4 (`generalization.Detector`): p(fake) in the dm column."""
-    from .generalization import Detector, memoized
-
+    """A trained detector as a row of Table 4 (`evaluation.Detector`): p(fake) in the dm column."""
     def predict(store: ImageStore, rels: Sequence[str], variant: str, fn: Variant) -> np.ndarray:
         p, _ = outputs(run, store, det, list(rels), fn)
         return np.stack([p, np.zeros_like(p), 1.0 - p], axis=1)
@@ -472,7 +471,7 @@ def comparison_rows(run: Run, index, split: Split) -> pd.DataFrame:
 
 
 def compare(store: ImageStore, rows: pd.DataFrame, detectors: Sequence) -> pd.DataFrame:
-    """Per image and detector (`generalization.Detector`s): p_fake and the binary prediction."""
+    """Per image and detector (`evaluation.Detector`s): p_fake and the binary prediction."""
     from .index import CLASSES
 
     rels = list(rows["path"])

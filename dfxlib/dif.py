@@ -49,6 +49,8 @@ from tqdm.auto import tqdm
 
 from .data import ImageStore, order
 from .deepfeaturex import Variant, image_seed, split_id, train_val
+from .evaluation import Detector, memoized
+from .generalization import equal_sample
 from .metrics import bootstrap_ci, fmt_ci, pct, score_metrics
 from .run import Run
 from .split import Split
@@ -261,8 +263,6 @@ def pools(split: Split, val_fraction: float, seed: int) -> tuple[pd.DataFrame, p
 
 def _balanced(fakes: pd.DataFrame, reals: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     """`n` fakes and `n` reals (as equally from every real source as sizes allow), seeded, in a fixed order."""
-    from .generalization import equal_sample
-
     f = fakes.sample(n=min(n, len(fakes)), random_state=seed)
     r = equal_sample(reals, "generator", len(f), seed)
     return pd.concat([f, r], ignore_index=True).sort_values("path").reset_index(drop=True)
@@ -382,10 +382,8 @@ def union(run: Run, store: ImageStore, split: Split, fps: Sequence[Fingerprint])
 
 
 def as_detector(run: Run, det: Union, name: str = "DIF (one fingerprint per seen generator)"):
-    """The union detector as a row of the comparison and Table 4 (`generalization.Detector`): p(fake) in the
+    """The union detector as a row of the comparison and Table 4 (`evaluation.Detector`): p(fake) in the
     dm column."""
-    from .generalization import Detector, memoized
-
     def predict(store: ImageStore, rels: Sequence[str], variant: str, fn: Variant) -> np.ndarray:
         p = det.p_fake(score_matrix(run, store, det.fingerprints, rels, fn))
         return np.stack([p, np.zeros_like(p), 1.0 - p], axis=1)

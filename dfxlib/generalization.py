@@ -5,72 +5,34 @@
   with as many real images (equally from the real sources) from the test split. Roles come from
   `Run.generator_roles`. Without inner generators (user data that names none), `T^i` falls back to the test
   split of the seen generators, and the sets table says so.
-- Baselines: each backbone trained alone as a plain 3-class classifier on the images DeepFeatureX saw (base and
-  fusion splits), with the base models' settings: the paper's "Baselines" rows.
+- Every model is a `dfxlib.evaluation.Detector`: complete models, the baselines of `dfxlib.baselines` (plain
+  classifiers, linear probes) and the compared detectors.
 - Wild: any folder in the paper's layout, per generator and real source, balanced accuracy and AUC, and the
   same after re-encoding every image with one JPEG quality (what changes is format bias).
-
-Every model is a `Detector`: a name and a function giving (N, 3) probabilities over CLASSES for images of a
-store. A binary detector puts p(fake) in the dm column and 1 - p(fake) in the real column.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
-import torch
-import torch.nn.functional as F
-from torch import nn
 
 from . import paper, perturb
-from .backbones import create_backbone, normalization_meta, preprocess
-from .data import ImageStore, labelled_batches
-from .deepfeaturex import (BaseClassifier, BaseModel, Complete, Variant, class_weights, display_name, features,
-                           features_many, predict_head, split_id, stacked_features, train_val)
+from .data import ImageStore
+from .deepfeaturex import features_many
+from .evaluation import Detector
 from .index import CLASS_INDEX, CLASSES
 from .metrics import evaluate, fmt_ci, pct
 from .run import Run
 from .split import Split
-from .train import device_of, fit, load_weights
 
 #: (name, fake families, roles) of the paper's nine test sets, in Table 4's order
 TSETS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = tuple(
     (f"T_{f}^{r}", fams, roles)
     for f, fams in (("G", ("gan",)), ("D", ("dm",)), ("G/D", ("gan", "dm")))
     for r, roles in (("i", ("inner",)), ("o", ("unseen",)), ("i/o", ("inner", "unseen"))))
-
-Predict = Callable[[ImageStore, Sequence[str], str, Variant], np.ndarray]
-
-
-@dataclass
-class Detector:
-    """A model as a row of Table 4: `predict(store, rels, variant, perturb)` gives (N, 3) probabilities."""
-
-    group: str
-    name: str
-    predict: Predict
-    #: the feature extractors `predict` reads from the cache (filled for all detectors in one pass)
-    models: list[BaseModel]
-    #: the row of the paper's Table 4 to show beside ours ("" when none)
-    paper_row: str = ""
-
-
-def memoized(predict: Predict) -> Predict:
-    """`predict` with its rows remembered per (dataset, variant, image): a model without a feature cache
-    (the compared detectors) then runs once per image and condition across the comparison, the robustness
-    table and Table 4. A variant names one seeded perturbation, as for the feature cache."""
-    seen: dict[tuple[str, str, str], np.ndarray] = {}
-
-    def wrapped(store: ImageStore, rels: Sequence[str], variant: str, fn: Variant) -> np.ndarray:
-        todo = list(dict.fromkeys(r for r in rels if (store.key, variant, r) not in seen))
-        if todo:
-            seen.update(((store.key, variant, r), row) for r, row in zip(todo, predict(store, todo, variant, fn)))
-        return np.stack([seen[(store.key, variant, r)] for r in rels]) if len(rels) else np.zeros((0, 3))
-    return wrapped
 
 
 # ------------------------------------------------------------------------------------------- test sets
@@ -124,74 +86,6 @@ def tsets_table(sets: dict[str, pd.DataFrame]) -> pd.DataFrame:
                      "generators": ", ".join(f"{g} ({n})" for g, n in fake.groupby("generator").size().items()),
                      "fake source": ", ".join(sorted(fake.get("source", pd.Series(dtype=str)).unique()))})
     return pd.DataFrame(rows)
-
-
-# ------------------------------------------------------------------------------------------- detectors
-def complete_detector(run: Run, c: Complete) -> Detector:
-    """A complete model (frozen base models + fusion head) as a detector."""
-    group = "DeepFeatureX Net" if c.kind == "unbalanced" else "DeepFeatureX-SN"
-    name = display_name(c.backbone)
-
-    def predict(store: ImageStore, rels: Sequence[str], variant: str, fn: Variant) -> np.ndarray:
-        return predict_head(c.head, stacked_features(run, store, c.bases, rels, variant, fn))
-    paper_row = "Our" if c.kind == "unbalanced" and name == "DenseNet 121" else ""
-    return Detector(group=group, name=name, predict=predict, models=list(c.bases), paper_row=paper_row)
-
-
-def plain_meta(run: Run, split: Split, backbone: str) -> dict:
-    """What identifies a plain classifier (checked when resuming or loading)."""
-    cfg = run.config
-    return {"model": "plain", "backbone": backbone, "classes": list(CLASSES), "input_size": cfg.input_size,
-            "pretrained": cfg.pretrained, "normalization": normalization_meta(backbone), "name": f"{backbone}/plain",
-            "split": split_id(split)}
-
-
-def train_plain(run: Run, store: ImageStore, split: Split, backbone: str) -> BaseModel:
-    """Train (or resume, or reuse) `backbone` as a plain 3-class classifier on the base and fusion splits with
-    the base models' settings (epochs, lr, batch, patience, a seeded validation part), weighted cross
-    entropy w_c = 1 / n_c; keeps the weights of minimum validation loss."""
-    cfg = run.config
-    dev = device_of(cfg.device)
-    tf = preprocess(backbone, cfg.input_size)
-    folder = run.checkpoints / "plain" / backbone
-    torch.manual_seed(cfg.seed)
-    net = BaseClassifier(create_backbone(backbone, cfg.pretrained), n_classes=len(CLASSES))
-    data = pd.concat([split.rows("base"), split.rows("fusion")], ignore_index=True)
-    data = data.assign(target=data["family"].map(CLASS_INDEX))
-    tr, va = train_val(data, cfg.val_fraction, cfg.seed)
-    weight = class_weights(tr["target"].to_numpy()).to(dev)
-
-    def step(model: nn.Module, batch) -> tuple[torch.Tensor, float, int]:
-        x, y = batch
-        logits = model(x)
-        return F.cross_entropy(logits, y, weight=weight), float((logits.argmax(1) == y).sum()), len(y)
-
-    def train_batches(epoch: int) -> Iterator:
-        return labelled_batches(store, list(tr["path"]), list(tr["target"]), tf, cfg.batch_size, cfg.seed, epoch,
-                                shuffle=True, device=dev)
-
-    def val_batches() -> Iterator:
-        return labelled_batches(store, list(va["path"]), list(va["target"]), tf, cfg.batch_size, device=dev)
-
-    result = fit(net, step, train_batches, val_batches, folder, plain_meta(run, split, backbone),
-                 epochs=cfg.base_epochs, lr=cfg.lr, weight_decay=cfg.weight_decay, seed=cfg.seed,
-                 patience=cfg.patience, device=dev, amp=cfg.amp, progress=run.progress, config_json=cfg.to_json())
-    load_weights(net, folder / "best.safetensors", plain_meta(run, split, backbone))
-    net.eval()
-    return BaseModel(net=net, backbone=backbone, kind="plain", main="all", folder=folder, fit=result)
-
-
-def plain_detector(run: Run, model: BaseModel) -> Detector:
-    """A plain classifier as a detector (features cached like the base models', then its linear layer)."""
-    fc = model.net.fc
-
-    def predict(store: ImageStore, rels: Sequence[str], variant: str, fn: Variant) -> np.ndarray:
-        x = torch.as_tensor(features(run, store, model, rels, variant, fn))
-        with torch.no_grad():
-            return F.softmax(F.linear(x, fc.weight.detach().cpu(), fc.bias.detach().cpu()), dim=1).numpy()
-    name = display_name(model.backbone)
-    return Detector(group="Baselines", name=name, predict=predict, models=[model],
-                    paper_row=name if name in paper.TABLE4 else "")
 
 
 # --------------------------------------------------------------------------------------------- table 4
@@ -248,23 +142,6 @@ def table4(long: pd.DataFrame) -> pd.DataFrame:
         condition="paper", paper_accuracy=lambda d: pd.to_numeric(d["paper_accuracy"]))
     ref = ref.drop_duplicates(["group", "model", "set"])
     return pd.concat([ours, wide(ref, "paper_accuracy")], ignore_index=True) if len(ref) else ours
-
-
-def generalization_verdict(wide: pd.DataFrame) -> str:
-    """Per backbone and condition: does a complete model's mean accuracy over the test sets beat the same
-    backbone trained as a plain classifier? Stated from the numbers of `table4(...)`."""
-    lines = []
-    ours = wide[wide["condition"] != "paper"]
-    for (cond, model), g in ours.groupby(["condition", "model"], sort=False):
-        base = g[g["group"] == "Baselines"]
-        if base.empty:
-            continue
-        b = float(base["mean"].iloc[0])
-        for _, r in g[g["group"] != "Baselines"].iterrows():
-            verb = "beats" if r["mean"] > b else "does NOT beat"
-            lines.append(f"{cond}, {model}: {r['group']} (mean {r['mean']:.2f}) {verb} the plain classifier "
-                         f"(mean {b:.2f}) by {r['mean'] - b:+.2f} points.")
-    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------------- wild

@@ -8,7 +8,7 @@ from PIL import Image
 import dfxlib
 from dfxlib import detectors as dt
 from dfxlib.config import DETECTOR_NAMES, ConfigError, resolve
-from dfxlib.generalization import Detector
+from dfxlib.evaluation import Detector
 
 
 def test_registry_and_settings_agree():

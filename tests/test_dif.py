@@ -9,7 +9,7 @@ from PIL import Image
 import dfxlib
 from dfxlib import dif
 from dfxlib.config import ConfigError, resolve
-from dfxlib.generalization import Detector
+from dfxlib.evaluation import Detector
 
 
 def test_centre_crop_keeps_native_pixels_and_zero_pads():

@@ -6,6 +6,7 @@ import pytest
 
 import dfxlib
 from dfxlib import generalization as gz
+from dfxlib.evaluation import Detector
 from dfxlib.index import CLASSES
 
 
@@ -72,11 +73,11 @@ def test_user_data_inner_and_fallback(tmp_path, fixture_root):
     assert set(fakes2["split"]) == {"holdout"}  # never trained on
 
 
-def constant(p_fake: float) -> gz.Detector:
+def constant(p_fake: float) -> Detector:
     """A detector that says p(fake) for every image (p in the dm column)."""
     def predict(store, rels, variant, fn):
         return np.tile([p_fake, 0.0, 1.0 - p_fake], (len(rels), 1))
-    return gz.Detector(group="Test", name=f"const{p_fake}", predict=predict, models=[])
+    return Detector(group="Test", name=f"const{p_fake}", predict=predict, models=[])
 
 
 def test_wild_evaluation_per_group_and_format_bias(tmp_path, fixture_root):
@@ -84,7 +85,7 @@ def test_wild_evaluation_per_group_and_format_bias(tmp_path, fixture_root):
 
     def by_size(store, rels, variant, fn):  # "fake" when the re-encoded file differs: sees the condition
         return np.array([[0.9, 0.0, 0.1] if (variant != "raw") == ("real" in r) else [0.1, 0.0, 0.9] for r in rels])
-    dets = [constant(0.8), gz.Detector(group="Test", name="flip", predict=by_size, models=[])]
+    dets = [constant(0.8), Detector(group="Test", name="flip", predict=by_size, models=[])]
     per, bad = gz.evaluate_wild(run, fixture_root, dets, reencode=80)
     n = 60
     assert len(per) == n * 2 * 2 and bad.empty
@@ -112,7 +113,7 @@ def test_wild_evaluation_names_a_missing_folder(tmp_path):
 def test_memoized_predictions_run_once_per_dataset_variant_and_image():
     from types import SimpleNamespace
 
-    from dfxlib.generalization import memoized
+    from dfxlib.evaluation import memoized
 
     calls: list[tuple[str, tuple[str, ...]]] = []
 

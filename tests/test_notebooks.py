@@ -2,6 +2,7 @@
 
 import ast
 import json
+import re
 from pathlib import Path
 
 import nbformat
@@ -90,27 +91,65 @@ def test_minidfx_notebook_records_sound_baselines(smoke_run):
     assert (smoke_run / "figures" / "minidfx_spectra.png").stat().st_size > 0
 
 
+def outputs_text(path: Path) -> str:
+    """Everything an executed notebook printed or displayed as text (not its source)."""
+    nb = nbformat.read(path, as_version=4)
+    out = []
+    for cell in nb.cells:
+        for o in cell.get("outputs", []):
+            out.append(o.get("text", "") + "".join(o.get("data", {}).get(k, "") for k in ("text/plain", "text/markdown")))
+    return "\n".join(out)
+
+
+def check_verdicts(v: pd.DataFrame) -> None:
+    """Each verdict row agrees with its own numbers, and its sentence states them."""
+    assert len(v) > 0
+    beats = ~v["claim"].str.startswith("accuracy holds")
+    assert (v.loc[beats, "holds"] == (v.loc[beats, "value"] > v.loc[beats, "reference_value"])).all()
+    assert ((v["value"] - v["reference_value"]).round(2) - v["difference"]).abs().max() < 0.011
+    for r in v.itertuples():
+        assert f"({r.value:.2f})" in r.statement and f"({r.reference_value:.2f})" in r.statement
+        assert ("does NOT beat" in r.statement or "falls below" in r.statement) == (not r.holds)
+
+
 @pytest.mark.notebook
 def test_model_notebooks_write_tables_1_2_3(smoke_run):
     cfg = json.loads((smoke_run / "config.json").read_text())
     combos = len(cfg["backbones"]) * len(cfg["base_kinds"])
+    models = combos + 2 * len(cfg["backbones"])  # complete models, plain classifiers, linear probes
     t1 = pd.read_csv(smoke_run / "tables" / "table1_base_models.csv", keep_default_na=False)
     assert len(t1) == 3 * combos and set(t1["base_model"]) == {"DM", "GAN", "REAL"}
     assert t1[["accuracy", "recall", "precision", "f1"]].apply(lambda c: c.between(0, 100)).all().all()
     for name in ("table2_multiclass", "table3_binary"):
         t = pd.read_csv(smoke_run / "tables" / f"{name}.csv", keep_default_na=False)
-        assert len(t) == 6 * combos  # notebook 04 rewrites them with RAW and JPEG QF 90..50
+        assert len(t) == 6 * models  # written by notebook 04 only: RAW and JPEG QF 90..50
         assert set(t["condition"]) == {"RAW", "QF90", "QF80", "QF70", "QF60", "QF50"}
+        assert set(t["kind"]) == {*cfg["base_kinds"], "plain", "linear probe"}
         assert t["accuracy_ci95"].str.match(r"^\[\d+\.\d, \d+\.\d\]$").all()
         assert (t["n"] > 0).all()
+    raw = pd.read_csv(smoke_run / "tables" / "complete_models.csv", keep_default_na=False)
+    assert len(raw) == 2 * models and set(raw["condition"]) == {"RAW"}
+    t2 = pd.read_csv(smoke_run / "tables" / "table2_multiclass.csv", keep_default_na=False)
+    same = raw[raw.task == "multiclass"].merge(t2[t2.condition == "RAW"], on=["backbone", "kind"])
+    assert len(same) == models and (same["accuracy_x"] == same["accuracy_y"]).all()  # 03 and 04 agree
     single = pd.read_csv(smoke_run / "tables" / "complete_vs_single.csv")
     assert len(single) == 4 * combos
+    v = pd.read_csv(smoke_run / "tables" / "verdicts_complete.csv", keep_default_na=False)
+    check_verdicts(v)
+    assert {"fusion beats every base model alone", "DeepFeatureX beats the plain classifier",
+            "DeepFeatureX beats the linear probe", "unbalanced base models beat Siamese ones"} == set(v["claim"])
+    full = single[single["features"].str.contains("complete")]
+    fusion = v[v["claim"] == "fusion beats every base model alone"]
+    assert sorted(fusion["value"]) == sorted(full["accuracy"])  # the verdict reads the ablation's numbers
+    shown = outputs_text(smoke_run / "notebooks" / "03_complete_model.ipynb")
+    assert all(s in shown for s in v["statement"])  # the notebook says each verdict
     for base in ("dm", "gan", "real"):
         assert (smoke_run / "checkpoints" / "base" / cfg["backbones"][0] / "unbalanced" / base /
                 "best.safetensors").is_file()
     report = (smoke_run / "REPORT.md").read_text()
     assert report.index("## table1_base_models") < report.index("## table2_multiclass") < report.index(
         "## table3_binary")
+    check_verdicts(pd.read_csv(smoke_run / "tables" / "verdicts_robustness.csv", keep_default_na=False))
 
 
 @pytest.mark.notebook
@@ -133,14 +172,27 @@ def test_generalization_notebook_writes_table4_and_wild(smoke_run):
     assert sets["set"].tolist() == [s for s, _, _ in TSETS]
     assert (sets["fakes"] == sets["reals"]).all() and (sets["fakes"] > 0).all()
     long = pd.read_csv(smoke_run / "tables" / "table4_long.csv", keep_default_na=False)
-    detectors = len(cfg["backbones"]) * (1 + len(cfg["base_kinds"]))  # a baseline and complete models each
+    detectors = len(cfg["backbones"]) * (2 + len(cfg["base_kinds"]))  # two baselines and complete models each
     assert len(long) == 9 * detectors * 2  # RAW and JPEG
     assert set(long["condition"]) == {"RAW", f"JPEG QF{cfg['tset_jpeg']}"}
-    assert set(long["group"]) == {"Baselines", "DeepFeatureX Net", "DeepFeatureX-SN"}
+    assert set(long["group"]) == {"Baselines", "Linear probe", "DeepFeatureX Net", "DeepFeatureX-SN"}
     assert long["accuracy"].between(0, 100).all() and long["accuracy_ci95"].str.match(r"^\[").all()
     wide = pd.read_csv(smoke_run / "tables" / "table4_generalization.csv", keep_default_na=False)
     assert len(wide) == 2 * detectors and "mean" in wide.columns
     assert (smoke_run / "checkpoints" / "plain" / cfg["backbones"][0] / "best.safetensors").is_file()
+    v = pd.read_csv(smoke_run / "tables" / "verdicts_generalization.csv", keep_default_na=False)
+    check_verdicts(v)
+    means = wide[wide["condition"] != "paper"].set_index(["condition", "group", "model"])["mean"]
+    gen = v[v["claim"].str.startswith("DeepFeatureX generalizes")]
+    assert len(gen) == 2 * 2 * len(cfg["base_kinds"]) * len(cfg["backbones"])  # 2 conditions x 2 baselines
+    for r in gen.itertuples():  # each verdict reads Table 4's mean of its row
+        cond = r.condition.split(",")[0]
+        group = {"DeepFeatureX Net": "DeepFeatureX Net", "DeepFeatureX-SN": "DeepFeatureX-SN"}[r.value_of]
+        assert means[(cond, group, r.subject)] == r.value
+    unseen = v[v["claim"] == "accuracy holds on generators never trained on"]
+    assert len(unseen) == 2 * 2 * detectors  # T^i and T^o, RAW and JPEG
+    shown = outputs_text(smoke_run / "notebooks" / "05_generalization.ipynb")
+    assert all(s in shown for s in v["statement"])
     if not SHARED_WILD.is_dir():
         pytest.skip(f"{SHARED_WILD} is absent (it ships beside the checkout in CI): wild part not checked")
     wild = pd.read_csv(smoke_run / "tables" / "wild.csv", keep_default_na=False)
@@ -167,7 +219,7 @@ def test_detectors_notebook_compares_on_one_convention(smoke_run):
     cfg = json.loads((smoke_run / "config.json").read_text())
     t = pd.read_csv(smoke_run / "tables" / "detectors.csv", keep_default_na=False)
     n_dfx = len(cfg["backbones"]) * len(cfg["base_kinds"])
-    assert len(t) == len(cfg["detectors"]) + n_dfx
+    assert len(t) == len(cfg["detectors"]) + n_dfx + len(cfg["backbones"])  # and the linear probes
     for group in ("seen", "unseen"):
         assert t[f"{group} balanced_accuracy"].between(0, 100).all()
         assert t[f"{group} auc_ci95"].str.match(r"^\[").all() and t[f"{group} ap"].between(0, 100).all()
@@ -180,8 +232,10 @@ def test_detectors_notebook_compares_on_one_convention(smoke_run):
     assert "Detectors" in set(t4["group"]) and "paper" in set(t4["condition"])  # Wang2020 has a paper row
     for fig in ("detectors_roc", "detectors_confusion", "detectors_pca", "detectors_curves", "detectors_gradcam"):
         assert (smoke_run / "figures" / f"{fig}.png").stat().st_size > 0
-    nb = (smoke_run / "notebooks" / "06_detectors.ipynb").read_text()
-    assert "Does the noise-based detector generalize better?" in nb
+    shown = outputs_text(smoke_run / "notebooks" / "06_detectors.ipynb")
+    ssp = t[t["detector"].str.contains("SSP", regex=False)].iloc[0]
+    said = re.search(r"Does the noise-based detector generalize better\? (yes|no|above)[^\n]*", shown)
+    assert said and f"{ssp['unseen balanced_accuracy']:.2f}" in said.group(0)  # the verdict reads the table
     assert t["detector"].str.startswith("Detectors: DIF").sum() == 1  # DIF joins the comparison as one detector
     own = pd.read_csv(smoke_run / "tables" / "dif_fingerprints.csv", keep_default_na=False)
     trained_on = split[split["split"].isin(["base", "fusion"]) & (split["family"] != "real")]
@@ -192,12 +246,13 @@ def test_detectors_notebook_compares_on_one_convention(smoke_run):
     assert sorted(lineage["fingerprint"]) == gens and "real" in lineage.columns
     for fig in ("dif_fingerprints", "dif_lineage", "dif_gray"):
         assert (smoke_run / "figures" / f"{fig}.png").stat().st_size > 0
-    assert "grid ratio" in nb
+    assert re.search(r"MSE \S+ -> \S+; grid ratio \d+\.\d\d", shown)  # printed from the experiment
     from conftest import SHARED_WILD
 
     if SHARED_WILD.is_dir():  # the detectors in the wild, as found and re-encoded
         wild = pd.read_csv(smoke_run / "tables" / "detectors_wild.csv", keep_default_na=False)
-        assert len(wild) == 2 * len(cfg["detectors"]) and set(wild["group"]) == {"Detectors"}
+        assert len(wild) == 2 * (len(cfg["detectors"]) + len(cfg["backbones"]))
+        assert set(wild["group"]) == {"Detectors", "Linear probe"}
         assert wild["balanced_accuracy"].between(0, 100).all()
     else:
         assert not (smoke_run / "tables" / "detectors_wild.csv").exists()

@@ -1,0 +1,101 @@
+"""Every model as a `Detector`, and Tables 2-3 (3-class and binary, RAW and manipulated) for any of them.
+
+A `Detector` is a name and a function giving (N, 3) probabilities over CLASSES for images of a store under a
+named, seeded perturbation; a binary detector puts p(fake) in the dm column and 1 - p(fake) in the real one.
+Complete models (DeepFeatureX Net and -SN), the plain classifiers and linear probes (the baselines), and the
+compared detectors all become Detectors, so one loop evaluates them all on one convention.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from . import paper, perturb
+from .data import ImageStore
+from .deepfeaturex import BaseModel, Complete, Variant, display_name, features_many, predict_head, \
+    stacked_features, test_sets
+from .metrics import evaluate, fmt_ci, pct
+from .run import Run
+from .split import Split
+
+Predict = Callable[[ImageStore, Sequence[str], str, Variant], np.ndarray]
+
+#: the group of each kind of model, as Tables 2-4 and the comparisons name them
+GROUPS: dict[str, str] = {"unbalanced": "DeepFeatureX Net", "siamese": "DeepFeatureX-SN", "plain": "Baselines",
+                          "linear probe": "Linear probe"}
+
+
+@dataclass
+class Detector:
+    """A model as a row of Tables 2-4: `predict(store, rels, variant, perturb)` gives (N, 3) probabilities."""
+
+    group: str
+    name: str
+    predict: Predict
+    #: the feature extractors `predict` reads from the cache (filled for all detectors in one pass)
+    models: list[BaseModel]
+    #: the row of the paper's Table 4 to show beside ours ("" when none)
+    paper_row: str = ""
+    #: "unbalanced", "siamese", "plain", "linear probe" for models built on one backbone; "" for the detectors
+    kind: str = ""
+
+
+def memoized(predict: Predict) -> Predict:
+    """`predict` with its rows remembered per (dataset, variant, image): a model without a feature cache
+    (the compared detectors) then runs once per image and condition across the comparison, the robustness
+    table and Table 4. A variant names one seeded perturbation, as for the feature cache."""
+    seen: dict[tuple[str, str, str], np.ndarray] = {}
+
+    def wrapped(store: ImageStore, rels: Sequence[str], variant: str, fn: Variant) -> np.ndarray:
+        todo = list(dict.fromkeys(r for r in rels if (store.key, variant, r) not in seen))
+        if todo:
+            seen.update(((store.key, variant, r), row) for r, row in zip(todo, predict(store, todo, variant, fn)))
+        return np.stack([seen[(store.key, variant, r)] for r in rels]) if len(rels) else np.zeros((0, 3))
+    return wrapped
+
+
+def complete_detector(run: Run, c: Complete) -> Detector:
+    """A complete model (frozen base models + fusion head) as a detector."""
+    name = display_name(c.backbone)
+
+    def predict(store: ImageStore, rels: Sequence[str], variant: str, fn: Variant) -> np.ndarray:
+        return predict_head(c.head, stacked_features(run, store, c.bases, rels, variant, fn))
+    paper_row = "Our" if c.kind == "unbalanced" and name == "DenseNet 121" else ""
+    return Detector(group=GROUPS[c.kind], name=name, predict=predict, models=list(c.bases), paper_row=paper_row,
+                    kind=c.kind)
+
+
+def robustness(run: Run, store: ImageStore, split: Split, detectors: Sequence[Detector],
+               variants: Sequence[str]) -> pd.DataFrame:
+    """Tables 2-3 for `detectors`: one row per (detector, condition, task) on the balanced 3-class and binary
+    test sets, accuracy and F1 (%) with 95% intervals, balanced accuracy, AUC, and the paper's value where it
+    has one (DeepFeatureX Net, JPEG conditions). `variants`: "raw" or names in dfxlib.perturb.PERTURBATIONS."""
+    cfg = run.config
+    multi, binary = test_sets(split, cfg.seed)
+    rels = sorted(set(multi["path"]) | set(binary["path"]))
+    probs: dict[tuple[int, str], dict[str, np.ndarray]] = {}
+    for variant in variants:  # one pass per backbone and variant fills the cache for every model
+        fn = None if variant == "raw" else perturb.get(variant)
+        features_many(run, store, [m for d in detectors for m in d.models], rels, variant, fn)
+        for k, det in enumerate(detectors):
+            probs[k, variant] = dict(zip(rels, det.predict(store, rels, variant, fn)))
+    rows = []
+    for k, det in enumerate(detectors):
+        for variant in variants:
+            cond = "RAW" if variant == "raw" else variant.replace("jpeg", "QF").upper() if variant.startswith(
+                "jpeg") else variant
+            for task, df in (("multiclass", multi), ("binary", binary)):
+                r = evaluate(df["label"].to_numpy(), np.stack([probs[k, variant][p] for p in df["path"]]),
+                             binary=task == "binary", n_boot=cfg.bootstrap, seed=cfg.seed)
+                ref = (paper.table23(task, det.name, cond)
+                       if det.kind == "unbalanced" and cond in paper.CONDITIONS else {})
+                rows.append({"backbone": det.name, "kind": det.kind, "condition": cond, "task": task,
+                             "accuracy": pct(r["accuracy"]), "accuracy_ci95": fmt_ci(r["accuracy_ci"]),
+                             "f1": pct(r["f1"]), "f1_ci95": fmt_ci(r["f1_ci"]),
+                             "balanced_accuracy": pct(r["balanced_accuracy"]), "auc": pct(r["auc"]), "n": r["n"],
+                             "paper_accuracy": ref.get("accuracy", ""), "paper_f1": ref.get("f1", "")})
+    return pd.DataFrame(rows)

@@ -1,0 +1,127 @@
+"""The paper's claims tested on the numbers a run computed, one table row per claim and subject.
+
+Each row names the claim, the subject (backbone, model) and condition, the value under test and what it is
+compared with, their difference, whether the claim holds, and a sentence built from those numbers. Notebooks
+save these tables and print the sentences: what the text says about a result is always what the run measured.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+
+from .evaluation import GROUPS
+
+#: how a statement names each kind of model
+NAMES: dict[str, str] = {"unbalanced": "DeepFeatureX Net", "siamese": "DeepFeatureX-SN",
+                         "plain": "the plain classifier", "linear probe": "the linear probe"}
+
+COLUMNS = ["claim", "subject", "condition", "value_of", "value", "reference", "reference_value", "difference",
+           "holds", "statement"]
+
+
+def _row(claim: str, subject: str, condition: str, value_of: str, value: float, reference: str, ref: float,
+         holds: bool | None = None, verb: tuple[str, str] = ("beats", "does NOT beat")) -> dict:
+    holds = bool(value > ref) if holds is None else bool(holds)
+    statement = (f"{subject}, {condition}: {value_of} ({value:.2f}) {verb[0] if holds else verb[1]} {reference} "
+                 f"({ref:.2f}), {value - ref:+.2f} points.")
+    return {"claim": claim, "subject": subject, "condition": condition, "value_of": value_of, "value": value,
+            "reference": reference, "reference_value": ref, "difference": round(value - ref, 2), "holds": holds,
+            "statement": statement}
+
+
+def table(rows: list[dict]) -> pd.DataFrame:
+    """Rows of `_row` as a table with the columns in order (an empty table when there is nothing to test)."""
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def fusion(ablation: pd.DataFrame) -> pd.DataFrame:
+    """Does fusing the three base models beat each base model used alone? From notebook 03's ablation table
+    (backbone, kind, features, accuracy %): the complete model against the best single base model."""
+    rows = []
+    for (backbone, kind), g in ablation.groupby(["backbone", "kind"], sort=False):
+        full = g[g["features"].str.contains("complete")]
+        single = g[~g["features"].str.contains("complete")]
+        if full.empty or single.empty:
+            continue
+        best = single.loc[single["accuracy"].idxmax()]
+        rows.append(_row("fusion beats every base model alone", f"{backbone}, {NAMES.get(kind, kind)}",
+                         "RAW, 3-class", "the complete model", float(full["accuracy"].iloc[0]),
+                         f"the best single one ({best['features']})", float(best["accuracy"])))
+    return table(rows)
+
+
+def _pairs(rob: pd.DataFrame, kinds: tuple[str, ...], refs: tuple[str, ...], claim: str) -> list[dict]:
+    rows = []
+    for (cond, task, backbone), g in rob.groupby(["condition", "task", "backbone"], sort=False):
+        acc = g.set_index("kind")["accuracy"]
+        for kind in kinds:
+            for ref in refs:
+                if kind in acc and ref in acc and kind != ref:
+                    rows.append(_row(claim.format(ref=NAMES[ref]), backbone, f"{cond}, {task}",
+                                     NAMES[kind], float(acc[kind]), NAMES[ref], float(acc[ref])))
+    return rows
+
+
+def baselines(rob: pd.DataFrame) -> pd.DataFrame:
+    """Does DeepFeatureX (Net and -SN) beat the plain classifier and the linear probe of the same backbone?
+    From a Tables 2-3 table (`evaluation.robustness`: backbone, kind, condition, task, accuracy %), every
+    condition and task it holds."""
+    return table(_pairs(rob, ("unbalanced", "siamese"), ("plain", "linear probe"),
+                        "DeepFeatureX beats {ref}"))
+
+
+def kinds(rob: pd.DataFrame) -> pd.DataFrame:
+    """Do unbalanced base models (DeepFeatureX Net) beat Siamese ones (DeepFeatureX-SN)? Same input."""
+    return table(_pairs(rob, ("unbalanced",), ("siamese",), "unbalanced base models beat Siamese ones"))
+
+
+def generalization(wide: pd.DataFrame) -> pd.DataFrame:
+    """Does DeepFeatureX generalize better than the baselines? From Table 4 (`generalization.table4`): per
+    condition and backbone, each complete model's mean accuracy over the test sets against the plain
+    classifier's and the linear probe's."""
+    rows = []
+    ours = wide[wide["condition"] != "paper"]
+    for (cond, model), g in ours.groupby(["condition", "model"], sort=False):
+        mean = g.set_index("group")["mean"]
+        for kind in ("unbalanced", "siamese"):
+            for ref in ("plain", "linear probe"):
+                if GROUPS[kind] in mean and GROUPS[ref] in mean:
+                    rows.append(_row(f"DeepFeatureX generalizes better than {NAMES[ref]}", model,
+                                     f"{cond}, mean of the test sets", NAMES[kind], float(mean[GROUPS[kind]]),
+                                     NAMES[ref], float(mean[GROUPS[ref]])))
+    return table(rows)
+
+
+def _interval(text: str) -> tuple[float, float]:
+    lo, hi = (float(v) for v in re.findall(r"-?\d+(?:\.\d+)?", text)[:2])
+    return lo, hi
+
+
+def seen_unseen(long: pd.DataFrame, seen: str, unseen: tuple[str, ...]) -> pd.DataFrame:
+    """Does accuracy hold on generators never trained on? From a long table of binary accuracies
+    (`generalization.evaluate_sets`: group, model, set, condition, accuracy, accuracy_ci95): per model and
+    condition, each set of `unseen` against the set `seen`. It holds when the unseen accuracy reaches the
+    lower end of the seen accuracy's 95% interval."""
+    rows = []
+    for (cond, group, model), g in long.groupby(["condition", "group", "model"], sort=False):
+        by_set = g.set_index("set")
+        if seen not in by_set.index:
+            continue
+        ref = float(by_set.loc[seen, "accuracy"])
+        lo, _ = _interval(str(by_set.loc[seen, "accuracy_ci95"]))
+        for name in unseen:
+            if name in by_set.index:
+                value = float(by_set.loc[name, "accuracy"])
+                rows.append(_row("accuracy holds on generators never trained on", f"{model} ({group})", cond,
+                                 f"accuracy on {name}", value, f"on {seen} (95% interval from {lo:.1f})", ref,
+                                 holds=value >= lo, verb=("holds against", "falls below")))
+    return table(rows)
+
+
+def markdown(verdicts: pd.DataFrame) -> str:
+    """The statements as a Markdown list, those that hold marked ✓ and the others ✗."""
+    if verdicts.empty:
+        return "_Nothing to test: the run has no pair of models this claim compares._"
+    return "\n".join(f"- {'✓' if h else '✗'} {s}" for h, s in zip(verdicts["holds"], verdicts["statement"]))
