@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.dfx-installed
 PROFILE ?= mini
 
-.PHONY: run test smoke bench clean-runs
+.PHONY: run test smoke lab bench clean-runs
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 is needed (python3.11 or python3 on PATH)"; exit 1; }
@@ -22,6 +22,9 @@ test: $(STAMP)
 smoke: $(STAMP)
 	$(BIN)/dfx run --profile smoke
 
+lab: $(STAMP)
+	$(BIN)/dfx lab
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_index.py
 	$(BIN)/python benchmarks/bench_minidfx.py
@@ -30,4 +33,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_predict.py
 
 clean-runs:
-	rm -rf runs/smoke runs/mini runs/cache
+	rm -rf runs/smoke runs/mini runs/.lab runs/test-artifacts

@@ -65,6 +65,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
     for w in result.warnings:
         print(w)
     print(f"tables: {out}")
+    if index.usable.empty:
+        print(f"dfx audit: {args.data_root} holds no usable image", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -89,16 +92,53 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 bad += bool(r["error"])
                 bar.update(1)
                 yield r
-    if args.out in ("", "-"):
-        n = inference.write_csv(counted(rows), sys.stdout, cols)
-    else:
-        out = Path(args.out)
+    to_stdout = args.out in ("", "-")
+    out = Path(args.out) if not to_stdout else None
+    if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        with open(out, "w", newline="") as fh:
-            n = inference.write_csv(counted(rows), fh, cols)
-    where = "" if args.out in ("", "-") else f" -> {args.out}"
-    print(f"dfx predict: {n} images, {bad} unreadable{where}", file=sys.stderr)
+    fh = sys.stdout if out is None else open(out, "w", newline="")
+    where = "standard output" if out is None else str(out)
+    sink = None
+    try:
+        sink = inference.CsvOut(fh, cols)
+        n = sink.write(counted(rows))
+    except KeyboardInterrupt:
+        done = sink.rows if sink else 0
+        print(f"dfx predict: interrupted after {done} rows; {where} is complete up to there", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        _quiet_stdout()
+        print(f"dfx predict: {where} was closed after {sink.rows if sink else 0} rows", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        if sink:
+            sink.cut()
+        print(f"dfx predict: cannot write {where} ({exc.strerror or exc}) after {sink.rows if sink else 0} rows; "
+              "those rows are complete", file=sys.stderr)
+        return 1
+    finally:
+        if out is not None:
+            try:
+                fh.close()
+            except OSError:
+                pass
+    print(f"dfx predict: {n} images, {bad} unreadable" + ("" if out is None else f" -> {out}"), file=sys.stderr)
     return 0 if n else 1
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null: a reader that closed the pipe (`| head`) gets no error at exit."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
+def cmd_lab(args: argparse.Namespace) -> int:
+    from . import lab
+    from .config import project_root
+
+    return lab.launch(project_root(), args.port, open_browser=not args.no_browser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -140,6 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="class whose logit Grad-CAM explains (default: each image's predicted class)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.set_defaults(func=cmd_predict)
+    lb = sub.add_parser("lab", help="open JupyterLab on the project (loopback only) with the dfx kernel")
+    lb.add_argument("--port", type=int, default=8888)
+    lb.add_argument("--no-browser", action="store_true", help="print the address instead of opening a browser")
+    lb.set_defaults(func=cmd_lab)
     return ap
 
 
@@ -151,6 +195,17 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError, DataError, SplitMismatchError, CheckpointMismatch) as exc:
         print(f"dfx {args.command}: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"dfx {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        _quiet_stdout()
+        print(f"dfx {args.command}: output closed early", file=sys.stderr)
+        return 1
+    except OSError as exc:  # read-only folders, full disks, permissions: one line, no traceback
+        what = f"{exc.filename}: " if exc.filename else ""
+        print(f"dfx {args.command}: {what}{exc.strerror or exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import perturb
-from .backbones import create_backbone, feature_dim, normalization, resize_normalize
+from .backbones import create_backbone, feature_dim, normalization, normalization_meta, resize_normalize
 from .data import ImageStore, order
 from .deepfeaturex import Variant, image_seed, split_id, train_val
 from .evaluation import Detector, memoized
@@ -276,9 +276,13 @@ def _crop(run: Run) -> int:
     return round(run.config.input_size * 224 / 256)
 
 
+#: whose normalisation SimpleCNN (no backbone, no pretrained weights) takes: ImageNet's, as every test model
+_NO_BACKBONE = "test_resnet"
+
+
 def _norm(backbone: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """The mean and std of a detector backbone's weights (ImageNet's for SimpleCNN, which has none)."""
-    return normalization(backbone) if backbone else normalization("test_resnet")
+    return normalization(backbone or _NO_BACKBONE)
 
 
 def _backbone(run: Run, name: str) -> nn.Module:
@@ -359,8 +363,8 @@ def detector_meta(run: Run, split: Split, name: str) -> dict:
     cfg = run.config
     backbone = {"simplecnn": "", "ganfingerprint": cfg.fingerprint_backbone}.get(name, cfg.detector_backbone)
     return {"model": "detector", "detector": name, "backbone": backbone, "input_size": cfg.input_size,
-            "pretrained": cfg.detector_pretrained, "normalization": [list(v) for v in _norm(backbone)], "name": f"detectors/{name}",
-            "split": split_id(split)}
+            "pretrained": cfg.detector_pretrained, "normalization": normalization_meta(backbone or _NO_BACKBONE),
+            "name": f"detectors/{name}", "split": split_id(split)}
 
 
 def new_detector(run: Run, name: str) -> nn.Module:

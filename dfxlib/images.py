@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,7 @@ from PIL import Image, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own warning threshold
+MAX_FILE_BYTES = 512 * 2**20  # no image of the field comes near it; /dev/zero would fill memory
 
 _MODE_NOTES = {
     "CMYK": "CMYK converted to RGB",
@@ -61,6 +64,37 @@ class ImageInfo:
     sha256: str = ""
     note: str = ""
     error: str = ""
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def read_file(path: str | Path, cap: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of a regular file (symbolic links followed), at most `cap` of them. A FIFO, a device (e.g. a
+    link to /dev/zero), a socket or a folder is refused without blocking, as is a larger file: ImageError."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not block the open
+    except OSError as exc:
+        raise ImageError(path, f"cannot read file ({exc.strerror or exc})") from None
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageError(path, f"not a regular file: {_kind(st.st_mode)}")
+        if st.st_size > cap:
+            raise ImageError(path, f"file too large ({st.st_size} bytes > {cap})")
+        try:
+            data = fh.read(cap + 1)
+        except OSError as exc:
+            raise ImageError(path, f"cannot read file ({exc.strerror or exc})") from None
+    if len(data) > cap:  # grew while being read
+        raise ImageError(path, f"file too large (more than {cap} bytes)")
+    return data
 
 
 def _open(data: bytes, path: Path, max_pixels: int) -> Image.Image:
@@ -117,9 +151,9 @@ def inspect_file(path: str | Path, check: str = "full", max_pixels: int = DEFAUL
     """Hash and inspect one file; never raises for a bad image (the reason goes to `error`)."""
     path = Path(path)
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        return ImageInfo(error=f"cannot read file ({exc.strerror or exc})")
+        data = read_file(path)
+    except ImageError as exc:
+        return ImageInfo(error=exc.reason)
     base = dict(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
     try:
         img = _open(data, path, max_pixels)
@@ -157,11 +191,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
 def load_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Decode `path` to an 8-bit RGB image (first frame if animated), or raise ImageError."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ImageError(path, f"cannot read file ({exc.strerror or exc})") from None
-    return decode_rgb(data, path, max_pixels)
+    return decode_rgb(read_file(path), path, max_pixels)
 
 
 def decode_rgb(data: bytes, name: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:

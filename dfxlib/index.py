@@ -41,6 +41,7 @@ KNOWN_FAMILIES: dict[str, str] = {
 COLUMNS = ["path", "family", "label", "generator", "width", "height", "format", "mode", "frames", "bytes",
            "sha256", "readable", "error", "note"]
 _CACHE_KEYS = ["path", "bytes_on_disk", "mtime_ns", "check"]
+OUTSIDE = "is outside the manifest's folder"
 
 
 class DataError(Exception):
@@ -130,7 +131,9 @@ def _place_binary(rel: str, families: Mapping[str, str] | None) -> tuple[str, st
 
 
 def _read_manifest(csv_path: Path) -> list[tuple[str, str, str, str]]:
-    """(path, family, generator, error) per manifest row."""
+    """(path, family, generator, error) per manifest row. A row is refused (kept, with its reason) when its
+    family is not dm, gan or real, its path leaves the manifest's folder, or it repeats a path (with the same
+    family: listed twice; with another: conflicting labels, and then every row of that path is refused)."""
     try:
         df = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
     except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
@@ -139,11 +142,25 @@ def _read_manifest(csv_path: Path) -> list[tuple[str, str, str, str]]:
     if missing:
         raise DataError(f"{csv_path}: manifest lacks column(s) {', '.join(sorted(missing))}")
     rows = []
+    seen: dict[str, tuple[int, str]] = {}
+    conflicts: dict[str, str] = {}
     for line, (p, fam, gen) in enumerate(zip(df["path"], df["family"], df["generator"]), start=2):
-        fam_n = FAMILY_NAMES.get(fam.strip().lower(), "")
-        err = "" if fam_n else f"manifest line {line}: unknown family {fam!r} (use dm, gan or real)"
-        rows.append((Path(p).as_posix(), fam_n, gen.strip(), err))
-    return rows
+        fam_n = fam.strip().lower()
+        rel = os.path.normpath(p.strip()).replace(os.sep, "/") if p.strip() else ""
+        err = ""
+        if fam_n not in CLASS_INDEX:
+            err, fam_n = f"manifest line {line}: unknown family {fam!r} (use dm, gan or real)", ""
+        if not rel or os.path.isabs(rel) or rel == ".." or rel.startswith("../"):
+            err = f"manifest line {line}: path {p!r} {OUTSIDE}"
+        elif rel in seen:
+            first, first_fam = seen[rel]
+            if fam_n and first_fam and fam_n != first_fam:
+                conflicts[rel] = f"conflicting labels: {first_fam} (line {first}) and {fam_n} (line {line})"
+            err = err or f"manifest line {line}: listed twice (first on line {first})"
+        else:
+            seen[rel] = (line, fam_n)
+        rows.append((rel or p, fam_n, gen.strip(), err))
+    return [(r, f, g, f"manifest: {conflicts[r]}" if r in conflicts else e) for r, f, g, e in rows]
 
 
 def _load_cache(path: Path | None) -> dict[tuple, dict]:
@@ -195,6 +212,8 @@ def build_index(root: str | Path, layout: str = "auto", families: Mapping[str, s
 
     def work(item: tuple[str, str, str, str]) -> dict:
         rel, fam, gen, err = item
+        if err.endswith(OUTSIDE):  # never read what a manifest points at outside its folder
+            return _row(rel, fam, gen, err, ImageInfo())
         path = base / rel
         try:
             st = path.stat()

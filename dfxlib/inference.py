@@ -245,18 +245,54 @@ def columns(explain: bool = False, heatmaps: bool = False) -> list[str]:
     return COLUMNS + (CONTRIB_COLUMNS if explain else []) + (["heatmap"] if heatmaps else [])
 
 
+class CsvOut:
+    """CSV rows streamed to a text file, each written and flushed whole (floats with 6 decimals). After an
+    interruption `rows` says how many are complete, and `cut()` removes a row a full disk left half-written."""
+
+    def __init__(self, out: io.TextIOBase, cols: Sequence[str]):
+        import csv
+
+        self.out, self.rows = out, 0
+        self._line = io.StringIO()
+        self._writer = csv.DictWriter(self._line, fieldnames=list(cols), restval="", extrasaction="ignore")
+        self._writer.writeheader()
+        self._emit()
+        self._good = self._tell()
+
+    def _tell(self) -> int | None:
+        try:
+            return self.out.tell()
+        except (OSError, ValueError):  # a pipe or a terminal
+            return None
+
+    def _emit(self) -> None:
+        text = self._line.getvalue()
+        self._line.seek(0)
+        self._line.truncate()
+        self.out.write(text)
+        self.out.flush()
+
+    def write(self, rows: Iterable[dict]) -> int:
+        """Write every row of `rows`; returns the number of rows written so far."""
+        for row in rows:
+            self._writer.writerow({k: f"{v:.6f}" if isinstance(v, float) else v for k, v in row.items()})
+            self._emit()
+            self.rows += 1
+            self._good = self._tell()
+        return self.rows
+
+    def cut(self) -> None:
+        """Drop whatever follows the last whole row (a file only; best effort)."""
+        if self._good is not None:
+            try:
+                self.out.truncate(self._good)
+            except (OSError, ValueError):
+                pass
+
+
 def write_csv(rows: Iterable[dict], out: io.TextIOBase, cols: Sequence[str]) -> int:
     """Stream rows to CSV (floats with 6 decimals); returns the number of rows."""
-    import csv
-
-    writer = csv.DictWriter(out, fieldnames=list(cols), restval="", extrasaction="ignore")
-    writer.writeheader()
-    n = 0
-    for row in rows:
-        writer.writerow({k: f"{v:.6f}" if isinstance(v, float) else v for k, v in row.items()})
-        n += 1
-    out.flush()
-    return n
+    return CsvOut(out, cols).write(rows)
 
 
 # ---------------------------------------------------------------------------------------------- Grad-CAM

@@ -36,7 +36,7 @@ from nbclient.util import ensure_async, run_sync
 from papermill.clientwrap import PapermillNotebookClient
 from papermill.engines import NBClientEngine, papermill_engines
 from papermill.log import logger as papermill_logger
-from traitlets import Float, default
+from traitlets import Any as AnyTrait, Float, default
 
 RECHECK_S = 0.5
 """Longest a message that arrived without a wake-up waits before it is read."""
@@ -109,6 +109,8 @@ class WatchedClient(PapermillNotebookClient):
 
     stall_after = Float(600.0, help="seconds with no kernel message and no kernel CPU use (0: never)").tag(config=True)
     reply_grace = Float(60.0, help="seconds to wait for the reply after the kernel said idle").tag(config=True)
+    heartbeat = Float(0.0, help="say which cell is running every this many seconds (0: never)").tag(config=True)
+    announce = AnyTrait(None, help="callable taking one line of progress (the heartbeat's)")
 
     @default("kernel_manager_class")
     def _default_kernel_manager_class(self) -> type:
@@ -123,13 +125,13 @@ class WatchedClient(PapermillNotebookClient):
     async def async_execute_cell(self, cell: Any, cell_index: int, execution_count: int | None = None,
                                  store_history: bool = True) -> Any:
         self._last_message, self._idle_at, self._stall = time.monotonic(), None, None
-        watchdog = asyncio.ensure_future(self._watch(cell_index))
+        first = next((s for s in cell.source.splitlines() if s.strip()), "")[:80]
+        watchdog = asyncio.ensure_future(self._watch(cell_index, first))
         try:
             return await super().async_execute_cell(cell, cell_index, execution_count, store_history)
         except DeadKernelError:
             if self._stall is None:
                 raise
-            first = next((s for s in cell.source.splitlines() if s.strip()), "")[:80]
             raise NotebookStalled(cell_index, first, self._stall) from None
         finally:
             watchdog.cancel()
@@ -146,12 +148,16 @@ class WatchedClient(PapermillNotebookClient):
         except (psutil.Error, TypeError, ValueError):
             return None
 
-    async def _watch(self, cell_index: int) -> None:
-        """Stop the kernel when the cell is stalled."""
+    async def _watch(self, cell_index: int, first: str) -> None:
+        """Stop the kernel when the cell is stalled; announce a long cell every `heartbeat` seconds."""
         cpu, cpu_at = self._kernel_cpu(), time.monotonic()
+        started = beat = cpu_at
         while True:
             await asyncio.sleep(1.0)
             now = time.monotonic()
+            if self.heartbeat and self.announce is not None and now - beat >= self.heartbeat:
+                beat = now
+                self.announce(f"cell {cell_index + 1}/{len(self.nb.cells)} running for {now - started:.0f} s: {first}")
             used = self._kernel_cpu()
             if used is not None and cpu is not None and used - cpu > 0.05:
                 cpu, cpu_at = used, now

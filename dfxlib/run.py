@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import pandas as pd
 
 from . import minidfx
-from .config import Config, project_root, resolve, run_dir_of
+from .config import Config, ConfigError, project_root, resolve, run_dir_of, runs_root
 from .index import DatasetIndex, build_index
 from .split import Split, load_or_make_split
 from .tables import atomic_write_text, write_table
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from .data import ImageStore
 
 SUBDIRS = ("notebooks", "tables", "figures", "checkpoints", "cache")
+#: the file that makes a folder dfx's: only such a folder (or a new or empty one) is written as a run folder
+MARKER = ".dfx-run"
 
 
 class MissingPrerequisite(FileNotFoundError):
@@ -147,13 +150,54 @@ class Run:
         return p
 
 
+def _is_old_run(d: Path) -> bool:
+    """A run folder written before the marker existed: its config.json is a dfx configuration."""
+    try:
+        cfg = json.loads((d / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(cfg, dict) and {"profile", "seed", "run_dir"} <= set(cfg)
+
+
+def claim_run_dir(d: Path) -> Path:
+    """Check that dfx may write its run into `d` and mark it as dfx's. Refused (ConfigError, nothing
+    written): the filesystem root, the home folder, the project itself or any folder of its source tree other
+    than the runs folder, and an existing non-empty folder that is not a dfx run."""
+    d = d.resolve()
+    home = Path.home().resolve()
+    root = project_root().resolve()
+    runs = runs_root().resolve()
+    if d == Path(d.anchor) or d == home:
+        raise ConfigError(f"run_dir={d}: refusing to write a run into {'the filesystem root' if d == Path(d.anchor) else 'the home folder'}; choose a new folder")
+    if d == root or ((d == runs or runs not in d.parents) and root in (d, *d.parents)):
+        raise ConfigError(f"run_dir={d}: refusing to write a run into the project's source tree ({root}); use "
+                          f"a folder under {runs} or outside the project")
+    if d.exists() and not d.is_dir():
+        raise ConfigError(f"run_dir={d}: not a folder")
+    if d.is_dir() and not (d / MARKER).is_file():
+        if any(d.iterdir()) and not _is_old_run(d):
+            raise ConfigError(f"run_dir={d}: the folder is not empty and is not a dfx run (no {MARKER} file): "
+                              "choose a new or empty folder")
+    d.mkdir(parents=True, exist_ok=True)
+    (d / MARKER).touch()
+    return d
+
+
+def prepare_run_dir(cfg: Config) -> Path:
+    """The run folder of `cfg`, claimed (`claim_run_dir`), with its sub-folders and config.json written.
+    A `data_root` that does not exist is refused first, so a typo creates nothing."""
+    if cfg.data_root and not Path(cfg.data_root).expanduser().exists():
+        raise ConfigError(f"data_root={cfg.data_root}: no such file or folder")
+    d = claim_run_dir(run_dir_of(cfg))
+    for s in SUBDIRS:
+        (d / s).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(d / "config.json", cfg.to_json() + "\n")
+    return d
+
+
 def start(profile: str = "mini", run_dir: str = "", data_root: str = "",
           overrides: Mapping[str, Any] | None = None) -> Run:
     """Resolve the settings of a notebook's parameters cell, create the run folder and write config.json."""
     extra = {k: v for k, v in (("run_dir", run_dir), ("data_root", data_root)) if v}
     cfg = resolve(profile, {**dict(overrides or {}), **extra})
-    d = run_dir_of(cfg)
-    for s in SUBDIRS:
-        (d / s).mkdir(parents=True, exist_ok=True)
-    atomic_write_text(d / "config.json", cfg.to_json() + "\n")
-    return Run(config=cfg, dir=d)
+    return Run(config=cfg, dir=prepare_run_dir(cfg))

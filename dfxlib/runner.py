@@ -13,9 +13,9 @@ from typing import Mapping, Sequence
 import papermill as pm
 
 from . import nbexec
-from .config import STALL_TIMEOUT_S, ConfigError, project_root, resolve, run_dir_of
-from .run import SUBDIRS
-from .tables import atomic_write_text, build_report
+from .config import STALL_TIMEOUT_S, ConfigError, project_root, resolve
+from .run import prepare_run_dir
+from .tables import build_report
 
 _NUMBERED = re.compile(r"^(\d\d)_.+\.ipynb$")
 
@@ -74,17 +74,20 @@ def _failure(nb: Path, out: Path, exc: Exception, profile: str) -> NotebookFailu
 
 def run_notebooks(profile: str = "mini", params: Mapping[str, str] | None = None, only: Sequence[str] = (),
                   start: str | None = None, folder: Path | None = None, log=print,
-                  stall_timeout: float = STALL_TIMEOUT_S) -> Path:
+                  stall_timeout: float = STALL_TIMEOUT_S, heartbeat: float = 120.0) -> Path:
     """Execute the selected notebooks in order into `runs/<profile>/notebooks/`; stop at the first failure
     (raising NotebookFailure) and write REPORT.md either way. A cell whose kernel neither speaks nor computes
-    for `stall_timeout` seconds (0: no limit) is a stall (see `nbexec`). Returns the run folder."""
+    for `stall_timeout` seconds (0: no limit) is a stall (see `nbexec`). On a terminal papermill's bar shows
+    the cells; otherwise (logs, batch jobs) a cell running longer than `heartbeat` seconds is announced
+    every `heartbeat` seconds. Returns the run folder."""
     params = dict(params or {})
     cfg = resolve(profile, params)  # validate every override and notebook number before writing anything
     books = select(only, start, folder)
-    run_dir = run_dir_of(cfg)
-    for s in SUBDIRS:
-        (run_dir / s).mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.json", cfg.to_json() + "\n")
+    if cfg.device != "auto":  # a GPU that is not there is said now, not after the first notebooks ran
+        from .train import device_of
+
+        device_of(cfg.device)
+    run_dir = prepare_run_dir(cfg)
     overrides = {k: v for k, v in params.items() if k not in ("run_dir", "data_root")}
     parameters = {"profile": profile, "run_dir": str(run_dir), "data_root": cfg.data_root, "overrides": overrides}
     batch_before = os.environ.get("DFX_BATCH")
@@ -98,7 +101,8 @@ def run_notebooks(profile: str = "mini", params: Mapping[str, str] | None = None
             try:
                 pm.execute_notebook(str(nb), str(out), parameters=parameters, cwd=str(nb.parent),
                                     progress_bar=interactive, kernel_name="python3", engine_name=nbexec.ENGINE,
-                                    stall_after=stall_timeout)
+                                    stall_after=stall_timeout, heartbeat=0 if interactive else heartbeat,
+                                    announce=lambda line, name=nb.stem: log(f"    {name}: {line}"))
             except Exception as exc:  # papermill raises its own and kernel errors
                 raise _failure(nb, out, exc, profile) from exc
             log(f"[{i}/{len(books)}] {nb.stem} done in {time.perf_counter() - t0:.1f} s")

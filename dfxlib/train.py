@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from .config import ConfigError
 from .tables import atomic_write
 
 Batch = Any
@@ -48,10 +49,16 @@ class FitResult:
 
 
 def device_of(setting: str = "auto") -> torch.device:
-    """`auto` is CUDA when present, else CPU."""
+    """`auto` is CUDA when present, else CPU; a device that is asked for but absent is a ConfigError."""
     if setting == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(setting)
+    dev = torch.device(setting)
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        raise ConfigError(f"setting 'device': {setting} is not available here ({torch.cuda.device_count()} CUDA "
+                          "devices); use device=auto or cpu")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"setting 'device': {setting} is not available here; use device=auto or cpu")
+    return dev
 
 
 #: version of the checkpoint layout (state-dict names and metadata); stored in every checkpoint, checked on load

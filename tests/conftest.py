@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -15,6 +16,19 @@ from fixture import make_fixture
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_WILD = REPO.parent / "shared" / "wild"
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory) -> Path:
+    """Every notebook executed once on the smoke profile (shared by the notebook and JupyterLab tests).
+    $DFX_TEST_SMOKE_RUN names a finished smoke run to reuse instead, when iterating on these tests."""
+    from dfxlib.runner import run_notebooks
+
+    if os.environ.get("DFX_TEST_SMOKE_RUN"):
+        return Path(os.environ["DFX_TEST_SMOKE_RUN"])
+    run_dir = tmp_path_factory.mktemp("smoke_run")
+    run_notebooks("smoke", {"run_dir": str(run_dir)}, log=lambda *_: None)
+    return run_dir
 
 
 @pytest.fixture(scope="session")

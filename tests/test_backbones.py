@@ -4,7 +4,6 @@ weights files that are refused with the reason (issue #12)."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 import timm

@@ -55,3 +55,73 @@ def test_load_rgb_errors_name_the_file(bad_root, rel, reason):
     with pytest.raises(ImageError) as exc:
         load_rgb(root / rel, max_pixels=10_000_000)
     assert str(root / rel) in str(exc.value) and reason in str(exc.value)
+
+
+# ---------------------------------------------------------------------------------------- special files
+@pytest.fixture()
+def special_root(bad_root):
+    """The bad corpus plus what a filesystem can hold besides files: a FIFO and a link to /dev/zero named
+    like images (reading either used to hang or fill memory)."""
+    import os
+
+    root, kinds = bad_root
+    os.mkfifo(root / "real" / "src" / "fifo.png")
+    os.symlink("/dev/zero", root / "real" / "src" / "zero_device.png")
+    return root, {**kinds, "real/src/fifo.png": "fifo", "real/src/zero_device.png": "device"}
+
+
+def test_special_files_are_refused_without_reading_them(special_root):
+    import concurrent.futures
+
+    root, kinds = special_root
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # a hang fails the test instead of blocking it
+        idx = pool.submit(build_index, root, max_pixels=10_000_000, progress=False).result(timeout=60)
+    t = idx.table.set_index("path")
+    assert "FIFO" in t.loc["real/src/fifo.png", "error"]
+    assert "character device" in t.loc["real/src/zero_device.png", "error"]
+    assert t.loc["real/src/ok.png", "error"] == ""  # the rest of the folder is indexed as before
+    for rel, reason in (("real/src/fifo.png", "FIFO"), ("real/src/zero_device.png", "character device")):
+        with pytest.raises(ImageError, match=reason) as exc:
+            load_rgb(root / rel)
+        assert str(root / rel) in str(exc.value)
+    with pytest.raises(ImageError, match="character device"):
+        load_rgb("/dev/zero")
+
+
+def test_a_file_over_the_byte_cap_is_refused(tmp_path):
+    from dfxlib.images import read_file
+
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\x89PNG" + b"\0" * 5000)
+    assert len(read_file(big, cap=10_000)) == 5004
+    with pytest.raises(ImageError, match=r"file too large \(5004 bytes > 1000\)"):
+        read_file(big, cap=1000)
+
+
+# ------------------------------------------------------------------------------------------- run folders
+def test_run_folders_that_are_not_dfx_runs_are_refused(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    import dfxlib
+    from dfxlib.config import ConfigError, project_root
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    for where, says in (("/", "filesystem root"), (str(tmp_path / "home"), "home folder"),
+                        (str(project_root()), "source tree"), (str(project_root() / "notebooks"), "source tree"),
+                        (str(project_root() / "runs"), "source tree")):
+        with pytest.raises(ConfigError, match=says):
+            dfxlib.start("smoke", run_dir=where)
+    other = tmp_path / "somebody_elses"
+    other.mkdir()
+    (other / "config.json").write_text('{"precious": true}')
+    with pytest.raises(ConfigError, match="not empty and is not a dfx run"):
+        dfxlib.start("smoke", run_dir=str(other))
+    assert (other / "config.json").read_text() == '{"precious": true}' and len(list(other.iterdir())) == 1
+    run = dfxlib.start("smoke", run_dir=str(tmp_path / "new"))  # a new folder becomes dfx's, and stays so
+    assert (run.dir / ".dfx-run").is_file()
+    assert dfxlib.start("smoke", run_dir=str(tmp_path / "new")).dir == run.dir
+    with pytest.raises(ConfigError, match="data_root=.*no such file"):
+        dfxlib.start("smoke", run_dir=str(tmp_path / "typo"), data_root=str(tmp_path / "nowhere"))
+    assert not (tmp_path / "typo").exists()  # nothing created for a bad data_root
+    assert Path(project_root() / "notebooks" / "01_dataset_audit.ipynb").read_text().count('"outputs": []') > 0

@@ -17,6 +17,20 @@ def test_audit_missing_root(tmp_path, capsys):
     assert "nope: data root does not exist" in capsys.readouterr().err
 
 
+def test_audit_of_a_folder_without_usable_images_fails(tmp_path, capsys):
+    (tmp_path / "empty" / "real" / "src").mkdir(parents=True)
+    (tmp_path / "empty" / "real" / "src" / "notes.png").write_text("not an image")
+    assert main(["audit", str(tmp_path / "empty"), "--out", str(tmp_path / "a")]) == 1
+    assert "holds no usable image" in capsys.readouterr().err
+
+
+def test_run_into_an_unsafe_folder_is_one_line(tmp_path, capsys):
+    assert main(["run", "--profile", "smoke", "-p", "run_dir=/"]) == 2
+    err = capsys.readouterr().err
+    assert "refusing to write a run into the filesystem root" in err and "Traceback" not in err
+    assert not (tmp_path / "config.json").exists()
+
+
 def test_run_rejects_unknown_setting_before_running(tmp_path, capsys):
     assert main(["run", "--profile", "smoke", "-p", f"run_dir={tmp_path}", "-p", "bogus=1"]) == 2
     assert "bogus" in capsys.readouterr().err

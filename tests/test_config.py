@@ -19,7 +19,12 @@ def test_default_profile_is_mini():
 @pytest.mark.parametrize("bad, key", [({"sede": 1}, "sede"), ({"seed": "abc"}, "seed"),
                                       ({"index_check": "quick"}, "index_check"),
                                       ({"split_base": 0.5}, "split_base"), ({"max_pixels": 0}, "max_pixels"),
-                                      ({"rebuild_split": "maybe"}, "rebuild_split")])
+                                      ({"rebuild_split": "maybe"}, "rebuild_split"),
+                                      # values that used to be accepted and fail later, or silently
+                                      ({"lr": "nan"}, "'lr': must be a finite"), ({"lr": float("inf")}, "'lr'"),
+                                      ({"weight_decay": "nan"}, "'weight_decay'"), ({"seed": -1}, "'seed'"),
+                                      ({"seed": 10**23}, "'seed'"), ({"device": "tpu"}, "'device'"),
+                                      ({"input_size": 100000}, "'input_size'")])
 def test_bad_settings_name_the_key(bad, key):
     with pytest.raises(ConfigError, match=key):
         resolve("mini", bad)
@@ -55,3 +60,15 @@ def test_load_rejects_non_config(tmp_path):
     p.write_text("[1, 2]")
     with pytest.raises(ConfigError, match="config.json"):
         load(p)
+
+
+def test_an_absent_gpu_is_refused_before_anything_runs(tmp_path):
+    import torch
+
+    from dfxlib.runner import run_notebooks
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: cuda:0 is not absent here")
+    with pytest.raises(ConfigError, match="'device': cuda:0 is not available"):
+        run_notebooks("smoke", {"run_dir": str(tmp_path / "r"), "device": "cuda:0"}, log=lambda *_: None)
+    assert not (tmp_path / "r").exists()

@@ -118,3 +118,24 @@ def test_damaged_cache_is_rebuilt(tmp_path, fixture_root):
     cache.write_text("garbage\x00,\n\"unterminated")
     idx = build_index(fixture_root, cache=cache, progress=False)
     assert len(idx.usable) == 60
+
+
+def test_manifest_refuses_other_labels_conflicts_and_paths_outside_its_folder(tmp_path):
+    _img(tmp_path / "data/imgs/x.png", 1)
+    _img(tmp_path / "data/imgs/y.png", 2)
+    _img(tmp_path / "data/imgs/z.png", 3)
+    _img(tmp_path / "secret.png", 4)  # a real image outside the manifest's folder
+    rows = [("imgs/x.png", "FAKE"), ("imgs/y.png", "dm"), ("imgs/y.png", "gan"), ("imgs/z.png", "real"),
+            ("imgs/z.png", "real"), ("../secret.png", "real"), (str(tmp_path / "secret.png"), "real"),
+            ("imgs/../../secret.png", "gan")]
+    pd.DataFrame({"path": [p for p, _ in rows], "family": [f for _, f in rows], "generator": "g"}
+                 ).to_csv(tmp_path / "data/m.csv", index=False)
+    t = build_index(tmp_path / "data/m.csv", progress=False).table
+    err = list(t["error"])
+    assert "unknown family 'FAKE'" in err[0] and (t["label"] >= 0).sum() == len(t) - 1
+    assert "conflicting labels: dm (line 3) and gan (line 4)" in err[1] and err[1] == err[2]
+    assert err[3] == "" and "listed twice (first on line 5)" in err[4]  # the same label twice: used once
+    for i in (5, 6, 7):
+        assert "outside the manifest's folder" in err[i]
+        assert t.loc[i, "sha256"] == "" and t.loc[i, "bytes"] == 0  # never read
+    assert t[t["error"] == ""]["path"].tolist() == ["imgs/z.png"]

@@ -193,3 +193,43 @@ def test_detector_cams_name_the_layer_and_take_the_class():
     real, _ = inference.detector_cams(wang, x, "real")
     assert layer == "backbone.layer4" and not np.allclose(fake, real)  # the class changes the map
     assert all(p.grad is None for p in wang.parameters())  # explaining does not touch training state
+
+
+def test_cli_output_failures_are_one_line_and_keep_whole_rows(run_dir, fixture_root, tmp_path, capsys,
+                                                              monkeypatch):
+    files = [str(p) for p in sorted((fixture_root / "real" / "real_a").glob("*.png"))[:4]]
+    # an unwritable output: one line naming it, no traceback
+    assert main(["predict", files[0], "--model", str(run_dir), "--out", "/sys/dfx.csv"]) == 1
+    err = capsys.readouterr().err
+    assert "dfx predict: /sys/dfx.csv: Permission denied" in err and "Traceback" not in err
+    # a full disk (/dev/full): says how many rows were complete
+    assert main(["predict", files[0], "--model", str(run_dir), "--out", "/dev/full"]) == 1
+    assert "cannot write /dev/full (No space left on device) after 0 rows" in capsys.readouterr().err
+    # Ctrl-C after two rows: the CSV holds the header and two whole rows, and says so
+    real = inference.predict_paths
+
+    def interrupted(*args, **kwargs):
+        for i, row in enumerate(real(*args, **kwargs)):
+            if i == 2:
+                raise KeyboardInterrupt
+            yield row
+    monkeypatch.setattr(inference, "predict_paths", interrupted)
+    out = tmp_path / "part.csv"
+    assert main(["predict", *files, "--model", str(run_dir), "--out", str(out)]) == 130
+    assert f"interrupted after 2 rows; {out} is complete up to there" in capsys.readouterr().err
+    rows = list(csv.DictReader(out.open()))
+    assert [r["path"] for r in rows] == files[:2] and all(r["p_real"] for r in rows)
+
+
+def test_cli_into_a_closed_pipe_exits_quietly(run_dir, fixture_root):
+    import subprocess
+    import sys
+
+    files = [str(p) for p in sorted((fixture_root / "real").rglob("*.png"))]
+    proc = subprocess.Popen([sys.executable, "-m", "dfxlib.cli", "predict", *files, "--model", str(run_dir),
+                             "--batch-size", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.readline()  # the header, then the reader goes away (as `| head -1` does)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(60) == 1
+    assert "Traceback" not in err and "was closed after" in err

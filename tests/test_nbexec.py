@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -41,6 +42,21 @@ def test_silent_cell_is_stopped_named_and_resumable(tmp_path):
     executed = nbformat.read(run_dir / "notebooks" / "01_silent.ipynb", as_version=4)
     printed = next(c for c in executed.cells if c.source.startswith("print"))
     assert printed.outputs[0]["text"] == "before the stall\n"  # what ran is kept
+
+
+@pytest.mark.notebook
+def test_long_cells_are_announced_in_batch_logs(tmp_path):
+    """Off a terminal there is no progress bar: a cell running longer than `heartbeat` is announced, and
+    each notebook still ends in one line with its time."""
+    books = tmp_path / "nbs"
+    books.mkdir()
+    write_notebook(books / "01_busy.ipynb", "x = 1", "import time\nt = time.time()\nwhile time.time() - t < 3.5:\n    pass")
+    lines: list[str] = []
+    run_notebooks("smoke", {"run_dir": str(tmp_path / "run")}, folder=books, log=lines.append, heartbeat=1)
+    beats = [ln for ln in lines if "running for" in ln]
+    assert beats and all(re.fullmatch(r"    01_busy: cell (\d+)/\1 running for \d+ s: import time", ln)
+                         for ln in beats)  # the last cell, named by its first line
+    assert lines[0] == "[1/1] 01_busy ..." and lines[-2].startswith("[1/1] 01_busy done in ")
 
 
 @pytest.mark.notebook

@@ -11,7 +11,6 @@ import pytest
 from papermill.translators import PythonTranslator
 
 from conftest import REPO
-from dfxlib.runner import run_notebooks
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
@@ -42,13 +41,6 @@ def test_parameters_cell_holds_plain_literals(path):
     # papermill reads each parameter by a line pattern: a comment after the value makes it skip the line
     parsed = PythonTranslator.inspect(cells[0])
     assert [p.name for p in parsed] == list(names), f"{path.name}: put parameter comments on their own line"
-
-
-@pytest.fixture(scope="session")
-def smoke_run(tmp_path_factory) -> Path:
-    run_dir = tmp_path_factory.mktemp("smoke_run")
-    run_notebooks("smoke", {"run_dir": str(run_dir)}, log=lambda *_: None)
-    return run_dir
 
 
 @pytest.mark.notebook
