@@ -525,9 +525,11 @@ def test_sets(split: Split, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     return multi, binary.sort_values("path").reset_index(drop=True)
 
 
-def train_complete(run: Run, store: ImageStore, split: Split, backbone: str, kind: str) -> Complete:
+def train_complete(run: Run, store: ImageStore, split: Split, backbone: str, kind: str,
+                   ablation: bool = False) -> Complete:
     """Fuse the three trained base models of (backbone, kind): features of the fusion split, head training
-    with a balanced validation part, evaluation on the balanced test sets, and one-base-model ablations."""
+    with a balanced validation part, evaluation on the balanced test sets, and (`ablation`) each base model
+    used alone (a linear probe on its frozen features; notebook 03's comparison)."""
     cfg = run.config
     bases = [load_base_model(run, split, backbone, kind, c) for c in CLASSES]
     fusion = split.rows("fusion").assign(label=lambda d: d["family"].map(CLASS_INDEX))
@@ -545,7 +547,7 @@ def train_complete(run: Run, store: ImageStore, split: Split, backbone: str, kin
     b = evaluate(ys["binary"], predict_head(head, feats["binary"]), binary=True, n_boot=cfg.bootstrap, seed=cfg.seed)
     rows = [{"backbone": backbone, "kind": kind, "features": "DM + GAN + REAL (complete)",
              "accuracy": m["accuracy"], "f1": m["f1"]}]
-    for k, c in enumerate(CLASSES):
+    for k, c in enumerate(CLASSES if ablation else ()):
         probs = probe_proba(fit_probe(feats["train"][:, k], ys["train"], cfg.seed), feats["multi"][:, k])
         r = evaluate(ys["multi"], probs, binary=False, n_boot=1, seed=cfg.seed)
         rows.append({"backbone": backbone, "kind": kind, "features": f"{c.upper()} base model alone",
@@ -585,9 +587,10 @@ def evaluate_base_models(run: Run, store: ImageStore, split: Split) -> list[dict
     return rows
 
 
-def train_complete_models(run: Run, store: ImageStore, split: Split) -> list[Complete]:
-    """A complete model for every (backbone, kind) of the run, evaluated on the test split."""
-    return [train_complete(run, store, split, b, k) for b, k in combos(run)]
+def train_complete_models(run: Run, store: ImageStore, split: Split, ablation: bool = False) -> list[Complete]:
+    """A complete model for every (backbone, kind) of the run (trained, or reused once trained), evaluated on
+    the test split; with `ablation`, each base model alone too (see `train_complete`)."""
+    return [train_complete(run, store, split, b, k, ablation) for b, k in combos(run)]
 
 
 # ---------------------------------------------------------------------------------------------- table 1

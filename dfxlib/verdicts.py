@@ -22,10 +22,11 @@ COLUMNS = ["claim", "subject", "condition", "value_of", "value", "reference", "r
 
 
 def _row(claim: str, subject: str, condition: str, value_of: str, value: float, reference: str, ref: float,
-         holds: bool | None = None, verb: tuple[str, str] = ("beats", "does NOT beat")) -> dict:
+         holds: bool | None = None, statement: str = "") -> dict:
     holds = bool(value > ref) if holds is None else bool(holds)
-    statement = (f"{subject}, {condition}: {value_of} ({value:.2f}) {verb[0] if holds else verb[1]} {reference} "
-                 f"({ref:.2f}), {value - ref:+.2f} points.")
+    statement = statement or (f"{subject}, {condition}: {value_of} ({value:.2f}) "
+                              f"{'beats' if holds else 'does NOT beat'} {reference} ({ref:.2f}), "
+                              f"{value - ref:+.2f} points.")
     return {"claim": claim, "subject": subject, "condition": condition, "value_of": value_of, "value": value,
             "reference": reference, "reference_value": ref, "difference": round(value - ref, 2), "holds": holds,
             "statement": statement}
@@ -114,9 +115,12 @@ def seen_unseen(long: pd.DataFrame, seen: str, unseen: tuple[str, ...]) -> pd.Da
         for name in unseen:
             if name in by_set.index:
                 value = float(by_set.loc[name, "accuracy"])
+                verdict = "stays within" if value >= lo else "falls below"
+                text = (f"{model} ({group}), {cond}: accuracy on {name} ({value:.2f}) {verdict} the 95% interval "
+                        f"of its accuracy on {seen} ({ref:.2f}, interval from {lo:.1f}), {value - ref:+.2f} points.")
                 rows.append(_row("accuracy holds on generators never trained on", f"{model} ({group})", cond,
-                                 f"accuracy on {name}", value, f"on {seen} (95% interval from {lo:.1f})", ref,
-                                 holds=value >= lo, verb=("holds against", "falls below")))
+                                 f"accuracy on {name}", value, f"accuracy on {seen} (interval from {lo:.1f})", ref,
+                                 holds=value >= lo, statement=text))
     return table(rows)
 
 

@@ -66,13 +66,15 @@ def lab_url(smoke_run, tmp_path_factory):
     pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed (pip install playwright)")
     port = _free_port()
     folder = tmp_path_factory.mktemp("lab")
+    root = folder / "root"  # copies: JupyterLab saves what it runs, and the run's notebooks stay as executed
+    shutil.copytree(smoke_run / "notebooks", root / "notebooks")
     config = folder / "jupyter_server_config.py"
     config.write_text("from jupyterlab.galata import configure_jupyter_server\nconfigure_jupyter_server(c)\n"
-                      + lab.server_config(smoke_run, port, lab.write_settings(folder / "settings"), open_browser=False))
+                      + lab.server_config(root, port, lab.write_settings(folder / "settings"), open_browser=False))
     env = {**os.environ, "JUPYTER_CONFIG_DIR": str(folder / "config"), "JUPYTER_RUNTIME_DIR": str(folder / "rt")}
     log = open(folder / "server.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "jupyterlab", f"--config={config}", "--allow-root"],
-                            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=smoke_run)
+                            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
     while True:
@@ -131,6 +133,11 @@ def test_every_notebook_opens_in_jupyterlab(browser, lab_url, smoke_run):
         assert _errors(page) == [], name
         assert page.locator("text=official Jupyter news").count() == 0  # announcements are off
         page.close()
+    shutdown = browser.new_page()  # opening a notebook starts its kernel: stop them before the next test
+    shutdown.goto(f"{lab_url}/lab")
+    shutdown.wait_for_function("() => window.jupyterapp && window.jupyterapp.serviceManager", timeout=60_000)
+    shutdown.evaluate("() => window.jupyterapp.serviceManager.sessions.shutdownAll()")
+    shutdown.close()
 
 
 @pytest.mark.notebook
@@ -139,10 +146,19 @@ def test_inspect_runs_in_jupyterlab_and_its_widget_predicts(browser, lab_url, sm
     pick another test image in the dropdown, and see that image's prediction appear."""
     shots = artifacts()
     page = _open(browser, lab_url, "07_inspect.ipynb")
+    page.wait_for_function("""() => { const w = window.jupyterapp.shell.currentWidget;
+                                      return w && w.sessionContext && w.sessionContext.session
+                                             && w.sessionContext.session.kernel
+                                             && w.sessionContext.session.kernel.status === 'idle'; }""",
+                           timeout=120_000)  # the kernel is up before anything runs
     page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
-    dropdown = page.locator(".widget-dropdown select").first
-    dropdown.wait_for(timeout=180_000)
-    table = page.locator(".jupyter-widgets-output-area table").first
+    dropdown = page.locator(f"{PANEL} .widget-dropdown select").first
+    try:
+        dropdown.wait_for(timeout=180_000)
+    except Exception:
+        page.screenshot(path=str(shots / "07_inspect_failed.png"), full_page=True)
+        raise AssertionError(f"no dropdown after running 07_inspect: {page.inner_text(PANEL)[-3000:]}")
+    table = page.locator(f"{PANEL} .widget-output table").first
     table.wait_for(timeout=180_000)
     page.wait_for_function("""() => { const s = window.jupyterapp.shell.currentWidget.sessionContext;
                                       return s.session && s.session.kernel.status === 'idle'; }""",
@@ -156,9 +172,11 @@ def test_inspect_runs_in_jupyterlab_and_its_widget_predicts(browser, lab_url, sm
     pred = inference.load_predictor(smoke_run, "", "", "cpu")
     rows, _ = inference.inspect(pred, [(str(smoke_run_image(smoke_run, chosen)), None)])
     page.wait_for_function(
-        """want => [...document.querySelectorAll('.jupyter-widgets-output-area table td')]
-                   .some(td => Math.abs(parseFloat(td.innerText) - want) < 1e-4)""",
-        arg=float(rows[0]["p_real"]), timeout=120_000)
+        """([want, chosen]) => [...document.querySelectorAll('.widget-output table tr')].some(tr => {
+               const th = tr.querySelector('th'), tds = [...tr.querySelectorAll('td')];
+               return th && th.innerText.trim().endsWith(chosen)
+                      && tds.some(td => Math.abs(parseFloat(td.innerText) - want) < 1e-4); })""",
+        arg=[float(rows[0]["p_real"]), chosen], timeout=120_000)  # that image's row, with its p_real
     page.screenshot(path=str(shots / "07_inspect_prediction.png"), full_page=True)
     assert _errors(page) == []
     page.close()
