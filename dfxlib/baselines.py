@@ -23,8 +23,8 @@ from torch import nn
 from . import paper
 from .backbones import create_backbone, normalization_meta, preprocess
 from .data import ImageStore, labelled_batches
-from .deepfeaturex import (BaseClassifier, BaseModel, Variant, class_weights, display_name, features, fit_probe,
-                           probe_proba, split_id, train_val)
+from .deepfeaturex import (BaseClassifier, BaseModel, SiameseNet, Variant, class_weights, display_name, features,
+                           fit_probe, probe_proba, split_id, train_val)
 from .evaluation import GROUPS, Detector
 from .index import CLASS_INDEX, CLASSES
 from .run import Run
@@ -94,15 +94,9 @@ def plain_detector(run: Run, model: BaseModel) -> Detector:
 
 
 # --------------------------------------------------------------------------------------------- linear probe
-class FrozenBackbone(nn.Module):
-    """A backbone used as it came (pretrained weights, never trained here): forward gives pooled features."""
-
-    def __init__(self, backbone: nn.Module):
-        super().__init__()
-        self.backbone = backbone
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone(x)
+class FrozenBackbone(SiameseNet):
+    """A backbone used as it came (pretrained weights, never trained here): forward gives pooled features,
+    the same wrapper (and state-dict layout) as a Siamese base model's."""
 
 
 @dataclass

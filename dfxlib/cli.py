@@ -102,20 +102,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     try:
         sink = inference.CsvOut(fh, cols)
         n = sink.write(counted(rows))
-    except KeyboardInterrupt:
-        done = sink.rows if sink else 0
-        print(f"dfx predict: interrupted after {done} rows; {where} is complete up to there", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        _quiet_stdout()
-        print(f"dfx predict: {where} was closed after {sink.rows if sink else 0} rows", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        if sink:
-            sink.cut()
-        print(f"dfx predict: cannot write {where} ({exc.strerror or exc}) after {sink.rows if sink else 0} rows; "
-              "those rows are complete", file=sys.stderr)
-        return 1
+    except (KeyboardInterrupt, OSError) as exc:
+        if sink and isinstance(exc, OSError) and not isinstance(exc, BrokenPipeError):
+            sink.cut()  # a full disk may have left half a row
+        return _stop("predict", exc, f"{where} holds {sink.rows if sink else 0} complete rows")
     finally:
         if out is not None:
             try:
@@ -195,17 +185,22 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError, DataError, SplitMismatchError, CheckpointMismatch) as exc:
         print(f"dfx {args.command}: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"dfx {args.command}: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        _quiet_stdout()
-        print(f"dfx {args.command}: output closed early", file=sys.stderr)
-        return 1
-    except OSError as exc:  # read-only folders, full disks, permissions: one line, no traceback
-        what = f"{exc.filename}: " if exc.filename else ""
-        print(f"dfx {args.command}: {what}{exc.strerror or exc}", file=sys.stderr)
-        return 1
+    except (KeyboardInterrupt, OSError) as exc:  # Ctrl-C, a closed pipe, read-only or full disks: one line
+        return _stop(args.command, exc)
+
+
+def _stop(command: str, exc: BaseException, done: str = "") -> int:
+    """Say in one line why `dfx command` stopped (and `done`: what is complete) and return its exit code."""
+    if isinstance(exc, KeyboardInterrupt):
+        what, code = "interrupted", 130
+    elif isinstance(exc, BrokenPipeError):
+        _quiet_stdout()  # the reader went away (`| head`): no second error at exit
+        what, code = "output closed early", 1
+    else:  # an OSError: read-only folder, full disk, permission
+        name = getattr(exc, "filename", None)
+        what, code = (f"{name}: " if name else "") + str(getattr(exc, "strerror", None) or exc), 1
+    print(f"dfx {command}: {what}" + (f"; {done}" if done else ""), file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -204,7 +204,7 @@ def test_cli_output_failures_are_one_line_and_keep_whole_rows(run_dir, fixture_r
     assert "dfx predict: /sys/dfx.csv: Permission denied" in err and "Traceback" not in err
     # a full disk (/dev/full): says how many rows were complete
     assert main(["predict", files[0], "--model", str(run_dir), "--out", "/dev/full"]) == 1
-    assert "cannot write /dev/full (No space left on device) after 0 rows" in capsys.readouterr().err
+    assert "No space left on device; /dev/full holds 0 complete rows" in capsys.readouterr().err
     # Ctrl-C after two rows: the CSV holds the header and two whole rows, and says so
     real = inference.predict_paths
 
@@ -216,7 +216,7 @@ def test_cli_output_failures_are_one_line_and_keep_whole_rows(run_dir, fixture_r
     monkeypatch.setattr(inference, "predict_paths", interrupted)
     out = tmp_path / "part.csv"
     assert main(["predict", *files, "--model", str(run_dir), "--out", str(out)]) == 130
-    assert f"interrupted after 2 rows; {out} is complete up to there" in capsys.readouterr().err
+    assert f"dfx predict: interrupted; {out} holds 2 complete rows" in capsys.readouterr().err
     rows = list(csv.DictReader(out.open()))
     assert [r["path"] for r in rows] == files[:2] and all(r["p_real"] for r in rows)
 
@@ -232,4 +232,4 @@ def test_cli_into_a_closed_pipe_exits_quietly(run_dir, fixture_root):
     proc.stdout.close()
     err = proc.stderr.read().decode()
     assert proc.wait(60) == 1
-    assert "Traceback" not in err and "was closed after" in err
+    assert "Traceback" not in err and "output closed early; standard output holds" in err
