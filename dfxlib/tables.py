@@ -30,11 +30,24 @@ def to_markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _file_mode() -> int:
+    """The mode a plain `open()` would give a new file under this process's umask (read once, at import: the
+    only way to read the umask is to set it, which is not safe once threads run)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+FILE_MODE = _file_mode()
+
+
 def atomic_write(path: Path, write: Callable[[str], None]) -> None:
     """Call `write(tmp)` on a temporary file beside `path`, then rename it into place: readers never see a
-    half-written file, and an interrupted write leaves the old one."""
+    half-written file, and an interrupted write leaves the old one. The file gets the umask's usual mode
+    (not mkstemp's private 0600)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.fchmod(fd, FILE_MODE)
     os.close(fd)
     try:
         write(tmp)

@@ -125,3 +125,14 @@ def test_run_folders_that_are_not_dfx_runs_are_refused(tmp_path, monkeypatch):
         dfxlib.start("smoke", run_dir=str(tmp_path / "typo"), data_root=str(tmp_path / "nowhere"))
     assert not (tmp_path / "typo").exists()  # nothing created for a bad data_root
     assert Path(project_root() / "notebooks" / "01_dataset_audit.ipynb").read_text().count('"outputs": []') > 0
+
+
+def test_written_files_follow_the_umask_not_mkstemps_0600(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import os, stat; os.umask(0o022); from pathlib import Path; from dfxlib.tables import atomic_write_text;"
+            f"p = Path({str(tmp_path / 't.csv')!r}); atomic_write_text(p, 'a\\n');"
+            "print(oct(stat.S_IMODE(p.stat().st_mode)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "0o644"  # readable by the group and others, as any file written with open() would be
