@@ -113,7 +113,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             except OSError:
                 pass
     print(f"dfx predict: {n} images, {bad} unreadable" + ("" if out is None else f" -> {out}"), file=sys.stderr)
-    return 0 if n else 1
+    return 0 if n > bad else 1  # nothing readable (or nothing at all) is a failure
 
 
 def _quiet_stdout() -> None:

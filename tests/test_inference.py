@@ -221,6 +221,11 @@ def test_cli_output_failures_are_one_line_and_keep_whole_rows(run_dir, fixture_r
     assert [r["path"] for r in rows] == files[:2] and all(r["p_real"] for r in rows)
 
 
+def test_cli_fails_when_no_input_could_be_read(run_dir, tmp_path, capsys):
+    assert main(["predict", str(tmp_path / "missing.png"), "--model", str(run_dir)]) == 1
+    assert "1 images, 1 unreadable" in capsys.readouterr().err
+
+
 def test_cli_into_a_closed_pipe_exits_quietly(run_dir, fixture_root):
     import subprocess
     import sys
