@@ -19,6 +19,7 @@ import glob
 import hashlib
 import io
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -290,6 +291,12 @@ class CsvOut:
                 pass
 
 
+def _safe_stem(path: str) -> str:
+    """A file's stem fit for a heatmap's name: control characters (a newline in a file name) and anything but
+    letters, digits, '.', '-' and '_' become '_', at most 100 characters."""
+    return re.sub(r"[^\w.-]", "_", Path(path).stem)[:100] or "image"
+
+
 def write_csv(rows: Iterable[dict], out: io.TextIOBase, cols: Sequence[str]) -> int:
     """Stream rows to CSV (floats with 6 decimals); returns the number of rows."""
     return CsvOut(out, cols).write(rows)
@@ -451,7 +458,7 @@ def with_heatmaps(pred: Predictor, rows: Iterable[dict], folder: Path, target: s
     for chunk in _batches(rows, batch_size):
         good = [r for r in chunk if not r["error"]]
         for r, panel in zip(good, panels(pred, good, [decode(r["path"]) for r in good], target)):
-            out = folder / f"{n:06d}_{Path(r['path']).stem}.png"
+            out = folder / f"{n:06d}_{_safe_stem(r['path'])}.png"
             panel.save(out)
             r["heatmap"] = str(out)
             n += 1

@@ -221,6 +221,19 @@ def test_cli_output_failures_are_one_line_and_keep_whole_rows(run_dir, fixture_r
     assert [r["path"] for r in rows] == files[:2] and all(r["p_real"] for r in rows)
 
 
+def test_heatmap_names_carry_no_control_characters(run_dir, fixture_root, tmp_path):
+    import shutil
+
+    odd = tmp_path / "odd\nname\a.png"
+    shutil.copy(next((fixture_root / "real" / "real_a").glob("*.png")), odd)
+    out = tmp_path / "r.csv"
+    assert main(["predict", str(odd), "--model", str(run_dir), "--out", str(out), "--heatmaps",
+                 str(tmp_path / "h")]) == 0
+    (heat,) = (tmp_path / "h").iterdir()
+    assert heat.name == "000000_odd_name_.png"
+    assert list(csv.DictReader(out.open()))[0]["heatmap"] == str(heat)
+
+
 def test_cli_fails_when_no_input_could_be_read(run_dir, tmp_path, capsys):
     assert main(["predict", str(tmp_path / "missing.png"), "--model", str(run_dir)]) == 1
     assert "1 images, 1 unreadable" in capsys.readouterr().err
