@@ -34,7 +34,7 @@ from torch import nn
 from .backbones import create_backbone, normalization_meta, preprocess
 from .config import runs_root
 from .deepfeaturex import KINDS, BaseClassifier, CompleteModel, FusionHead, SiameseNet, prepare_batch
-from .images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageError, decode_rgb, load_rgb
+from .images import DEFAULT_MAX_PIXELS, ImageError, decode_rgb, load_rgb
 from .index import CLASSES
 from .train import CheckpointMismatch, device_of, load_weights, read_meta
 
@@ -133,16 +133,22 @@ def load_predictor(model: str | Path = "", backbone: str = "", kind: str = "", d
 
 
 # ---------------------------------------------------------------------------------------------- inputs
+#: files a folder walk passes over: hidden ones and text metadata beside the images (every other file gets a
+#: row, so an image format Pillow cannot read, e.g. .avif or .heic, is reported rather than skipped)
+METADATA_SUFFIXES = frozenset({".csv", ".txt", ".md", ".json", ".yaml", ".yml"})
+
+
 def iter_inputs(inputs: Sequence[str]) -> Iterator[str]:
-    """Paths named by `inputs`: files as given, folders walked recursively (image extensions, sorted), glob
-    patterns expanded. A name that matches nothing is yielded as is (its row says why)."""
+    """Paths named by `inputs`: files as given, folders walked recursively (sorted; hidden files and text
+    metadata passed over), glob patterns expanded. A name that matches nothing is yielded as is (its row says
+    why)."""
     for item in inputs:
         p = Path(item)
         if p.is_dir():
             for root, dirs, files in os.walk(p):
-                dirs.sort()
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
                 for f in sorted(files):
-                    if Path(f).suffix.lower() in IMAGE_EXTENSIONS:
+                    if not f.startswith(".") and Path(f).suffix.lower() not in METADATA_SUFFIXES:
                         yield str(Path(root) / f)
         elif p.exists():
             yield str(p)

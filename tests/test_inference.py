@@ -50,6 +50,18 @@ def test_rows_for_files_folders_globs_and_bad_input(pred, fixture_root, tmp_path
         assert r["predicted"] == CLASSES[int(p.argmax())] and r["p_fake"] == pytest.approx(1 - r["p_real"])
 
 
+def test_a_folder_reports_every_file_but_its_metadata(pred, tmp_path):
+    folder = tmp_path / "mixed"
+    (folder / ".hidden").mkdir(parents=True)
+    Image.new("RGB", (20, 20), (10, 200, 30)).save(folder / "a.png")
+    (folder / "b.avif").write_bytes(b"\x00\x00\x00\x1cftypavif" + b"\x00" * 40)  # a format Pillow may not read
+    (folder / "MANIFEST.csv").write_text("path,family\n")
+    (folder / ".hidden" / "c.png").write_bytes(b"")
+    rows = list(inference.predict_paths(pred, [str(folder)]))
+    assert [Path(r["path"]).name for r in rows] == ["a.png", "b.avif"]  # not skipped in silence
+    assert rows[0]["error"] == "" and rows[1]["error"]
+
+
 def test_same_numbers_as_the_complete_model_and_any_batch_size(pred, fixture_root):
     files = sorted(str(p) for p in (fixture_root / "gan_generated").rglob("*.png"))[:9]
     a = [r["p_gan"] for r in inference.predict_paths(pred, files, batch_size=1)]
