@@ -217,8 +217,9 @@ def build_index(root: str | Path, layout: str = "auto", families: Mapping[str, s
         path = base / rel
         try:
             st = path.stat()
-        except OSError:
-            info = ImageInfo(error="missing file" if layout == "manifest" else "cannot stat file")
+        except OSError as exc:  # a missing file, a dangling link, a symlink loop: said as the OS says it
+            missing = isinstance(exc, FileNotFoundError) and layout == "manifest"
+            info = ImageInfo(error="missing file" if missing else f"cannot stat file ({exc.strerror or exc})")
             return _row(rel, fam, gen, err or info.error, info)
         key = (rel, st.st_size, st.st_mtime_ns, check)
         hit = cached.get(key)

@@ -88,6 +88,20 @@ def test_special_files_are_refused_without_reading_them(special_root):
         load_rgb("/dev/zero")
 
 
+def test_symlink_loops_and_dangling_links_are_named(bad_root):
+    import os
+
+    root, _ = bad_root
+    os.symlink("loop_b.png", root / "real" / "src" / "loop_a.png")
+    os.symlink("loop_a.png", root / "real" / "src" / "loop_b.png")
+    os.symlink("gone.png", root / "real" / "src" / "dangling.png")
+    t = build_index(root, max_pixels=10_000_000, progress=False).table.set_index("path")
+    assert "Too many levels of symbolic links" in t.loc["real/src/loop_a.png", "error"]
+    assert "No such file or directory" in t.loc["real/src/dangling.png", "error"]
+    with pytest.raises(ImageError, match="Too many levels of symbolic links"):
+        load_rgb(root / "real" / "src" / "loop_a.png")  # predict says the same
+
+
 def test_a_file_over_the_byte_cap_is_refused(tmp_path):
     from dfxlib.images import read_file
 
