@@ -137,8 +137,15 @@ def _tail_ok(data: bytes, fmt: str) -> bool:
     return True
 
 
-def _notes(img: Image.Image) -> str:
+def _png_depth(data: bytes) -> int:
+    """The bit depth a PNG's header declares (0 if `data` is not a PNG)."""
+    return data[24] if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 24 and data[12:16] == b"IHDR" else 0
+
+
+def _notes(img: Image.Image, data: bytes = b"") -> str:
     notes = []
+    if img.mode in ("RGB", "RGBA") and _png_depth(data) == 16:  # Pillow reads it as 8-bit and says nothing
+        notes.append("16-bit colour PNG read as 8-bit")
     if img.mode != "RGB":
         notes.append(_MODE_NOTES.get(img.mode, f"mode {img.mode} converted to RGB"))
     frames = getattr(img, "n_frames", 1)
@@ -160,7 +167,7 @@ def inspect_file(path: str | Path, check: str = "full", max_pixels: int = DEFAUL
     except ImageError as exc:
         return ImageInfo(**base, error=exc.reason)
     info = dict(base, width=img.width, height=img.height, format=img.format or "", mode=img.mode,
-                frames=getattr(img, "n_frames", 1), note=_notes(img))
+                frames=getattr(img, "n_frames", 1), note=_notes(img, data))
     try:
         if check == "full":
             _decode(img, path)

@@ -102,6 +102,24 @@ def test_symlink_loops_and_dangling_links_are_named(bad_root):
         load_rgb(root / "real" / "src" / "loop_a.png")  # predict says the same
 
 
+def test_a_16_bit_colour_png_gets_a_note(tmp_path):
+    import struct
+    import zlib
+
+    from dfxlib.images import inspect_file
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    w = h = 4
+    raw = b"".join(b"\x00" + b"\x12\x34\x56\x78\x9a\xbc" * w for _ in range(h))  # 16 bits per channel
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    (tmp_path / "deep.png").write_bytes(png)
+    info = inspect_file(tmp_path / "deep.png")
+    assert info.error == "" and "16-bit colour PNG read as 8-bit" in info.note
+    assert load_rgb(tmp_path / "deep.png").getpixel((0, 0)) == (0x12, 0x56, 0x9a)  # the high bytes
+
+
 def test_a_file_over_the_byte_cap_is_refused(tmp_path):
     from dfxlib.images import read_file
 
