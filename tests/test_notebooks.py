@@ -100,7 +100,7 @@ def check_verdicts(v: pd.DataFrame) -> None:
     assert (v.loc[beats, "holds"] == (v.loc[beats, "value"] > v.loc[beats, "reference_value"])).all()
     assert ((v["value"] - v["reference_value"]).round(2) - v["difference"]).abs().max() < 0.011
     for r in v.itertuples():
-        assert f"({r.value:.2f})" in r.statement and f"({r.reference_value:.2f})" in r.statement
+        assert f"({r.value:.2f}" in r.statement and f"({r.reference_value:.2f}" in r.statement
         assert ("does NOT beat" in r.statement or "falls below" in r.statement) == (not r.holds)
 
 
