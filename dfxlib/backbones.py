@@ -11,6 +11,7 @@ Feature width comes from the model (`num_features`), never from a table.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -156,8 +157,11 @@ def read_state_dict(file: Path) -> dict[str, torch.Tensor]:
             return load_file(str(file))
         obj = torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        # torch's own message advises weights_only=False, which dfx never does: keep only what it found
+        found = re.search(r"(?:[Uu]nsupported global: )?GLOBAL [\w.]+", str(exc))
         raise BackboneError(f"{file}: refused: this pickle holds more than tensors (it would run code when "
-                            f"loaded; dfx never loads such files). Convert it to safetensors. ({exc})") from None
+                            "loaded; dfx never loads such files). Convert it to safetensors"
+                            + (f" (it asks for {found.group(0).split()[-1]})." if found else ".")) from None
     except Exception as exc:  # truncated, not a weights file, ...
         raise BackboneError(f"{file}: not a readable weights file ({type(exc).__name__}: {exc})") from None
     for key in ("state_dict", "model", "model_state_dict"):  # common checkpoint wrappers

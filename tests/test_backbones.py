@@ -86,9 +86,11 @@ def test_a_pickle_that_would_run_code_is_refused(tmp_path):
     evil.marker = marker
     f = tmp_path / "efficientnet_lite0.pth"
     torch.save({"conv_stem.weight": evil}, f)
-    with pytest.raises(bb.BackboneError, match="refused"):
+    with pytest.raises(bb.BackboneError, match="refused") as exc:
         bb.create_backbone(LITE0, str(tmp_path))  # the folder form finds <name>.pth
     assert not marker.exists()
+    assert "weights_only" not in str(exc.value)  # torch's advice to load it anyway is not passed on
+    assert "(it asks for " in str(exc.value)  # what it found is (the global it would call)
 
 
 def test_local_weights_file_loads_by_name(tmp_path, lite0):
