@@ -186,7 +186,7 @@ def smoke_run_image(run_dir: Path, rel: str) -> Path:
     """The file of a test-split image named by its relative path, as notebook 07 resolves it."""
     import dfxlib
 
-    run = dfxlib.start("smoke", run_dir=str(run_dir), overrides={"progress": False})
+    run = dfxlib.start("smoke", run_dir=str(run_dir))  # the settings the run was made with: config.json unchanged
     return run.index().abspath(rel)
 
 
