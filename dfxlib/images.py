@@ -7,13 +7,16 @@ described in a note, so the audit can list them.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
 import stat
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -97,11 +100,27 @@ def read_file(path: str | Path, cap: int = MAX_FILE_BYTES) -> bytes:
     return data
 
 
+_limit_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _own_limit() -> Iterator[None]:
+    """Pillow's own bomb check off while opening a header: dfx's `max_pixels` is checked right after, so the
+    setting decides (also above Pillow's hard limit) and the message is dfx's."""
+    with _limit_lock:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
 def _open(data: bytes, path: Path, max_pixels: int) -> Image.Image:
     if not data:
         raise ImageError(path, "empty file (0 bytes)")
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _own_limit():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
@@ -118,11 +137,13 @@ def _open(data: bytes, path: Path, max_pixels: int) -> Image.Image:
     return img
 
 
-def _decode(img: Image.Image, path: Path) -> None:
+def _decode(img: Image.Image, path: Path, fit: int = 0) -> None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             img.seek(0)
+            if fit and img.format == "JPEG":  # decoded at 1/2, 1/4 or 1/8 scale, never below 2 * fit
+                img.draft(img.mode, (2 * fit, 2 * fit))
             img.load()
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise ImageError(path, f"truncated or corrupt image data ({exc})") from None
@@ -195,15 +216,39 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def load_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode `path` to an 8-bit RGB image (first frame if animated), or raise ImageError."""
+def load_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, fit: int = 0) -> Image.Image:
+    """Decode `path` to an 8-bit RGB image (first frame if animated), or raise ImageError; `fit` as in
+    `decode_rgb`."""
     path = Path(path)
-    return decode_rgb(read_file(path), path, max_pixels)
+    return decode_rgb(read_file(path), path, max_pixels, fit)
 
 
-def decode_rgb(data: bytes, name: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode the bytes of an image file (e.g. an upload) to 8-bit RGB, or raise ImageError naming `name`."""
+#: decodes of images above this many pixels run one at a time (their full raster is what costs memory)
+LARGE_PIXELS = 4096 * 4096
+_large = threading.Lock()
+
+
+def decode_rgb(data: bytes, name: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, fit: int = 0) -> Image.Image:
+    """Decode the bytes of an image file (e.g. an upload) to 8-bit RGB, or raise ImageError naming `name`.
+
+    With `fit` (a network's input side) an image more than twice that size is reduced while decoding: JPEG
+    by its decoder's scaling, any format by an integer box reduction right after decoding, each side kept at
+    least 2 * fit so the model's own resize still sees more pixels than it keeps. Memory then stays flat in
+    image size: only one image above `LARGE_PIXELS` is held at full size at a time, across threads."""
     path = Path(name)
     img = _open(data, path, max_pixels)
-    _decode(img, path)
+    if img.width * img.height <= LARGE_PIXELS:
+        return _fitted(img, path, fit)
+    with _large:
+        return _fitted(img, path, fit)
+
+
+def _fitted(img: Image.Image, path: Path, fit: int) -> Image.Image:
+    _decode(img, path, fit)
+    if fit:
+        factor = (max(1, img.width // (2 * fit)), max(1, img.height // (2 * fit)))
+        if factor != (1, 1):
+            if img.mode not in ("L", "RGB", "RGBA", "LA", "I", "F"):
+                img = to_rgb(img)
+            img = img.reduce(factor)
     return to_rgb(img)

@@ -41,7 +41,7 @@ from .train import CheckpointMismatch, device_of, load_weights, read_meta
 T = TypeVar("T")
 
 #: columns of a prediction row (contributions only when asked)
-COLUMNS = ["path", "p_dm", "p_gan", "p_real", "predicted", "p_fake", "error"]
+COLUMNS = ["path", "p_dm", "p_gan", "p_real", "predicted", "p_fake", "error", "note"]
 CONTRIB_COLUMNS = ["contrib_dm", "contrib_gan", "contrib_real", "driver"]
 
 
@@ -161,25 +161,45 @@ def iter_inputs(inputs: Sequence[str]) -> Iterator[str]:
             yield item
 
 
-def decode(name: str, data: bytes | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """An RGB image from a file or from bytes (an upload); ImageError names it and says why not."""
-    return load_rgb(name, max_pixels) if data is None else decode_rgb(data, name, max_pixels)
+def decode(name: str, data: bytes | None = None, max_pixels: int = DEFAULT_MAX_PIXELS, fit: int = 0) -> Image.Image:
+    """An RGB image from a file or from bytes (an upload), reduced while decoding when it is more than twice
+    `fit` (see `images.decode_rgb`); ImageError names it and says why not."""
+    return load_rgb(name, max_pixels, fit) if data is None else decode_rgb(data, name, max_pixels, fit)
+
+
+def upscale_note(img: Image.Image, input_size: int) -> str:
+    """A note for an image the model's resize enlarges (e.g. a 1x1 image), else ""."""
+    w, h = img.size
+    return f"upscaled from {w}x{h} to {input_size}x{input_size}" if min(w, h) < input_size else ""
 
 
 # ------------------------------------------------------------------------------------------ prediction
-def _prepare(pred: Predictor, items: list[tuple[str, bytes | None]]) -> tuple[list[str], list[str], torch.Tensor | None]:
-    """Decode and preprocess one batch: names, errors ('' when fine) and the input tensor of the good ones."""
-    imgs, errors = [], []
+@dataclass
+class _Batch:
+    """One decoded batch: names, errors ('' when fine), notes, and the input tensor of the good ones."""
+
+    names: list[str]
+    errors: list[str]
+    notes: list[str]
+    x: torch.Tensor | None
+
+
+def _prepare(pred: Predictor, items: list[tuple[str, bytes | None]]) -> _Batch:
+    """Decode (reduced to the input size, see `decode`) and preprocess one batch."""
+    imgs, errors, notes = [], [], []
     for name, data in items:
         try:
-            imgs.append(decode(name, data))
+            img = decode(name, data, fit=pred.input_size)
+            imgs.append(pred.transform(img))
             errors.append("")
+            notes.append(upscale_note(img, pred.input_size))
         except ImageError as exc:
             errors.append(exc.reason)
+            notes.append("")
         except Exception as exc:  # anything else about one file must not stop the run
             errors.append(f"{type(exc).__name__}: {exc}")
-    x = prepare_batch(imgs, pred.transform) if imgs else None
-    return [n for n, _ in items], errors, x
+            notes.append("")
+    return _Batch([n for n, _ in items], errors, notes, torch.stack(imgs) if imgs else None)
 
 
 def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
@@ -215,12 +235,13 @@ def predict_items(pred: Predictor, items: Iterable[tuple[str, bytes | None]], ba
         for batch in _batches(items, batch_size):
             pending.append(pool.submit(_prepare, pred, batch))
             if len(pending) > workers:
-                yield from _rows(pred, *pending.pop(0).result(), explain)
+                yield from _rows(pred, pending.pop(0).result(), explain)
         for fut in pending:
-            yield from _rows(pred, *fut.result(), explain)
+            yield from _rows(pred, fut.result(), explain)
 
 
-def _rows(pred: Predictor, names: list[str], errors: list[str], x: torch.Tensor | None, explain: bool) -> list[dict]:
+def _rows(pred: Predictor, batch: _Batch, explain: bool) -> list[dict]:
+    names, errors, x = batch.names, batch.errors, batch.x
     good = [i for i, e in enumerate(errors) if not e]
     out: dict[int, dict] = {}
     if x is not None:
@@ -238,7 +259,8 @@ def _rows(pred: Predictor, names: list[str], errors: list[str], x: torch.Tensor 
                            driver=CLASSES[int(contrib[j].argmax())])
             out[i] = row
     cols = COLUMNS + (CONTRIB_COLUMNS if explain else [])
-    return [{c: "" for c in cols} | {"path": n, "error": errors[i]} | out.get(i, {}) for i, n in enumerate(names)]
+    return [{c: "" for c in cols} | {"path": n, "error": errors[i], "note": batch.notes[i]} | out.get(i, {})
+            for i, n in enumerate(names)]
 
 
 def predict_paths(pred: Predictor, inputs: Sequence[str], batch_size: int = 64, explain: bool = False,
@@ -463,7 +485,8 @@ def with_heatmaps(pred: Predictor, rows: Iterable[dict], folder: Path, target: s
     n = 0
     for chunk in _batches(rows, batch_size):
         good = [r for r in chunk if not r["error"]]
-        for r, panel in zip(good, panels(pred, good, [decode(r["path"]) for r in good], target)):
+        for r, panel in zip(good, panels(pred, good, [decode(r["path"], fit=pred.input_size) for r in good],
+                                      target)):
             out = folder / f"{n:06d}_{_safe_stem(r['path'])}.png"
             panel.save(out)
             r["heatmap"] = str(out)
@@ -477,5 +500,5 @@ def inspect(pred: Predictor, items: Sequence[tuple[str, bytes | None]],
     with the base models' contributions (the `dfx predict --explain` path) and a Grad-CAM panel per readable
     image."""
     rows = list(predict_items(pred, items, explain=True))
-    good = [(r, decode(name, data)) for r, (name, data) in zip(rows, items) if not r["error"]]
+    good = [(r, decode(name, data, fit=pred.input_size)) for r, (name, data) in zip(rows, items) if not r["error"]]
     return rows, panels(pred, [r for r, _ in good], [img for _, img in good], target)

@@ -120,6 +120,25 @@ def test_a_16_bit_colour_png_gets_a_note(tmp_path):
     assert load_rgb(tmp_path / "deep.png").getpixel((0, 0)) == (0x12, 0x56, 0x9a)  # the high bytes
 
 
+def test_max_pixels_is_dfx_limit_not_pillows(tmp_path):
+    """A header declaring 20,000 x 10,000 pixels (past Pillow's own hard limit of 178,956,970): dfx's
+    `max_pixels` decides, in dfx's words, both ways."""
+    import struct
+    import zlib
+
+    from dfxlib.images import inspect_file
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20_000, 10_000, 8, 2, 0, 0, 0))
+           + chunk(b"IEND", b""))
+    (tmp_path / "wide.png").write_bytes(png)
+    info = inspect_file(tmp_path / "wide.png", check="header")
+    assert info.error == "decompression bomb refused: 20000x10000 = 200000000 pixels > max_pixels=89478485"
+    info = inspect_file(tmp_path / "wide.png", check="header", max_pixels=300_000_000)
+    assert (info.width, info.height, info.error) == (20_000, 10_000, "")
+
+
 def test_a_file_over_the_byte_cap_is_refused(tmp_path):
     from dfxlib.images import read_file
 

@@ -62,6 +62,27 @@ def test_a_folder_reports_every_file_but_its_metadata(pred, tmp_path):
     assert rows[0]["error"] == "" and rows[1]["error"]
 
 
+def test_huge_images_are_reduced_while_decoding_and_tiny_ones_get_a_note(pred, tmp_path):
+    folder = tmp_path / "sizes"
+    folder.mkdir()
+    Image.new("RGB", (3000, 2000), (200, 10, 10)).save(folder / "a_huge.png")  # 3,000 px: reduced, not refused
+    Image.new("RGB", (3000, 2000), (200, 10, 10)).save(folder / "b_huge.jpg", quality=95)
+    Image.new("RGB", (1, 1), (1, 2, 3)).save(folder / "c_tiny.png")
+    Image.new("RGB", (pred.input_size, pred.input_size)).save(folder / "d_exact.png")
+    rows = list(inference.predict_paths(pred, [str(folder)]))
+    assert [r["error"] for r in rows] == [""] * 4
+    assert [r["note"] for r in rows] == ["", "", f"upscaled from 1x1 to {pred.input_size}x{pred.input_size}", ""]
+    s = pred.input_size
+    for name in ("a_huge.png", "b_huge.jpg"):  # each side reduced by an integer factor, kept at >= 2 * input
+        img = inference.decode(str(folder / name), fit=s)
+        assert 2 * s <= img.width < 4 * s and 2 * s <= img.height < 4 * s, img.size
+    # a reduced decode predicts as the full-size one does (the model's resize sees the same picture)
+    x = pred.transform(Image.open(folder / "a_huge.png").convert("RGB"))[None]
+    with torch.no_grad():
+        ref = torch.softmax(pred.model(x), 1)[0, 1].item()
+    assert rows[0]["p_gan"] == pytest.approx(ref, abs=1e-3)
+
+
 def test_same_numbers_as_the_complete_model_and_any_batch_size(pred, fixture_root):
     files = sorted(str(p) for p in (fixture_root / "gan_generated").rglob("*.png"))[:9]
     a = [r["p_gan"] for r in inference.predict_paths(pred, files, batch_size=1)]
@@ -75,7 +96,8 @@ def test_same_numbers_as_the_complete_model_and_any_batch_size(pred, fixture_roo
 def test_prediction_streams(pred, fixture_root, monkeypatch):
     decoded = []
     real_decode = inference.decode
-    monkeypatch.setattr(inference, "decode", lambda name, data=None: decoded.append(name) or real_decode(name, data))
+    monkeypatch.setattr(inference, "decode",
+                        lambda name, data=None, **kw: decoded.append(name) or real_decode(name, data, **kw))
     rows = inference.predict_paths(pred, [str(fixture_root)], batch_size=4, workers=1)
     next(rows)
     assert len(decoded) <= 8  # the first batch and at most one ahead, not the 60 files
