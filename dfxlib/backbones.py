@@ -144,6 +144,14 @@ def weights_cache() -> Path:
     return Path(os.environ.get("DFX_CACHE") or Path.home() / ".cache" / "dfx").expanduser() / "weights"
 
 
+def pickle_refusal(exc: Exception) -> str:
+    """What to say of a pickle `torch.load(weights_only=True)` refused: torch's own message advises
+    weights_only=False, which dfx never does, so keep only the global it asked for."""
+    found = re.search(r"(?:[Uu]nsupported global: )?GLOBAL [\w.]+", str(exc))
+    return ("refused: this pickle holds more than tensors (it would run code when loaded; dfx never loads such "
+            "files)" + (f" (it asks for {found.group(0).split()[-1]})" if found else ""))
+
+
 def read_state_dict(file: Path) -> dict[str, torch.Tensor]:
     """The tensors of a weights file: safetensors, or a PyTorch file read with `weights_only=True` (a pickle
     that would run code is refused, never run)."""
@@ -157,11 +165,7 @@ def read_state_dict(file: Path) -> dict[str, torch.Tensor]:
             return load_file(str(file))
         obj = torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        # torch's own message advises weights_only=False, which dfx never does: keep only what it found
-        found = re.search(r"(?:[Uu]nsupported global: )?GLOBAL [\w.]+", str(exc))
-        raise BackboneError(f"{file}: refused: this pickle holds more than tensors (it would run code when "
-                            "loaded; dfx never loads such files). Convert it to safetensors"
-                            + (f" (it asks for {found.group(0).split()[-1]})." if found else ".")) from None
+        raise BackboneError(f"{file}: {pickle_refusal(exc)}. Convert it to safetensors.") from None
     except Exception as exc:  # truncated, not a weights file, ...
         raise BackboneError(f"{file}: not a readable weights file ({type(exc).__name__}: {exc})") from None
     for key in ("state_dict", "model", "model_state_dict"):  # common checkpoint wrappers

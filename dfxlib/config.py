@@ -321,19 +321,26 @@ def load(path: str | Path) -> Config:
     return resolve(profile, data)
 
 
+def checkout(start: Path | None = None) -> Path | None:
+    """The dfx source checkout (pyproject.toml, notebooks/ and dfxlib/) holding `start` (default: cwd), else
+    the one this package runs from (an editable install), else None (an installed wheel)."""
+    for here in ((start or Path.cwd()).resolve(), Path(__file__).resolve().parents[1]):
+        for cand in (here, *here.parents):
+            if (cand / "pyproject.toml").is_file() and (cand / "notebooks").is_dir() and (cand / "dfxlib").is_dir():
+                return cand
+    return None
+
+
 def project_root(start: Path | None = None) -> Path:
-    """The folder holding `notebooks/` and `pyproject.toml` above `start` (default: cwd), else cwd."""
-    here = (start or Path.cwd()).resolve()
-    for cand in (here, *here.parents):
-        if (cand / "pyproject.toml").is_file() and (cand / "notebooks").is_dir():
-            return cand
-    return here
+    """Where dfx works: its checkout (see `checkout`), else the current folder."""
+    return checkout(start) or (start or Path.cwd()).resolve()
 
 
 def runs_root() -> Path:
-    """Where runs go: $DFX_RUNS if set, else `runs/` in the project root."""
+    """Where runs go: $DFX_RUNS if set, else `runs/` in the project root (the checkout, or the current folder
+    when dfx is installed without one)."""
     env = os.environ.get("DFX_RUNS")
-    return Path(env).resolve() if env else project_root() / "runs"
+    return Path(env).expanduser().resolve() if env else project_root() / "runs"
 
 
 def run_dir_of(cfg: Config) -> Path:

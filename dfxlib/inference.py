@@ -97,25 +97,24 @@ def load_predictor(model: str | Path = "", backbone: str = "", kind: str = "", d
     """Load a complete model from safetensors checkpoints (see `find_head`), checking that its head and its
     three base models belong together."""
     head_path = find_head(model, backbone, kind)
-    meta = read_meta(head_path)
-    if meta.get("model") != "head":
-        raise CheckpointMismatch(f"{head_path}: not a complete model's head (model={meta.get('model')!r})")
-    if meta.get("classes") != list(CLASSES):
-        raise CheckpointMismatch(f"{head_path}: classes {meta.get('classes')} differ from {list(CLASSES)}")
+    meta = head_meta(head_path)
     bb, kd = meta["backbone"], meta["kind"]
-    if kd not in KINDS:
-        raise CheckpointMismatch(f"{head_path}: unknown base-model kind {kd!r}")
     base_root = head_path.parents[4] / "base" / bb / kd  # checkpoints/heads/<bb>/<kind>/complete/best.safetensors
     bases, input_size = [], None
     for main, ident in zip(CLASSES, meta["bases"]):
         path = base_root / main / "best.safetensors"
         if not path.is_file():
             raise FileNotFoundError(f"{path}: base model {main} of {head_path} is missing")
+        bmeta = read_meta(path)  # a file that is not a dfx checkpoint is said so, not "retrained"
         digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
         if not ident.endswith(digest):
-            raise CheckpointMismatch(f"{path}: this base model was retrained after the head {head_path} "
-                                     f"(head expects {ident}); run notebook 03 again")
-        bmeta = read_meta(path)
+            if path.stat().st_mtime > head_path.stat().st_mtime:
+                raise CheckpointMismatch(f"{path}: this base model was retrained after the head {head_path} "
+                                         f"(head expects {ident}); run notebook 03 again")
+            raise CheckpointMismatch(f"{path}: not the base model the head {head_path} was trained with (head expects "
+                                     f"{ident}, the file's weights hash to {digest}) although it is not newer than "
+                                     "the head: damaged or copied from another run; restore it, or run notebooks 02 "
+                                     "and 03 again")
         input_size = bmeta.get("input_size", input_size)
         if bmeta.get("normalization", normalization_meta(bb)) != normalization_meta(bb):
             raise CheckpointMismatch(f"{path}: trained with inputs normalised by mean/std {bmeta['normalization']}, "
@@ -124,12 +123,40 @@ def load_predictor(model: str | Path = "", backbone: str = "", kind: str = "", d
         net = (BaseClassifier if kd == "unbalanced" else SiameseNet)(create_backbone(bb, "none"))
         load_weights(net, path, {"model": "base", "backbone": bb, "kind": kd, "main": main})
         bases.append(net.backbone)
-    head = FusionHead(in_channels=int(meta.get("in_channels", 3)))
+    head = FusionHead(in_channels=meta["in_channels"])
     load_weights(head, head_path, {"model": "head", "backbone": bb, "kind": kd})
     dev = device_of(device)
     model = CompleteModel(bases, head).to(dev).eval()
     return Predictor(model=model, backbone=bb, kind=kd, input_size=int(input_size or 256), head_path=head_path,
                      device=dev)
+
+
+def head_meta(path: Path) -> dict:
+    """The metadata of a fusion head, checked field by field (CheckpointMismatch names the file and the field):
+    model "head", the classes, a known backbone and kind, three base-model identities, an integer in_channels."""
+    meta = read_meta(path)
+
+    def bad(field: str, why: str) -> CheckpointMismatch:
+        return CheckpointMismatch(f"{path}: head metadata field {field!r} {why}; this file was not written by "
+                                  "notebook 03 of this dfx, train it again there")
+    if meta.get("model") != "head":
+        raise CheckpointMismatch(f"{path}: not a complete model's head (model={meta.get('model')!r})")
+    if meta.get("classes") != list(CLASSES):
+        raise CheckpointMismatch(f"{path}: classes {meta.get('classes')} differ from {list(CLASSES)}")
+    for field in ("backbone", "kind", "bases"):
+        if field not in meta:
+            raise bad(field, "is missing")
+    if not isinstance(meta["backbone"], str) or not meta["backbone"]:
+        raise bad("backbone", f"is {meta['backbone']!r}, not a backbone name")
+    if meta["kind"] not in KINDS:
+        raise CheckpointMismatch(f"{path}: unknown base-model kind {meta['kind']!r}")
+    bases = meta["bases"]
+    if not (isinstance(bases, list) and len(bases) == len(CLASSES) and all(isinstance(b, str) for b in bases)):
+        raise bad("bases", f"is {bases!r}, not the identities of the {len(CLASSES)} base models")
+    channels = meta.get("in_channels", len(CLASSES))
+    if isinstance(channels, bool) or not isinstance(channels, int) or channels != len(CLASSES):
+        raise bad("in_channels", f"is {channels!r}, not {len(CLASSES)} (one channel per base model)")
+    return dict(meta, in_channels=channels)
 
 
 # ---------------------------------------------------------------------------------------------- inputs

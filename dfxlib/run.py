@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import pandas as pd
 
 from . import minidfx
-from .config import Config, ConfigError, project_root, resolve, run_dir_of, runs_root
+from .config import Config, ConfigError, checkout, project_root, resolve, run_dir_of, runs_root
 from .index import DatasetIndex, build_index
 from .split import Split, load_or_make_split
 from .tables import atomic_write_text, write_table
@@ -165,13 +165,13 @@ def claim_run_dir(d: Path) -> Path:
     than the runs folder, and an existing non-empty folder that is not a dfx run."""
     d = d.resolve()
     home = Path.home().resolve()
-    root = project_root().resolve()
     runs = runs_root().resolve()
     if d == Path(d.anchor) or d == home:
         raise ConfigError(f"run_dir={d}: refusing to write a run into {'the filesystem root' if d == Path(d.anchor) else 'the home folder'}; choose a new folder")
-    if d == root or ((d == runs or runs not in d.parents) and root in (d, *d.parents)):
-        raise ConfigError(f"run_dir={d}: refusing to write a run into the project's source tree ({root}); use "
-                          f"a folder under {runs} or outside the project")
+    for root in filter(None, (checkout(), Path(__file__).resolve().parent)):  # the source tree, the package
+        if d == root or ((d == runs or runs not in d.parents) and root in (d, *d.parents)):
+            raise ConfigError(f"run_dir={d}: refusing to write a run into the project's source tree ({root}); use "
+                              f"a folder under {runs} or outside the project")
     if d.exists() and not d.is_dir():
         raise ConfigError(f"run_dir={d}: not a folder")
     if d.is_dir() and not (d / MARKER).is_file():

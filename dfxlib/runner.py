@@ -13,7 +13,7 @@ from typing import Mapping, Sequence
 import papermill as pm
 
 from . import nbexec
-from .config import STALL_TIMEOUT_S, ConfigError, project_root, resolve
+from .config import STALL_TIMEOUT_S, ConfigError, checkout, resolve
 from .run import prepare_run_dir
 from .tables import build_report
 
@@ -36,8 +36,9 @@ class NotebookFailure(Exception):
 
 
 def notebooks_dir() -> Path:
-    """The project's `notebooks/` folder."""
-    return project_root() / "notebooks"
+    """The numbered notebooks: the checkout's `notebooks/`, else the copy shipped inside the package."""
+    root = checkout()
+    return root / "notebooks" if root else Path(__file__).resolve().parent / "notebooks"
 
 
 def select(only: Sequence[str] = (), start: str | None = None, folder: Path | None = None) -> list[Path]:

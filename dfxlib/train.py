@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from .backbones import pickle_refusal
 from .config import ConfigError
 from .tables import atomic_write
 
@@ -81,7 +83,7 @@ def read_meta(path: Path) -> dict:
         with safe_open(str(path), framework="pt") as fh:
             saved = json.loads((fh.metadata() or {}).get("dfx", "{}"))
     except Exception as exc:  # safetensors raises its own error type for a file that is not safetensors
-        raise CheckpointMismatch(f"{path}: not a dfx safetensors checkpoint ({exc})") from None
+        raise CheckpointMismatch(f"{path}: not a dfx safetensors checkpoint, or a damaged one ({exc})") from None
     fmt = saved.get("format", 1)  # checkpoints written before the format was recorded are format 1
     if fmt != CHECKPOINT_FORMAT:
         raise CheckpointMismatch(f"{path}: checkpoint format {fmt} was written by another dfx version; this "
@@ -104,12 +106,46 @@ def load_weights(model: nn.Module, path: Path, wanted_meta: dict | None = None) 
     saved = read_meta(path)
     if wanted_meta:
         check_meta(saved, wanted_meta, path)
-    state = load_file(str(path))
     try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise CheckpointMismatch(f"{path}: weights do not fit this model ({str(exc).splitlines()[0]})") from None
+        state = load_file(str(path))
+    except Exception as exc:  # a header that reads but cut or damaged tensor data
+        raise CheckpointMismatch(f"{path}: corrupt checkpoint, its weights cannot be read ({exc})") from None
+    diff = state_diff(model.state_dict(), state)
+    if diff:
+        raise CheckpointMismatch(f"{path}: weights do not fit this model ({diff})")
+    model.load_state_dict(state)
     return model
+
+
+def state_diff(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], show: int = 3) -> str:
+    """What keeps `found` from loading where `expected` is wanted (missing and unexpected names, other
+    shapes, a few of each and their counts), or "" when it fits."""
+    def some(items: list[str]) -> str:
+        return ", ".join(items[:show]) + (f" and {len(items) - show} more" if len(items) > show else "")
+    missing = [k for k in expected if k not in found]
+    extra = [k for k in found if k not in expected]
+    shapes = [f"{k} {tuple(found[k].shape)} instead of {tuple(v.shape)}" for k, v in expected.items()
+              if k in found and found[k].shape != v.shape]
+    parts = [f"{len(missing)} missing: {some(missing)}" if missing else "",
+             f"{len(extra)} unexpected: {some(extra)}" if extra else "",
+             f"{len(shapes)} of another shape: {some(shapes)}" if shapes else ""]
+    return "; ".join(p for p in parts if p)
+
+
+def load_state(path: Path, device: torch.device | str = "cpu") -> dict:
+    """A training state (`last_state.pt`: optimizer, epoch, best) read with weights_only; a damaged file is a
+    CheckpointMismatch that says what to do (the model's best weights are kept)."""
+    try:
+        st = torch.load(path, weights_only=True, map_location=device)
+        missing = [f"no {k!r}" for k in ("optimizer", "epoch", "best", "best_epoch", "finished") if k not in st]
+    except pickle.UnpicklingError as exc:
+        missing = [pickle_refusal(exc)]
+    except Exception as exc:  # cut, empty, not a torch file
+        missing = [f"unreadable: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"]
+    if missing:
+        raise CheckpointMismatch(f"{path}: damaged training state ({', '.join(missing)}), so training cannot resume "
+                                 f"from it; delete {Path(path).parent} to train this model again from the start")
+    return st
 
 
 def _curves(history: pd.DataFrame, path: Path, title: str) -> None:
@@ -164,7 +200,7 @@ def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], Iterable[
         saved = json.loads(meta_path.read_text())
         check_meta(saved, meta, meta_path)
         load_weights(model, last)
-        st = torch.load(state_path, weights_only=True, map_location=device)
+        st = load_state(state_path, device)
         opt.load_state_dict(st["optimizer"])
         start, best, best_epoch, finished = int(st["epoch"]) + 1, float(st["best"]), int(st["best_epoch"]), bool(
             st["finished"])
@@ -228,4 +264,4 @@ def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], Iterable[
 def is_finished(folder: str | Path) -> bool:
     """True if `folder` holds a finished fit (its best weights can be used)."""
     p = Path(folder) / "last_state.pt"
-    return p.is_file() and bool(torch.load(p, weights_only=True)["finished"])
+    return p.is_file() and bool(load_state(p)["finished"])

@@ -191,6 +191,56 @@ def test_mismatched_and_foreign_checkpoints_are_refused(tmp_path):
         inference.load_predictor(tmp_path / "nowhere")
 
 
+def _rewrite_meta(path: Path, change) -> None:
+    """Rewrite a checkpoint's dfx metadata with `change(meta)` (weights kept)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), framework="pt") as fh:
+        meta = json.loads(fh.metadata()["dfx"])
+    change(meta)
+    save_file(load_file(str(path)), str(path), metadata={"dfx": json.dumps(meta)})
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda m: m.pop("bases"), "head metadata field 'bases' is missing"),
+    (lambda m: m.pop("backbone"), "head metadata field 'backbone' is missing"),
+    (lambda m: m.update(bases="abc"), "field 'bases' is 'abc', not the identities of the 3 base models"),
+    (lambda m: m.update(bases=m["bases"][:2]), "field 'bases' is .*not the identities of the 3 base models"),
+    (lambda m: m.update(backbone=["x"]), r"field 'backbone' is \['x'\], not a backbone name"),
+    (lambda m: m.update(in_channels="3"), "field 'in_channels' is '3', not 3"),
+    (lambda m: m.update(kind=None), "unknown base-model kind None"),
+])
+def test_malformed_head_metadata_is_named_before_any_output(tmp_path, fixture_root, capsys, change, message):
+    run = make_run(tmp_path / "run")
+    _rewrite_meta(run / "checkpoints" / "heads" / BACKBONE / "unbalanced" / "complete" / "best.safetensors", change)
+    with pytest.raises(CheckpointMismatch, match=message):
+        inference.load_predictor(run, device="cpu")
+    out = tmp_path / "kept.csv"
+    out.write_text("earlier results\n")
+    assert main(["predict", str(fixture_root / "real"), "--model", str(run), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and "best.safetensors" in err
+    assert out.read_text() == "earlier results\n"  # --out not touched before the model loaded
+
+
+def test_a_damaged_base_model_is_not_called_retrained(tmp_path):
+    import os
+
+    run = make_run(tmp_path / "run")
+    head = run / "checkpoints" / "heads" / BACKBONE / "unbalanced" / "complete" / "best.safetensors"
+    base = run / "checkpoints" / "base" / BACKBONE / "unbalanced" / "dm" / "best.safetensors"
+    data = bytearray(base.read_bytes())
+    data[-5] ^= 0xFF  # one flipped byte in the weights: the header still reads
+    base.write_bytes(bytes(data))
+    os.utime(base, (head.stat().st_mtime - 60,) * 2)
+    with pytest.raises(CheckpointMismatch, match="not the base model the head .* not newer than the head: damaged"):
+        inference.load_predictor(run, device="cpu")
+    base.write_bytes(bytes(data[:-20]))  # cut: its header no longer covers the file
+    with pytest.raises(CheckpointMismatch, match="dm/best.safetensors: not a dfx safetensors checkpoint, or a damaged"):
+        inference.load_predictor(run, device="cpu")
+
+
 def test_cli_writes_csv_and_heatmaps(run_dir, fixture_root, tmp_path, capsys):
     out = tmp_path / "res.csv"
     heat = tmp_path / "heat"

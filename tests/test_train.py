@@ -76,8 +76,16 @@ def test_mismatched_checkpoint_is_a_clear_error(tmp_path):
             lr=1e-2, weight_decay=0.0, seed=3, progress=False)
     with pytest.raises(CheckpointMismatch, match="classes"):
         load_weights(_model(), tmp_path / "best.safetensors", {"classes": ["x", "y", "z"]})
-    with pytest.raises(CheckpointMismatch, match="do not fit"):
+    with pytest.raises(CheckpointMismatch, match=r"do not fit this model \(2 missing: weight, bias; 4 unexpected: "
+                       r"0.bias, 0.weight, 3.bias and 1 more\)"):
         load_weights(nn.Linear(4, 3), tmp_path / "best.safetensors")
+    wider = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 2))
+    with pytest.raises(CheckpointMismatch, match=r"3 of another shape: 0.weight \(8, 4\) instead of \(16, 4\)"):
+        load_weights(wider, tmp_path / "best.safetensors")
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes((tmp_path / "best.safetensors").read_bytes()[:-40])
+    with pytest.raises(CheckpointMismatch, match=r"cut.safetensors: not a dfx safetensors checkpoint, or a damaged one \(.*incomplete"):
+        load_weights(_model(), cut)
 
 
 class _Evil:
@@ -91,9 +99,32 @@ def test_loading_never_runs_pickled_code(tmp_path, monkeypatch):
     folder = tmp_path / "run"
     _fit(folder, _model(), stop_after=1)
     (folder / "last_state.pt").write_bytes(pickle.dumps({"optimizer": _Evil()}))
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(CheckpointMismatch, match=r"last_state.pt: damaged training state \(refused: this pickle "
+                       r"holds more than tensors.*delete .*run to train this model again"):
         _fit(folder, _model())
     assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("damage", ["cut", "empty", "no epoch"])
+def test_a_damaged_training_state_says_what_to_do(tmp_path, damage):
+    folder = tmp_path / "run"
+    _fit(folder, _model(), stop_after=1)
+    state = folder / "last_state.pt"
+    if damage == "cut":
+        state.write_bytes(state.read_bytes()[:200])
+    elif damage == "empty":
+        state.write_bytes(b"")
+    else:
+        st = torch.load(state, weights_only=True)
+        del st["epoch"]
+        torch.save(st, state)
+    best = (folder / "best.safetensors").read_bytes()
+    why = {"cut": "unreadable: ", "empty": "unreadable: ", "no epoch": "no 'epoch'"}[damage]
+    with pytest.raises(CheckpointMismatch, match=rf"last_state.pt: damaged training state \({why}"):
+        _fit(folder, _model())
+    with pytest.raises(CheckpointMismatch, match="damaged training state"):
+        is_finished(folder)
+    assert (folder / "best.safetensors").read_bytes() == best  # what was done is kept
 
 
 def test_early_stopping_by_patience(tmp_path):
