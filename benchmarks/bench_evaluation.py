@@ -25,7 +25,7 @@ import torch
 
 import dfxlib
 from dfxlib import baselines as bl
-from dfxlib import deepfeaturex as dfx
+from dfxlib import features, fusion, models
 from dfxlib import evaluation as ev
 from dfxlib import generalization as gz
 from dfxlib.backbones import create_backbone
@@ -33,23 +33,23 @@ from dfxlib.index import CLASSES
 from dfxlib.train import save_weights
 
 
-def model(run_dir: Path, backbone: str, name: str, n_classes: int, seed: int) -> dfx.BaseModel:
+def model(run_dir: Path, backbone: str, name: str, n_classes: int, seed: int) -> models.BaseModel:
     """A seeded, randomly initialised classifier saved like a trained one (its id names its weights)."""
     torch.manual_seed(seed)
-    net = dfx.BaseClassifier(create_backbone(backbone, "none"), n_classes=n_classes).eval()
+    net = models.BaseClassifier(create_backbone(backbone, "none"), n_classes=n_classes).eval()
     folder = run_dir / "bench_models" / backbone / name
     save_weights(net, folder / "best.safetensors")
     kind, _, main = name.partition("-")
-    return dfx.BaseModel(net=net, backbone=backbone, kind=kind, main=main, folder=folder)
+    return models.BaseModel(net=net, backbone=backbone, kind=kind, main=main, folder=folder)
 
 
 def timed(label: str, fn) -> dict:
     """Run `fn` with fresh counters; the wall time and its split."""
-    dfx.TIMES.reset()
+    features.TIMES.reset()
     t0 = time.perf_counter()
     fn()
     wall = time.perf_counter() - t0
-    t = dfx.TIMES
+    t = features.TIMES
     rest = wall - t.prepare - t.forward - t.head
     return {"path": label, "wall_s": round(wall, 2), "images_prepared": t.images,
             "prepare_%": round(100 * t.prepare / wall, 1), "backbone_forward_%": round(100 * t.forward / wall, 1),
@@ -80,7 +80,7 @@ def main() -> None:
     for i, kind in enumerate(("unbalanced", "siamese")):
         bases = [model(run_dir, backbone, f"{kind}-{c}-{stamp}", 2, 10 * i + k) for k, c in enumerate(CLASSES)]
         torch.manual_seed(i)
-        completes.append(dfx.Complete(backbone=backbone, kind=kind, bases=bases, head=dfx.FusionHead().eval(),
+        completes.append(fusion.Complete(backbone=backbone, kind=kind, bases=bases, head=models.FusionHead().eval(),
                                       fit=None, multiclass={}, binary={}, ablation=pd.DataFrame()))
     plain = model(run_dir, backbone, f"plain-all-{stamp}", len(CLASSES), 99)
     detectors = [bl.plain_detector(run, plain)] + [ev.complete_detector(run, c) for c in completes]

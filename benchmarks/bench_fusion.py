@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 import dfxlib
-from dfxlib import deepfeaturex as dfx
+from dfxlib import features, fusion, models
 from dfxlib.backbones import create_backbone, preprocess
 from dfxlib.data import ImageStore, order
 from dfxlib.index import CLASS_INDEX, CLASSES
@@ -60,22 +60,22 @@ def main() -> None:
     if args.images:
         rows = rows.sample(n=min(args.images, len(rows)), random_state=0).sort_values("path")
     rels, y = list(rows["path"]), torch.tensor(rows["family"].map(CLASS_INDEX).to_numpy(dtype=np.int64))
-    weight = dfx.class_weights(y.numpy())
+    weight = fusion.class_weights(y.numpy())
 
     bases = []
     for k, c in enumerate(CLASSES):
         torch.manual_seed(k)
-        net = dfx.BaseClassifier(create_backbone(backbone, "none")).eval()
+        net = models.BaseClassifier(create_backbone(backbone, "none")).eval()
         folder = Path(run_dir) / "bench_bases" / c
         save_weights(net, folder / "best.safetensors")
-        bases.append(dfx.BaseModel(net=net, backbone=backbone, kind="unbalanced", main=c, folder=folder))
+        bases.append(models.BaseModel(net=net, backbone=backbone, kind="unbalanced", main=c, folder=folder))
     tf = preprocess(backbone, cfg.input_size)
     bs = cfg.batch_size
 
     # reference: decode, preprocess and run the three frozen backbones at every step
     torch.manual_seed(0)
-    head_ref = dfx.FusionHead()
-    model = dfx.CompleteModel([b.features_net for b in bases], head_ref)
+    head_ref = models.FusionHead()
+    model = models.CompleteModel([b.features_net for b in bases], head_ref)
     disk = ImageStore(index.root, keep=False)
     opt = torch.optim.Adam(head_ref.parameters(), lr=cfg.head_lr)
     ref_times = []
@@ -87,9 +87,9 @@ def main() -> None:
 
     # cached: features once, then the head on tensors
     torch.manual_seed(0)
-    head_c = dfx.FusionHead()
+    head_c = models.FusionHead()
     t0 = time.perf_counter()
-    feats = torch.as_tensor(dfx.stacked_features(run, ImageStore(index.root, keep=False), bases, rels))
+    feats = torch.as_tensor(features.stacked_features(run, ImageStore(index.root, keep=False), bases, rels))
     fill = time.perf_counter() - t0
     opt = torch.optim.Adam(head_c.parameters(), lr=cfg.head_lr)
     cache_times = []

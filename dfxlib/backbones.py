@@ -289,3 +289,8 @@ def resize_normalize(input_size: int, crop: int = 0, mean: tuple[float, ...] = I
         steps.append(T.CenterCrop(crop))
     steps += [T.ToDtype(torch.float32, scale=True), T.Normalize(mean, std)]
     return T.Compose(steps)
+
+
+def display_name(backbone: str) -> str:
+    """The paper's name of a backbone where it has one."""
+    return spec(backbone).paper_name or backbone

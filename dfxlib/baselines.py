@@ -21,14 +21,16 @@ from sklearn.pipeline import Pipeline
 from torch import nn
 
 from . import paper
-from .backbones import create_backbone, normalization_meta, preprocess
+from .backbones import create_backbone, display_name, normalization_meta, preprocess
 from .data import ImageStore, labelled_batches
-from .deepfeaturex import (BaseClassifier, BaseModel, SiameseNet, Variant, class_weights, display_name, features,
-                           fit_probe, probe_proba, split_id, train_val)
 from .evaluation import GROUPS, Detector
+from .features import features
+from .fusion import class_weights, fit_probe, probe_proba
 from .index import CLASS_INDEX, CLASSES
+from .models import BaseClassifier, BaseModel, SiameseNet
+from .perturb import Perturbation
 from .run import Run
-from .split import Split
+from .split import Split, split_id, train_val
 from .train import device_of, fit, load_weights, save_weights
 
 
@@ -84,7 +86,7 @@ def plain_detector(run: Run, model: BaseModel) -> Detector:
     """A plain classifier as a detector (features cached like the base models', then its linear layer)."""
     fc = model.net.fc
 
-    def predict(store: ImageStore, rels: Sequence[str], variant: str, fn: Variant) -> np.ndarray:
+    def predict(store: ImageStore, rels: Sequence[str], variant: str, fn: Perturbation | None) -> np.ndarray:
         x = torch.as_tensor(features(run, store, model, rels, variant, fn))
         with torch.no_grad():
             return F.softmax(F.linear(x, fc.weight.detach().cpu(), fc.bias.detach().cpu()), dim=1).numpy()
@@ -135,7 +137,7 @@ def train_probe(run: Run, store: ImageStore, split: Split, backbone: str) -> Pro
 def probe_detector(run: Run, probe: Probe) -> Detector:
     """A linear probe as a detector (group "Linear probe", named by its backbone)."""
 
-    def predict(store: ImageStore, rels: Sequence[str], variant: str, fn: Variant) -> np.ndarray:
+    def predict(store: ImageStore, rels: Sequence[str], variant: str, fn: Perturbation | None) -> np.ndarray:
         return probe_proba(probe.clf, features(run, store, probe.model, rels, variant, fn))
     return Detector(group=GROUPS["linear probe"], name=display_name(probe.model.backbone), predict=predict,
                     models=[probe.model], kind="linear probe")

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from .images import DEFAULT_MAX_PIXELS, load_rgb
+from .perturb import Perturbation
 
 
 class ImageStore:
@@ -60,3 +61,20 @@ def labelled_batches(store: ImageStore, rels: Sequence[str], labels: Sequence[in
         x = store.batch([rels[j] for j in part], transform)
         y = y_all[part]
         yield (x.to(device), y.to(device)) if device is not None else (x, y)
+
+
+def image_seed(seed: int, rel: str) -> int:
+    """A per-image seed for random perturbations (the same image always gets the same noise)."""
+    return int.from_bytes(hashlib.sha256(f"{seed}/{rel}".encode()).digest()[:4], "little")
+
+
+def image_batches(store: ImageStore, rels: Sequence[str], size: int, seed: int = 0,
+                  perturb: Perturbation | None = None) -> Iterator[tuple[list[str], list[Image.Image]]]:
+    """(paths, images) of `rels` in consecutive batches of `size`, decoded from `store`, each image perturbed
+    first by `perturb(image, image_seed(seed, path))` when given: the one loop behind every evaluation."""
+    for i in range(0, len(rels), size):
+        part = list(rels[i:i + size])
+        imgs = [store.image(r) for r in part]
+        if perturb is not None:
+            imgs = [perturb(img, image_seed(seed, r)) for img, r in zip(imgs, part)]
+        yield part, imgs

@@ -33,17 +33,20 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageFilter
+from PIL import Image, ImageDraw, ImageFilter
 from torch import nn
 from tqdm.auto import tqdm
 
 from . import perturb
 from .backbones import create_backbone, feature_dim, normalization, normalization_meta, resize_normalize
-from .data import ImageStore, order
-from .deepfeaturex import Variant, image_seed, split_id, train_val
+from .data import ImageStore, image_batches, image_seed, order
 from .evaluation import Detector, memoized
+from .gradcam import detector_cams, overlay
+from .index import CLASSES
+from .metrics import bootstrap_ci, fmt_ci, pct, score_metrics
+from .perturb import Perturbation
 from .run import Run
-from .split import Split
+from .split import Split, split_id, train_val
 from .train import FitResult, device_of, fit, load_weights
 
 Transform = Callable[[Image.Image, int], torch.Tensor]  # (image, seed) -> tensor
@@ -52,6 +55,9 @@ Transform = Callable[[Image.Image, int], torch.Tensor]  # (image, seed) -> tenso
 # ------------------------------------------------------------------------------------------------ models
 class SimpleCNN(nn.Module):
     """Four conv blocks (32-64-128-256), FC 512, dropout 0.5, one logit."""
+
+    #: Grad-CAM's layer: the ReLU of the last conv block, before its pooling
+    cam_layer_name = "convs.10"
 
     def __init__(self, input_size: int):
         super().__init__()
@@ -425,7 +431,7 @@ def train_detector(run: Run, store: ImageStore, split: Split, name: str) -> Trai
 
 # ------------------------------------------------------------------------------------------- prediction
 def outputs(run: Run, store: ImageStore, det: TrainedDetector | nn.Module, rels: Sequence[str],
-            perturb_fn: Variant = None, name: str = "") -> tuple[np.ndarray, np.ndarray]:
+            perturb_fn: Perturbation | None = None, name: str = "") -> tuple[np.ndarray, np.ndarray]:
     """p(fake) (N,) and penultimate features (N, D) of a detector for `rels` (each image perturbed first by
     `perturb_fn(image, seed)` when given), with its evaluation transform."""
     cfg = run.config
@@ -437,12 +443,8 @@ def outputs(run: Run, store: ImageStore, det: TrainedDetector | nn.Module, rels:
     probs, feats = [], []
     bar = tqdm(total=len(rels), desc=f"{spec.name} predictions", disable=not run.progress, leave=False)
     with torch.no_grad():
-        for i in range(0, len(rels), cfg.batch_size * 2):
-            part = rels[i:i + cfg.batch_size * 2]
+        for part, imgs in image_batches(store, rels, cfg.batch_size * 2, cfg.seed, perturb_fn):
             bar.update(len(part))
-            imgs = [store.image(r) for r in part]
-            if perturb_fn is not None:
-                imgs = [perturb_fn(img, image_seed(cfg.seed, r)) for img, r in zip(imgs, part)]
             f = net.features(torch.stack([tf(img) for img in imgs]).to(dev))  # SSP's transform is per image
             probs.append(torch.sigmoid(net.fc(f).squeeze(1)).float().cpu())  # dropout is off in eval mode
             feats.append(f.float().cpu())
@@ -454,7 +456,7 @@ def outputs(run: Run, store: ImageStore, det: TrainedDetector | nn.Module, rels:
 
 def as_detector(run: Run, det: TrainedDetector):
     """A trained detector as a row of Table 4 (`evaluation.Detector`): p(fake) in the dm column."""
-    def predict(store: ImageStore, rels: Sequence[str], variant: str, fn: Variant) -> np.ndarray:
+    def predict(store: ImageStore, rels: Sequence[str], variant: str, fn: Perturbation | None) -> np.ndarray:
         p, _ = outputs(run, store, det, list(rels), fn)
         return np.stack([p, np.zeros_like(p), 1.0 - p], axis=1)
     return Detector(group="Detectors", name=det.spec.display, predict=memoized(predict), models=[],
@@ -476,8 +478,6 @@ def comparison_rows(run: Run, index, split: Split) -> pd.DataFrame:
 
 def compare(store: ImageStore, rows: pd.DataFrame, detectors: Sequence) -> pd.DataFrame:
     """Per image and detector (`evaluation.Detector`s): p_fake and the binary prediction."""
-    from .index import CLASSES
-
     rels = list(rows["path"])
     out = []
     for det in detectors:
@@ -493,8 +493,6 @@ def comparison_table(per_image: pd.DataFrame, n_boot: int, seed: int) -> pd.Data
     """One row per detector: accuracy (%) per generator and real source, then for seen and for unseen
     (inner + unseen) generators, each with all the real images: balanced accuracy, ROC AUC and AP with 95%
     bootstrap intervals."""
-    from .metrics import bootstrap_ci, fmt_ci, pct, score_metrics
-
     rows = []
     for det, g in per_image.groupby("detector", sort=False):
         row: dict = {"detector": det}
@@ -542,10 +540,6 @@ def gradcam_grid(run: Run, dets: Sequence[TrainedDetector], images: Sequence[Ima
                  target: str = "fake") -> Image.Image:
     """Grad-CAM overlays of class `target`: one row per image, one column per detector (SSP's column shows
     the patch it chose), each tile labelled with the detector and the layer read."""
-    from PIL import ImageDraw
-
-    from .inference import detector_cams, overlay
-
     tile, label = 128, 14
     grid = Image.new("RGB", (tile * len(dets), (tile + label) * len(images)), "white")
     draw = ImageDraw.Draw(grid)

@@ -2,8 +2,9 @@
 the fingerprint, trained so that the Pearson correlation of F with the noise residuals of images separates
 one generator's fakes from real images; an image is then given the class of the nearer of two centres.
 
-The reference's settings (METHODS.md §4) are the module constants below. Where the reference leaves a gap or
-has a bug, this implementation chooses:
+The reference's settings (Sergo2020/DIF_pytorch_official, summarised in section 4 of the project's
+reference/METHODS.md) are the module constants below. Where the reference leaves a gap or has a bug, this
+implementation chooses:
 
 - Residual extractor: the reference's DnCNN weights are not public, so the residual here is that of a fixed,
   training-free local Wiener denoiser (Lee's adaptive filter, the rule of ``scipy.signal.wiener``): per channel,
@@ -47,13 +48,14 @@ from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
-from .data import ImageStore, order
-from .deepfeaturex import Variant, image_seed, split_id, train_val
+from .data import ImageStore, image_batches, order
+from .detectors import training_rows
 from .evaluation import Detector, memoized
 from .generalization import equal_sample
 from .metrics import bootstrap_ci, fmt_ci, pct, score_metrics
+from .perturb import Perturbation
 from .run import Run
-from .split import Split
+from .split import Split, split_id, train_val
 from .train import FitResult, device_of, fit, load_weights
 
 #: the reference's hyper-parameters (train_hypers.pt, trainer_dif.py)
@@ -88,14 +90,11 @@ def wiener_residual(x: torch.Tensor) -> torch.Tensor:
 
 
 def residuals(store: ImageStore, rels: Sequence[str], crop: int, mean: torch.Tensor | None = None,
-              perturb_fn: Variant = None, seed: int = 0) -> torch.Tensor:
+              perturb_fn: Perturbation | None = None, seed: int = 0) -> torch.Tensor:
     """(N, 3, crop, crop) residuals of images (perturbed first by `perturb_fn(image, seed)` when given), minus
     the mean real residual `mean` when given."""
     out = []
-    for i in range(0, len(rels), BATCH):
-        imgs = [store.image(r) for r in rels[i:i + BATCH]]
-        if perturb_fn is not None:
-            imgs = [perturb_fn(img, image_seed(seed, r)) for img, r in zip(imgs, rels[i:i + BATCH])]
+    for _, imgs in image_batches(store, rels, BATCH, seed, perturb_fn):
         out.append(wiener_residual(torch.stack([centre_crop(img, crop) for img in imgs])))
     r = torch.cat(out) if out else torch.zeros(0, 3, crop, crop)
     return r - mean if mean is not None else r
@@ -256,8 +255,6 @@ def pools(split: Split, val_fraction: float, seed: int) -> tuple[pd.DataFrame, p
     """Training and held-out parts of the images DIF may learn from: base and fusion splits (what every
     detector trains on), `target` 1 for fake, the held-out part drawn per generator (seeded) so that every
     fingerprint has held-out images for its centres."""
-    from .detectors import training_rows
-
     return train_val(training_rows(split), val_fraction, seed, by="generator")
 
 
@@ -343,7 +340,7 @@ def train_fingerprints(run: Run, store: ImageStore, split: Split,
 
 # ------------------------------------------------------------------------------------------- detection
 def score_matrix(run: Run, store: ImageStore, fps: Sequence[Fingerprint], rels: Sequence[str],
-                 perturb_fn: Variant = None) -> np.ndarray:
+                 perturb_fn: Perturbation | None = None) -> np.ndarray:
     """(N, G) centre scores of every image under every fingerprint (> 0: nearer that fake centre)."""
     if not fps:
         raise ValueError("no DIF fingerprints: train them first (train_fingerprints)")
@@ -384,7 +381,7 @@ def union(run: Run, store: ImageStore, split: Split, fps: Sequence[Fingerprint])
 def as_detector(run: Run, det: Union, name: str = "DIF (one fingerprint per seen generator)"):
     """The union detector as a row of the comparison and Table 4 (`evaluation.Detector`): p(fake) in the
     dm column."""
-    def predict(store: ImageStore, rels: Sequence[str], variant: str, fn: Variant) -> np.ndarray:
+    def predict(store: ImageStore, rels: Sequence[str], variant: str, fn: Perturbation | None) -> np.ndarray:
         p = det.p_fake(score_matrix(run, store, det.fingerprints, rels, fn))
         return np.stack([p, np.zeros_like(p), 1.0 - p], axis=1)
     return Detector(group="Detectors", name=name, predict=memoized(predict), models=[], paper_row="")

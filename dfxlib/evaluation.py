@@ -15,14 +15,17 @@ import numpy as np
 import pandas as pd
 
 from . import paper, perturb
+from .backbones import display_name
 from .data import ImageStore
-from .deepfeaturex import BaseModel, Complete, Variant, display_name, features_many, predict_head, \
-    stacked_features, test_sets
+from .features import features_many, stacked_features
+from .fusion import Complete, predict_head, test_sets
 from .metrics import evaluate, fmt_ci, pct
+from .models import BaseModel
+from .perturb import Perturbation
 from .run import Run
 from .split import Split
 
-Predict = Callable[[ImageStore, Sequence[str], str, Variant], np.ndarray]
+Predict = Callable[[ImageStore, Sequence[str], str, Perturbation | None], np.ndarray]
 
 #: the group of each kind of model, as Tables 2-4 and the comparisons name them
 GROUPS: dict[str, str] = {"unbalanced": "DeepFeatureX Net", "siamese": "DeepFeatureX-SN", "plain": "Baselines",
@@ -50,7 +53,7 @@ def memoized(predict: Predict) -> Predict:
     table and Table 4. A variant names one seeded perturbation, as for the feature cache."""
     seen: dict[tuple[str, str, str], np.ndarray] = {}
 
-    def wrapped(store: ImageStore, rels: Sequence[str], variant: str, fn: Variant) -> np.ndarray:
+    def wrapped(store: ImageStore, rels: Sequence[str], variant: str, fn: Perturbation | None) -> np.ndarray:
         todo = list(dict.fromkeys(r for r in rels if (store.key, variant, r) not in seen))
         if todo:
             seen.update(((store.key, variant, r), row) for r, row in zip(todo, predict(store, todo, variant, fn)))
@@ -62,7 +65,7 @@ def complete_detector(run: Run, c: Complete) -> Detector:
     """A complete model (frozen base models + fusion head) as a detector."""
     name = display_name(c.backbone)
 
-    def predict(store: ImageStore, rels: Sequence[str], variant: str, fn: Variant) -> np.ndarray:
+    def predict(store: ImageStore, rels: Sequence[str], variant: str, fn: Perturbation | None) -> np.ndarray:
         return predict_head(c.head, stacked_features(run, store, c.bases, rels, variant, fn))
     paper_row = "Our" if c.kind == "unbalanced" and name == "DenseNet 121" else ""
     return Detector(group=GROUPS[c.kind], name=name, predict=predict, models=list(c.bases), paper_row=paper_row,

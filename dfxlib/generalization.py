@@ -21,7 +21,7 @@ import pandas as pd
 
 from . import paper, perturb
 from .data import ImageStore
-from .deepfeaturex import features_many
+from .features import features_many
 from .evaluation import Detector
 from .index import CLASS_INDEX, CLASSES
 from .metrics import evaluate, fmt_ci, pct

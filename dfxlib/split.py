@@ -17,6 +17,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from .metrics import sample_groups
 from .tables import atomic_write_text
 
 SPLITS: tuple[str, ...] = ("base", "fusion", "test", "holdout")
@@ -139,3 +140,15 @@ def load_or_make_split(usable: pd.DataFrame, folder: str | Path, seed: int,
     atomic_write_text(csv_path, table.to_csv(index=False))
     atomic_write_text(meta_path, json.dumps(meta, indent=2))
     return Split(table=table, meta=meta)
+
+
+def train_val(df: pd.DataFrame, frac: float, seed: int, by: str = "target") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split `df` into training and validation parts, stratified by `by`, seeded."""
+    val = sample_groups(df, by, lambda k: max(1, int(round(k * frac))) if k > 1 else 0, seed)
+    train = df.drop(index=val.index)
+    return train.reset_index(drop=True), val.reset_index(drop=True)
+
+
+def split_id(split: Split) -> str:
+    """A short hash of the split's settings and data: a model trained on another split is not reused."""
+    return hashlib.sha256(json.dumps(split.meta, sort_keys=True).encode()).hexdigest()[:12]

@@ -61,7 +61,7 @@ def make_run(root: Path, backbone: str = "test_resnet", kind: str = "unbalanced"
     (for `dfx predict` without training); `normalization` recorded in the base models when given."""
     import torch
 
-    from dfxlib import deepfeaturex as dfx
+    from dfxlib import models
     from dfxlib.backbones import create_backbone
     from dfxlib.index import CLASSES
     from dfxlib.train import save_weights
@@ -69,7 +69,7 @@ def make_run(root: Path, backbone: str = "test_resnet", kind: str = "unbalanced"
     ids = []
     for k, main_ in enumerate(CLASSES):
         torch.manual_seed(k)
-        net = dfx.BaseClassifier(create_backbone(backbone, "none")) if kind == "unbalanced" else dfx.SiameseNet(
+        net = models.BaseClassifier(create_backbone(backbone, "none")) if kind == "unbalanced" else models.SiameseNet(
             create_backbone(backbone, "none"))
         path = root / "checkpoints" / "base" / backbone / kind / main_ / "best.safetensors"
         save_weights(net, path, {"model": "base", "backbone": backbone, "kind": kind, "main": main_,
@@ -77,7 +77,7 @@ def make_run(root: Path, backbone: str = "test_resnet", kind: str = "unbalanced"
                                  **({"normalization": normalization} if normalization else {})})
         ids.append(f"{backbone}-{kind}-{main_}-{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}")
     torch.manual_seed(5)
-    head = dfx.FusionHead()
+    head = models.FusionHead()
     save_weights(head, root / "checkpoints" / "heads" / backbone / kind / "complete" / "best.safetensors",
                  {"model": "head", "backbone": backbone, "kind": kind, "classes": list(CLASSES), "bases": ids,
                   "in_channels": 3})

@@ -12,8 +12,7 @@ from PIL import Image
 from safetensors.torch import save_file
 from torch import nn
 
-from dfxlib import deepfeaturex as dfx
-from dfxlib import inference
+from dfxlib import features, gradcam, inference, models
 from dfxlib.backbones import create_backbone, normalization_meta
 from dfxlib.cli import main
 from dfxlib.index import CLASSES
@@ -136,7 +135,7 @@ def test_grad_cam_finds_the_region_that_drives_the_class():
     x[0, 0, :, :4] = 1.0  # red on the left
     x[0, 2, :, 4:] = 1.0  # blue on the right
     toy = Toy()
-    maps, cls = inference.grad_cam(toy, [(toy.conv, 0)], x, target=1)
+    maps, cls = gradcam.grad_cam(toy, [(toy.conv, 0)], x, target=1)
     m = maps[0][0]
     assert cls.tolist() == [1] and m.shape == (8, 8) and m.max() == pytest.approx(1.0)
     assert m[:, :3].min() > 0.9 and m[:, 5:].max() < 0.1
@@ -144,19 +143,19 @@ def test_grad_cam_finds_the_region_that_drives_the_class():
 
 def test_complete_model_cams_name_layers_and_class(pred, fixture_root):
     imgs = [Image.open(p).convert("RGB") for p in sorted((fixture_root / "real").rglob("*.png"))[:2]]
-    cams = inference.complete_cams(pred, imgs, target="gan")
+    cams = gradcam.complete_cams(pred.model, features.prepare_batch(imgs, pred.transform), target="gan")
     assert cams["layers"] == {"dm": "layer4", "gan": "layer4", "real": "layer4"}
     assert cams["classes"] == ["gan", "gan"]
     stacked = np.stack([cams["maps"][c] for c in CLASSES])
     assert stacked.shape == (3, 2, 32, 32) and stacked.min() >= 0
     assert np.allclose(stacked.max(axis=(0, 2, 3)), 1.0)  # scaled per image over the three base models
-    panel = inference.heatmap_panel(imgs[0], cams, 0, "x")
+    panel = gradcam.heatmap_panel(imgs[0], cams, 0, "x")
     assert panel.size == (4 * 160, 160 + 28)  # input + three overlays, 32 px maps shown at 160 px
 
 
 def test_efficientnet_and_vit_cam_layers():
-    assert inference.cam_layer(create_backbone("test_efficientnet", "none"))[0] == "bn2"
-    name, _ = inference.cam_layer(create_backbone("test_vit", "none"))
+    assert gradcam.cam_layer(create_backbone("test_efficientnet", "none"))[0] == "bn2"
+    name, _ = gradcam.cam_layer(create_backbone("test_vit", "none"))
     assert name.startswith("blocks.") and name.endswith(".norm1")
 
 
@@ -164,7 +163,7 @@ def test_mismatched_and_foreign_checkpoints_are_refused(tmp_path):
     run = make_run(tmp_path / "a")
     base = run / "checkpoints" / "base" / BACKBONE / "unbalanced" / "gan" / "best.safetensors"
     torch.manual_seed(42)  # retrain one base model after the head was made
-    save_weights(dfx.BaseClassifier(create_backbone(BACKBONE, "none")), base,
+    save_weights(models.BaseClassifier(create_backbone(BACKBONE, "none")), base,
                  {"model": "base", "backbone": BACKBONE, "kind": "unbalanced", "main": "gan", "input_size": 32})
     with pytest.raises(CheckpointMismatch, match="retrained after the head"):
         inference.load_predictor(run, device="cpu")
@@ -270,11 +269,11 @@ def test_detector_cams_name_the_layer_and_take_the_class():
     torch.manual_seed(0)
     x = torch.randn(2, 3, 64, 64)
     cnn = dt.SimpleCNN(64).eval()
-    maps, layer = inference.detector_cams(cnn, x, "fake")
+    maps, layer = gradcam.detector_cams(cnn, x, "fake")
     assert layer == "convs.10" and maps.shape == (2, 64, 64) and 0 <= maps.min() and maps.max() <= 1
     wang = dt.BackboneLogit(create_backbone("test_resnet", "none")).eval()
-    fake, layer = inference.detector_cams(wang, x, "fake")
-    real, _ = inference.detector_cams(wang, x, "real")
+    fake, layer = gradcam.detector_cams(wang, x, "fake")
+    real, _ = gradcam.detector_cams(wang, x, "real")
     assert layer == "backbone.layer4" and not np.allclose(fake, real)  # the class changes the map
     assert all(p.grad is None for p in wang.parameters())  # explaining does not touch training state
 

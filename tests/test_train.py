@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import dfxlib
-from dfxlib import deepfeaturex as dfx
+from dfxlib import features, models
 from dfxlib.backbones import create_backbone
 from dfxlib.data import ImageStore, order
 from dfxlib.train import CheckpointMismatch, fit, is_finished, load_weights, save_weights
@@ -141,22 +141,22 @@ def _feature_setup(tmp_path, fixture_root, backbone, n):
     """A smoke run, a store over the fixture, an untrained base model saved to disk, and n image paths."""
     run = dfxlib.start("smoke", run_dir=str(tmp_path / "run"))
     folder = tmp_path / "m"
-    net = dfx.BaseClassifier(create_backbone(backbone, "none")).eval()
+    net = models.BaseClassifier(create_backbone(backbone, "none")).eval()
     save_weights(net, folder / "best.safetensors")
-    model = dfx.BaseModel(net=net, backbone=backbone, kind="unbalanced", main="dm", folder=folder)
+    model = models.BaseModel(net=net, backbone=backbone, kind="unbalanced", main="dm", folder=folder)
     rels = sorted(str(p.relative_to(fixture_root)) for p in fixture_root.rglob("*.png"))[:n]
     return run, ImageStore(fixture_root), net, model, rels
 
 
 def test_features_are_computed_once_and_cached(tmp_path, fixture_root):
     run, store, net, model, rels = _feature_setup(tmp_path, fixture_root, "test_convnext", 10)
-    f1 = dfx.features(run, store, model, rels[:6])
+    f1 = features.features(run, store, model, rels[:6])
     assert f1.shape == (6, 64) and store.decodes == 6
-    f2 = dfx.features(run, store, model, rels)
+    f2 = features.features(run, store, model, rels)
     assert store.decodes == 10  # only the 4 new images were decoded and run
     np.testing.assert_array_equal(f2[:6], f1)
     fresh = ImageStore(fixture_root)
-    f3 = dfx.features(run, fresh, model, rels[::-1])
+    f3 = features.features(run, fresh, model, rels[::-1])
     assert fresh.decodes == 0
     np.testing.assert_array_equal(f3, f2[::-1])
     with torch.no_grad():
@@ -168,14 +168,14 @@ def test_perturbed_features_are_cached_per_variant_and_decode_once(tmp_path, fix
     from dfxlib import perturb
 
     run, store, _, model, rels = _feature_setup(tmp_path, fixture_root, "test_resnet", 6)
-    raw = dfx.features(run, store, model, rels)
+    raw = features.features(run, store, model, rels)
     calls = []
 
     def noisy(img, seed):
         calls.append(seed)
         return perturb.PERTURBATIONS["noise10"](img, seed)
-    n1 = dfx.features(run, store, model, rels, "noise10", noisy)
-    n2 = dfx.features(run, store, model, rels, "noise10", noisy)
+    n1 = features.features(run, store, model, rels, "noise10", noisy)
+    n2 = features.features(run, store, model, rels, "noise10", noisy)
     assert store.decodes == 6  # each image decoded once for all variants
     assert len(calls) == 6 and len(set(calls)) == 6  # one seed per image, perturbed once
     np.testing.assert_array_equal(n1, n2)
@@ -185,10 +185,10 @@ def test_perturbed_features_are_cached_per_variant_and_decode_once(tmp_path, fix
 
 def test_damaged_feature_cache_is_recomputed_not_fatal(tmp_path, fixture_root, capsys):
     run, store, _, model, rels = _feature_setup(tmp_path, fixture_root, "test_convnext", 4)
-    good = dfx.features(run, store, model, rels)
+    good = features.features(run, store, model, rels)
     cache = next((run.cache / "features").glob("*.safetensors"))
     cache.write_bytes(b"not a safetensors file")
-    again = dfx.features(run, store, model, rels)
+    again = features.features(run, store, model, rels)
     np.testing.assert_array_equal(good, again)
     out = capsys.readouterr().out
     assert cache.name in out and "damaged feature cache" in out

@@ -1,4 +1,4 @@
-"""The DeepFeatureX models: backbones, data sets, losses, the fusion head, frozen bases, features cache."""
+"""The DeepFeatureX stages: backbones, base-model data sets and losses, the fusion head, frozen bases, features."""
 
 import numpy as np
 import pandas as pd
@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from dfxlib import backbones, deepfeaturex as dfx
+from dfxlib import backbones, basemodels, fusion, models
 from dfxlib.backbones import BackboneError, create_backbone, feature_dim, preprocess
 from dfxlib.metrics import evaluate
 
@@ -74,39 +74,39 @@ def _base(n_per=(60, 30, 20)):
 
 def test_unbalanced_set_is_exactly_90_10_and_per_generator():
     base = _base()
-    s = dfx.unbalanced_set(base, "real", 0.9, seed=0)
+    s = basemodels.unbalanced_set(base, "real", 0.9, seed=0)
     mains, others = s[s.target == 1], s[s.target == 0]
     assert len(mains) == (base.family == "real").sum() == 60
     assert len(others) == round(60 / 9)
     assert set(others.family) <= {"dm", "gan"} and len(set(others.generator)) >= 3
-    assert s.equals(dfx.unbalanced_set(base, "real", 0.9, seed=0))
-    assert not s.equals(dfx.unbalanced_set(base, "real", 0.9, seed=1))
-    g = dfx.unbalanced_set(base, "gan", 0.9, seed=0)
+    assert s.equals(basemodels.unbalanced_set(base, "real", 0.9, seed=0))
+    assert not s.equals(basemodels.unbalanced_set(base, "real", 0.9, seed=1))
+    g = basemodels.unbalanced_set(base, "gan", 0.9, seed=0)
     assert abs((g.target == 1).mean() - 0.9) < 0.01
 
 
 def test_siamese_pairs_half_similar_redrawn_each_epoch():
-    anchors = dfx.siamese_anchors(_base(), "dm", seed=0)
+    anchors = basemodels.siamese_anchors(_base(), "dm", seed=0)
     assert (anchors.target == 1).sum() == (anchors.target == 0).sum()
-    p1, p1b, p2 = (dfx.siamese_pairs(anchors, 0, 0, 1), dfx.siamese_pairs(anchors, 0, 0, 1),
-                   dfx.siamese_pairs(anchors, 0, 0, 2))
+    p1, p1b, p2 = (basemodels.siamese_pairs(anchors, 0, 0, 1), basemodels.siamese_pairs(anchors, 0, 0, 1),
+                   basemodels.siamese_pairs(anchors, 0, 0, 2))
     assert p1.equals(p1b) and not p1.equals(p2)
     assert abs(p1.dissimilar.mean() - 0.5) < 0.02
     t = dict(zip(anchors.path, anchors.target))
     assert ((p1.a.map(t) != p1.b.map(t)).astype(int) == p1.dissimilar).all()
-    assert len(dfx.siamese_pairs(anchors, 10, 0, 1)) == 10
+    assert len(basemodels.siamese_pairs(anchors, 10, 0, 1)) == 10
 
 
 def test_contrastive_loss_margin_2():
     d = torch.tensor([0.0, 1.0, 3.0, 1.0])
     y = torch.tensor([0, 0, 1, 1])  # 1 = dissimilar
     expect = (0 + 0.5 * 1 + 0 + 0.5 * 1) / 4
-    assert float(dfx.contrastive_loss(d, y, 2.0)) == pytest.approx(expect)
+    assert float(models.contrastive_loss(d, y, 2.0)) == pytest.approx(expect)
 
 
 @pytest.mark.parametrize("D, after_conv2", [(512, 126), (1024, 254), (2048, 510), (64, 14)])
 def test_fusion_head_shape_and_layers(D, after_conv2):
-    head = dfx.FusionHead()
+    head = models.FusionHead()
     assert head(torch.rand(4, 3, D)).shape == (4, 3)
     assert head.convs[:7](torch.rand(1, 3, D)).shape[-1] == after_conv2
     kinds = [type(m).__name__ for m in head.convs]
@@ -124,7 +124,7 @@ def _bn_buffers(module):
 def test_frozen_bases_keep_batch_norm_statistics_while_the_head_trains():
     torch.manual_seed(0)
     bases = [create_backbone("test_efficientnet", "none") for _ in range(3)]
-    model = dfx.CompleteModel(bases, dfx.FusionHead())
+    model = models.CompleteModel(bases, models.FusionHead())
     before = _bn_buffers(model.bases)
     assert before, "the test needs batch-norm layers in the bases"
     opt = torch.optim.Adam(model.head.parameters(), lr=1e-3)
@@ -147,7 +147,7 @@ def test_frozen_bases_keep_batch_norm_statistics_while_the_head_trains():
 
 
 def test_class_weights_are_inverse_counts():
-    w = dfx.class_weights(np.array([0, 0, 0, 0, 1, 1, 2]))
+    w = fusion.class_weights(np.array([0, 0, 0, 0, 1, 1, 2]))
     assert torch.allclose(w, torch.tensor([1 / 4, 1 / 2, 1.0]))
 
 
@@ -175,7 +175,7 @@ def test_training_a_base_model_is_reproducible(tmp_path, fixture_root):
         index = run.index()
         split = load_or_make_split(index.usable, run.dir, 0)
         torch.rand(5)  # whatever ran before must not change the result
-        return dfx.train_base_model(run, run.images(index), split, "test_resnet", "unbalanced", "gan")
+        return basemodels.train_base_model(run, run.images(index), split, "test_resnet", "unbalanced", "gan")
 
     a = train(tmp_path / "a")
     torch.manual_seed(123)
