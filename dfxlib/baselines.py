@@ -11,18 +11,18 @@ splits):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from sklearn.pipeline import Pipeline
-from torch import nn
 
 from . import paper
-from .backbones import create_backbone, display_name, normalization_meta, preprocess
-from .data import ImageStore, labelled_batches
+from .backbones import create_backbone, display_name, normalization_meta
+from .basemodels import fit_on_images
+from .data import ImageStore
 from .evaluation import GROUPS, Detector
 from .features import features
 from .fusion import class_weights, fit_probe, probe_proba
@@ -31,7 +31,7 @@ from .models import BaseClassifier, BaseModel, SiameseNet
 from .perturb import Perturbation
 from .run import Run
 from .split import Split, split_id, train_val
-from .train import device_of, fit, load_weights, save_weights
+from .train import load_weights, save_weights
 
 
 def seen_images(split: Split) -> pd.DataFrame:
@@ -54,29 +54,12 @@ def train_plain(run: Run, store: ImageStore, split: Split, backbone: str) -> Bas
     the base models' settings (epochs, lr, batch, patience, a seeded validation part), weighted cross
     entropy w_c = 1 / n_c; keeps the weights of minimum validation loss."""
     cfg = run.config
-    dev = device_of(cfg.device)
-    tf = preprocess(backbone, cfg.input_size)
     folder = run.checkpoints / "plain" / backbone
     torch.manual_seed(cfg.seed)
     net = BaseClassifier(create_backbone(backbone, cfg.pretrained), n_classes=len(CLASSES))
     tr, va = train_val(seen_images(split), cfg.val_fraction, cfg.seed)
-    weight = class_weights(tr["target"].to_numpy()).to(dev)
-
-    def step(model: nn.Module, batch) -> tuple[torch.Tensor, float, int]:
-        x, y = batch
-        logits = model(x)
-        return F.cross_entropy(logits, y, weight=weight), float((logits.argmax(1) == y).sum()), len(y)
-
-    def train_batches(epoch: int) -> Iterator:
-        return labelled_batches(store, list(tr["path"]), list(tr["target"]), tf, cfg.batch_size, cfg.seed, epoch,
-                                shuffle=True, device=dev)
-
-    def val_batches() -> Iterator:
-        return labelled_batches(store, list(va["path"]), list(va["target"]), tf, cfg.batch_size, device=dev)
-
-    result = fit(net, step, train_batches, val_batches, folder, plain_meta(run, split, backbone),
-                 epochs=cfg.base_epochs, lr=cfg.lr, weight_decay=cfg.weight_decay, seed=cfg.seed,
-                 patience=cfg.patience, device=dev, amp=cfg.amp, progress=run.progress, config_json=cfg.to_json())
+    result = fit_on_images(run, store, net, backbone, tr, va, folder, plain_meta(run, split, backbone),
+                           weight=class_weights(tr["target"].to_numpy()))
     load_weights(net, folder / "best.safetensors", plain_meta(run, split, backbone))
     net.eval()
     return BaseModel(net=net, backbone=backbone, kind="plain", main="all", folder=folder, fit=result)

@@ -27,7 +27,7 @@ from .metrics import binary_metrics, pct, sample_groups
 from .models import BaseClassifier, BaseModel, SiameseNet, contrastive_loss
 from .run import Run
 from .split import Split, split_id, train_val
-from .train import device_of, fit, load_weights
+from .train import FitResult, StepFn, classifier_step, device_of, fit, load_weights
 
 
 # -------------------------------------------------------------------------------------------- data sets
@@ -92,57 +92,73 @@ def _new_net(run: Run, backbone: str, kind: str) -> nn.Module:
     return BaseClassifier(bb) if kind == "unbalanced" else SiameseNet(bb)
 
 
-def train_base_model(run: Run, store: ImageStore, split: Split, backbone: str, kind: str, main: str) -> BaseModel:
-    """Train (or resume, or reuse) one base model; returns it with its best (minimum validation loss) weights."""
+def siamese_step(margin: float) -> StepFn:
+    """The training step of a Siamese base model: contrastive loss on the distance of each pair's embeddings;
+    a pair counts as correct when its distance falls on its side of margin / 2."""
+    def step(model: nn.Module, batch) -> tuple[torch.Tensor, float, int]:
+        xa, xb, y = batch
+        d = F.pairwise_distance(model(xa), model(xb))
+        return contrastive_loss(d, y, margin), float(((d > margin / 2).long() == y).sum()), len(y)
+    return step
+
+
+def fit_on_images(run: Run, store: ImageStore, net: nn.Module, backbone: str, tr: pd.DataFrame, va: pd.DataFrame,
+                  folder: Path, meta: dict, weight: torch.Tensor | None = None) -> FitResult:
+    """Train a classifier on image rows (`path`, `target`) with the base models' settings (epochs, lr, batch,
+    patience; seeded, shuffled batches), cross entropy weighted by `weight` when given: the unbalanced base
+    models and the plain classifiers."""
     cfg = run.config
     dev = device_of(cfg.device)
     tf = preprocess(backbone, cfg.input_size)
+
+    def train_batches(epoch: int) -> Iterator:
+        return labelled_batches(store, list(tr["path"]), list(tr["target"]), tf, cfg.batch_size, cfg.seed, epoch,
+                                shuffle=True, device=dev)
+
+    def val_batches() -> Iterator:
+        return labelled_batches(store, list(va["path"]), list(va["target"]), tf, cfg.batch_size, device=dev)
+    return fit(net, classifier_step(None if weight is None else weight.to(dev)), train_batches, val_batches, folder,
+               meta, epochs=cfg.base_epochs, lr=cfg.lr, weight_decay=cfg.weight_decay, seed=cfg.seed,
+               patience=cfg.patience, device=dev, amp=cfg.amp, progress=run.progress, config_json=cfg.to_json())
+
+
+def _fit_siamese(run: Run, store: ImageStore, net: nn.Module, backbone: str, anchors: pd.DataFrame, folder: Path,
+                 meta: dict) -> FitResult:
+    """Train a Siamese base model on pairs of `anchors` (main vs others), redrawn every epoch."""
+    cfg = run.config
+    dev = device_of(cfg.device)
+    tf = preprocess(backbone, cfg.input_size)
+    tr, va = train_val(anchors, cfg.val_fraction, cfg.seed)
+    val_pairs = siamese_pairs(va, 0, cfg.seed, epoch=0)
+
+    def pair_batches(pairs: pd.DataFrame) -> Iterator:
+        for i in range(0, len(pairs), cfg.batch_size):
+            p = pairs.iloc[i:i + cfg.batch_size]
+            yield (store.batch(list(p["a"]), tf).to(dev), store.batch(list(p["b"]), tf).to(dev),
+                   torch.tensor(p["dissimilar"].to_numpy(dtype=np.int64)).to(dev))
+
+    def train_batches(epoch: int) -> Iterator:
+        return pair_batches(siamese_pairs(tr, cfg.siamese_pairs, cfg.seed, epoch))
+
+    def val_batches() -> Iterator:
+        return pair_batches(val_pairs)
+    return fit(net, siamese_step(cfg.siamese_margin), train_batches, val_batches, folder, meta,
+               epochs=cfg.siamese_epochs, lr=cfg.lr, weight_decay=cfg.weight_decay, seed=cfg.seed,
+               patience=cfg.patience, device=dev, amp=cfg.amp, progress=run.progress, config_json=cfg.to_json())
+
+
+def train_base_model(run: Run, store: ImageStore, split: Split, backbone: str, kind: str, main: str) -> BaseModel:
+    """Train (or resume, or reuse) one base model; returns it with its best (minimum validation loss) weights."""
+    cfg = run.config
     folder = base_folder(run, backbone, kind, main)
     net = _new_net(run, backbone, kind)
-    seed = cfg.seed
+    meta = base_meta(run, split, backbone, kind, main)
     base = split.rows("base")
     if kind == "unbalanced":
-        data = unbalanced_set(base, main, cfg.unbalanced_ratio, seed)
-        tr, va = train_val(data, cfg.val_fraction, seed)
-
-        def step(model: nn.Module, batch) -> tuple[torch.Tensor, float, int]:
-            x, y = batch
-            logits = model(x)
-            return F.cross_entropy(logits, y), float((logits.argmax(1) == y).sum()), len(y)
-
-        def train_batches(epoch: int) -> Iterator:
-            return labelled_batches(store, list(tr["path"]), list(tr["target"]), tf, cfg.batch_size, seed, epoch,
-                                    shuffle=True, device=dev)
-
-        def val_batches() -> Iterator:
-            return labelled_batches(store, list(va["path"]), list(va["target"]), tf, cfg.batch_size, device=dev)
-        epochs = cfg.base_epochs
+        tr, va = train_val(unbalanced_set(base, main, cfg.unbalanced_ratio, cfg.seed), cfg.val_fraction, cfg.seed)
+        result = fit_on_images(run, store, net, backbone, tr, va, folder, meta)
     else:
-        anchors = siamese_anchors(base, main, seed)
-        tr, va = train_val(anchors, cfg.val_fraction, seed)
-        val_pairs = siamese_pairs(va, 0, seed, epoch=0)
-
-        def step(model: nn.Module, batch) -> tuple[torch.Tensor, float, int]:
-            xa, xb, y = batch
-            d = F.pairwise_distance(model(xa), model(xb))
-            correct = float(((d > cfg.siamese_margin / 2).long() == y).sum())
-            return contrastive_loss(d, y, cfg.siamese_margin), correct, len(y)
-
-        def pair_batches(pairs: pd.DataFrame) -> Iterator:
-            for i in range(0, len(pairs), cfg.batch_size):
-                p = pairs.iloc[i:i + cfg.batch_size]
-                yield (store.batch(list(p["a"]), tf).to(dev), store.batch(list(p["b"]), tf).to(dev),
-                       torch.tensor(p["dissimilar"].to_numpy(dtype=np.int64)).to(dev))
-
-        def train_batches(epoch: int) -> Iterator:
-            return pair_batches(siamese_pairs(tr, cfg.siamese_pairs, seed, epoch))
-
-        def val_batches() -> Iterator:
-            return pair_batches(val_pairs)
-        epochs = cfg.siamese_epochs
-    result = fit(net, step, train_batches, val_batches, folder, base_meta(run, split, backbone, kind, main), epochs=epochs,
-                 lr=cfg.lr, weight_decay=cfg.weight_decay, seed=seed, patience=cfg.patience, device=dev,
-                 amp=cfg.amp, progress=run.progress, config_json=cfg.to_json())
+        result = _fit_siamese(run, store, net, backbone, siamese_anchors(base, main, cfg.seed), folder, meta)
     load_weights(net, folder / "best.safetensors")
     net.eval()
     return BaseModel(net=net, backbone=backbone, kind=kind, main=main, folder=folder, fit=result)

@@ -16,7 +16,6 @@ import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
-from torch import nn
 
 from .backbones import display_name
 from .basemodels import combos, load_base_model
@@ -27,7 +26,7 @@ from .metrics import evaluate, pct, sample_groups
 from .models import BaseModel, FusionHead
 from .run import Run
 from .split import Split
-from .train import FitResult, device_of, fit, load_weights
+from .train import FitResult, classifier_step, device_of, fit, load_weights
 
 
 def class_weights(labels: np.ndarray) -> torch.Tensor:
@@ -54,11 +53,6 @@ def train_head(run: Run, name: str, x_train: np.ndarray, y_train: np.ndarray, x_
     xt, yt = torch.as_tensor(x_train), torch.as_tensor(y_train, dtype=torch.long)
     xv, yv = torch.as_tensor(x_val), torch.as_tensor(y_val, dtype=torch.long)
 
-    def step(model: nn.Module, batch) -> tuple[torch.Tensor, float, int]:
-        x, y = batch
-        logits = model(x)
-        return F.cross_entropy(logits, y, weight=weight), float((logits.argmax(1) == y).sum()), len(y)
-
     def train_batches(epoch: int) -> Iterator:
         idx = order(len(xt), cfg.seed, epoch)
         for i in range(0, len(idx), cfg.batch_size):
@@ -71,7 +65,7 @@ def train_head(run: Run, name: str, x_train: np.ndarray, y_train: np.ndarray, x_
             yield xv[i:i + cfg.batch_size * 4].to(dev), yv[i:i + cfg.batch_size * 4].to(dev)
 
     folder = run.checkpoints / "heads" / name
-    result = fit(head, step, train_batches, val_batches, folder, {**meta, "name": name, "in_channels": int(x_train.shape[1]),
+    result = fit(head, classifier_step(weight), train_batches, val_batches, folder, {**meta, "name": name, "in_channels": int(x_train.shape[1]),
                                                                   "feature_dim": int(x_train.shape[2])},
                  epochs=cfg.head_epochs, lr=cfg.head_lr, weight_decay=cfg.weight_decay, seed=cfg.seed,
                  patience=cfg.patience, device=dev, amp=False, progress=run.progress, config_json=cfg.to_json())

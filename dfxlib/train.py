@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable
 
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
@@ -48,6 +49,16 @@ class FitResult:
     history: pd.DataFrame
     folder: Path
     resumed_from: int = 0
+
+
+def classifier_step(weight: torch.Tensor | None = None) -> StepFn:
+    """The training step of a classifier: cross entropy (weighted per class when `weight` is given) and the
+    number of correct argmax predictions. Base models, plain classifiers and the fusion head share it."""
+    def step(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, float, int]:
+        x, y = batch
+        logits = model(x)
+        return F.cross_entropy(logits, y, weight=weight), float((logits.argmax(1) == y).sum()), len(y)
+    return step
 
 
 def device_of(setting: str = "auto") -> torch.device:
