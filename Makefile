@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_evaluation.py
 	$(BIN)/python benchmarks/bench_predict.py
 	$(BIN)/python benchmarks/bench_predict_memory.py
+	$(BIN)/python benchmarks/bench_pixels.py
 
 clean-runs:
 	rm -rf runs/smoke runs/mini runs/.lab runs/test-artifacts

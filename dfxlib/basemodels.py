@@ -110,13 +110,14 @@ def fit_on_images(run: Run, store: ImageStore, net: nn.Module, backbone: str, tr
     cfg = run.config
     dev = device_of(cfg.device)
     tf = preprocess(backbone, cfg.input_size)
+    pixels = run.pixels(store)  # decoded once for every backbone and epoch
 
     def train_batches(epoch: int) -> Iterator:
-        return labelled_batches(store, list(tr["path"]), list(tr["target"]), tf, cfg.batch_size, cfg.seed, epoch,
+        return labelled_batches(pixels, list(tr["path"]), list(tr["target"]), tf, cfg.batch_size, cfg.seed, epoch,
                                 shuffle=True, device=dev)
 
     def val_batches() -> Iterator:
-        return labelled_batches(store, list(va["path"]), list(va["target"]), tf, cfg.batch_size, device=dev)
+        return labelled_batches(pixels, list(va["path"]), list(va["target"]), tf, cfg.batch_size, device=dev)
     return fit(net, classifier_step(None if weight is None else weight.to(dev)), train_batches, val_batches, folder,
                meta, epochs=cfg.base_epochs, lr=cfg.lr, weight_decay=cfg.weight_decay, seed=cfg.seed,
                patience=cfg.patience, device=dev, amp=cfg.amp, progress=run.progress, config_json=cfg.to_json())
@@ -130,11 +131,12 @@ def _fit_siamese(run: Run, store: ImageStore, net: nn.Module, backbone: str, anc
     tf = preprocess(backbone, cfg.input_size)
     tr, va = train_val(anchors, cfg.val_fraction, cfg.seed)
     val_pairs = siamese_pairs(va, 0, cfg.seed, epoch=0)
+    pixels = run.pixels(store)
 
     def pair_batches(pairs: pd.DataFrame) -> Iterator:
         for i in range(0, len(pairs), cfg.batch_size):
             p = pairs.iloc[i:i + cfg.batch_size]
-            yield (store.batch(list(p["a"]), tf).to(dev), store.batch(list(p["b"]), tf).to(dev),
+            yield (pixels.batch(list(p["a"]), tf, dev), pixels.batch(list(p["b"]), tf, dev),
                    torch.tensor(p["dissimilar"].to_numpy(dtype=np.int64)).to(dev))
 
     def train_batches(epoch: int) -> Iterator:

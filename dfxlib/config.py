@@ -116,7 +116,8 @@ class Config:
     device: str = "auto"
     #: mixed precision (bfloat16) on GPU
     amp: bool = True
-    #: keep decoded images in memory (each image decoded once per run); off for large datasets
+    #: keep decoded full-size images in memory for what works on them (perturbed evaluation, the compared
+    #: detectors); off for large datasets. Base models and raw features read the uint8 store (cache/pixels/)
     keep_images: bool = True
     #: bootstrap resamples for confidence intervals
     bootstrap: int = 1000
@@ -146,12 +147,14 @@ PROFILES: dict[str, dict[str, Any]] = {
     "mini": dict(builtin_per_generator=150, backbones=("efficientnet_lite0",), pretrained="imagenet",
                  base_epochs=5, siamese_epochs=4, patience=3, head_epochs=6, detector_epochs=5,
                  fingerprint_epochs=2, manipulations=("blur7", "noise10", "scale50", "rot45")),
-    # the paper's settings on a user's copy of the real dataset (data_root must be given)
+    # the paper's settings on a user's copy of the real dataset (data_root must be given): every epoch run, the
+    # weights of minimum validation loss kept (no early stopping: patience=N asks for it), full precision
+    # (amp=true asks for bfloat16)
     "paper": dict(backbones=("densenet121", "densenet161", "densenet169", "densenet201", "efficientnet_b0",
                              "efficientnet_b4", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
                              "resnext101", "vit_b16", "vit_b32"),
                   pretrained="imagenet", input_size=256, lr=1e-4, base_epochs=50, siamese_epochs=50,
-                  patience=10, head_epochs=50, head_lr=1e-4, keep_images=False, detector_backbone="resnet50",
+                  patience=0, amp=False, head_epochs=50, head_lr=1e-4, keep_images=False, detector_backbone="resnet50",
                   detector_pretrained="imagenet",
                   fingerprint_backbone="resnet34",
                   detector_epochs=30, fingerprint_epochs=30, detector_lr=1e-4, dif_crop=256, dif_budgets=(32, 128),

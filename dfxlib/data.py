@@ -18,10 +18,11 @@ class ImageStore:
     """Decoded images of one dataset root. With `keep=True` each image is decoded once per run and kept as
     uint8 (the built-in world is small); with `keep=False` it is decoded on every use (large datasets)."""
 
-    def __init__(self, root: str | Path, keep: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS):
+    def __init__(self, root: str | Path, keep: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS, content: str = ""):
         self.root = Path(root)
-        #: short hash of the dataset folder: caches of different datasets never mix
-        self.key = hashlib.sha256(str(self.root.resolve()).encode()).hexdigest()[:8]
+        #: short hash of the dataset folder and of `content` (a hash of its files, `split.fingerprint`): caches
+        #: of different datasets, or of a dataset whose files changed, never mix
+        self.key = hashlib.sha256(f"{self.root.resolve()}\n{content}".encode()).hexdigest()[:8]
         self.keep = keep
         self.max_pixels = max_pixels
         self._cache: dict[str, Image.Image] = {}
@@ -37,9 +38,16 @@ class ImageStore:
                 self._cache[rel] = img
         return img
 
-    def batch(self, rels: Sequence[str], transform: Callable[[Image.Image], torch.Tensor]) -> torch.Tensor:
-        """A (B, 3, H, W) tensor of the preprocessed images."""
-        return torch.stack([transform(self.image(r)) for r in rels])
+    def batch(self, rels: Sequence[str], transform: Callable[[Image.Image], torch.Tensor],
+              device: torch.device | None = None) -> torch.Tensor:
+        """A (B, 3, H, W) tensor of the preprocessed images (on `device` when given)."""
+        x = torch.stack([transform(self.image(r)) for r in rels])
+        return x.to(device) if device is not None else x
+
+    def batches(self, parts: Sequence[Sequence[str]], transform: Callable[[Image.Image], torch.Tensor],
+                device: torch.device | None = None) -> Iterator[torch.Tensor]:
+        """`batch` of each list of paths in `parts`, in order."""
+        return (self.batch(p, transform, device) for p in parts)
 
 
 def order(n: int, seed: int, epoch: int, shuffle: bool = True) -> np.ndarray:
@@ -53,14 +61,14 @@ def labelled_batches(store: ImageStore, rels: Sequence[str], labels: Sequence[in
                      transform: Callable[[Image.Image], torch.Tensor], batch_size: int, seed: int = 0,
                      epoch: int = 0, shuffle: bool = False,
                      device: torch.device | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(images, labels) batches over `rels`, in the (seed, epoch) order when shuffled."""
+    """(images, labels) batches over `rels`, in the (seed, epoch) order when shuffled, from `store` (an
+    ImageStore, or a `pixels.PixelStore`, which assembles them in the background)."""
     idx = order(len(rels), seed, epoch, shuffle)
     y_all = torch.as_tensor(np.asarray(labels), dtype=torch.long)
-    for i in range(0, len(idx), batch_size):
-        part = idx[i:i + batch_size]
-        x = store.batch([rels[j] for j in part], transform)
+    parts = [idx[i:i + batch_size] for i in range(0, len(idx), batch_size)]
+    for part, x in zip(parts, store.batches([[rels[j] for j in p] for p in parts], transform, device)):
         y = y_all[part]
-        yield (x.to(device), y.to(device)) if device is not None else (x, y)
+        yield x, (y.to(device) if device is not None else y)
 
 
 def image_seed(seed: int, rel: str) -> int:

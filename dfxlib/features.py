@@ -9,7 +9,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -45,27 +45,46 @@ TIMES = FeatureTimes()
 
 
 class _Cache:
-    """One feature-cache file: rows of features and the relative paths they belong to."""
+    """One feature cache: rows of features in shards (`<name>.safetensors`, then `<name>.1.safetensors`, ...:
+    each append writes only its new rows) and the relative paths of the rows (`<name>.json`)."""
 
     def __init__(self, path: Path):
-        self.path, self.rows, self.have = path, None, {}
-        if path.is_file():
-            try:
-                rows = load_file(str(path))["features"]
-                with open(path.with_suffix(".json")) as fh:
-                    have = {p: i for i, p in enumerate(json.load(fh))}
-                if len(have) != len(rows):
-                    raise ValueError(f"{len(have)} paths for {len(rows)} rows")
-                self.rows, self.have = rows, have
-            except Exception as exc:  # safetensors raises its own error type for a damaged file
-                print(f"{path}: damaged feature cache ({exc}); recomputing it")
+        self.path, self.rows, self.have, self.shards = path, None, {}, 0
+        if not path.with_suffix(".json").is_file():
+            return
+        try:
+            with open(path.with_suffix(".json")) as fh:
+                paths = json.load(fh)
+            parts, n = [], 0
+            while n < len(paths) and self._shard(len(parts)).is_file():
+                parts.append(load_file(str(self._shard(len(parts))))["features"])
+                n += len(parts[-1])
+            if n != len(paths):
+                raise ValueError(f"{len(paths)} paths for {n} rows")
+            self._drop(len(parts))  # a shard written after its paths were not: computed again when needed
+            self.rows = torch.cat(parts) if parts else None
+            self.have, self.shards = {p: i for i, p in enumerate(paths)}, len(parts)
+        except Exception as exc:  # safetensors raises its own error type for a damaged file
+            print(f"{path}: damaged feature cache ({exc}); recomputing it")
+            self._drop(0)
+
+    def _shard(self, k: int) -> Path:
+        return self.path if k == 0 else self.path.with_name(f"{self.path.stem}.{k}{self.path.suffix}")
+
+    def _drop(self, first: int) -> None:
+        """Delete the shards from `first` on."""
+        k = first
+        while self._shard(k).is_file():
+            self._shard(k).unlink()
+            k += 1
 
     def add(self, rels: list[str], rows: torch.Tensor) -> None:
+        rows = rows.contiguous()
+        atomic_write(self._shard(self.shards), lambda tmp: save_file({"features": rows}, tmp))
+        self.shards += 1
         self.rows = rows if self.rows is None else torch.cat([self.rows, rows])
-        order_ = [p for p, _ in sorted(self.have.items(), key=lambda kv: kv[1])] + rels
+        order_ = sorted(self.have, key=self.have.__getitem__) + rels
         self.have = {p: i for i, p in enumerate(order_)}
-        rows_ = self.rows.contiguous()
-        atomic_write(self.path, lambda tmp: save_file({"features": rows_}, tmp))
         atomic_write(self.path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(order_)))
 
     def get(self, rels: Sequence[str]) -> np.ndarray:
@@ -99,6 +118,20 @@ def features_many(run: Run, store: ImageStore, models: Sequence[BaseModel], rels
     return out
 
 
+def inputs(run: Run, store: ImageStore, rels: Sequence[str], tf: Callable, device: torch.device,
+           perturb: Perturbation | None = None) -> Iterator[tuple[list[str], torch.Tensor]]:
+    """(paths, preprocessed batch on `device`) of `rels`: unperturbed images from the run's uint8 store
+    (decoded once for every backbone), perturbed ones decoded and perturbed first (a perturbation acts on the
+    full-size image), in batches of twice the training batch."""
+    size = run.config.batch_size * 2
+    if perturb is None:
+        parts = [list(rels[i:i + size]) for i in range(0, len(rels), size)]
+        yield from zip(parts, run.pixels(store).batches(parts, tf, device))
+        return
+    for part, imgs in image_batches(store, rels, size, run.config.seed, perturb):
+        yield part, prepare_batch(imgs, tf).to(device)
+
+
 def _features_one_backbone(run: Run, store: ImageStore, models: Sequence[BaseModel], rels: Sequence[str],
                            variant: str, perturb: Perturbation | None) -> list[np.ndarray]:
     folder = run.cache / "features"
@@ -115,14 +148,13 @@ def _features_one_backbone(run: Run, store: ImageStore, models: Sequence[BaseMod
         label = "/".join(sorted({f"{m.kind}" for m in models}))
         bar = tqdm(total=len(missing), desc=f"features {models[0].backbone}/{label} {variant}",
                    disable=not run.progress, leave=False)
-        batches = image_batches(store, missing, cfg.batch_size * 2, cfg.seed, perturb)
+        batches = inputs(run, store, missing, tf, dev, perturb)
         with torch.no_grad():
             while True:
                 t0 = time.perf_counter()
-                part, imgs = next(batches, (None, None))
+                part, x = next(batches, (None, None))
                 if part is None:
                     break
-                x = prepare_batch(imgs, tf).to(dev)
                 t1 = time.perf_counter()
                 for k, net in enumerate(nets):
                     need = set(todo[k])

@@ -152,7 +152,7 @@ def evaluate_wild(run: Run, root: Path, detectors: Sequence[Detector],
     at that quality. Returns the per-image table and the index's unusable files (path, error)."""
     index = run.index(root)
     usable = index.usable.sort_values("path").reset_index(drop=True)
-    store = ImageStore(index.root, keep=True, max_pixels=run.config.max_pixels)
+    store = run.images(index, keep=True)
     rels = list(usable["path"])
     y = (usable["family"] != "real").to_numpy().astype(int)
     out = []

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -15,11 +15,12 @@ import pandas as pd
 from . import minidfx
 from .config import Config, ConfigError, checkout, project_root, resolve, run_dir_of, runs_root
 from .index import DatasetIndex, build_index
-from .split import Split, load_or_make_split
+from .split import Split, fingerprint, load_or_make_split
 from .tables import atomic_write_text, write_table
 
 if TYPE_CHECKING:
     from .data import ImageStore
+    from .pixels import PixelStore
 
 SUBDIRS = ("notebooks", "tables", "figures", "checkpoints", "cache")
 #: the file that makes a folder dfx's: only such a folder (or a new or empty one) is written as a run folder
@@ -41,6 +42,7 @@ class Run:
 
     config: Config
     dir: Path
+    _pixels: dict = field(default_factory=dict, repr=False, compare=False)
 
     def sub(self, name: str) -> Path:
         """A subfolder of the run (created on demand)."""
@@ -93,11 +95,22 @@ class Run:
         return build_index(root, check=cfg.index_check, max_pixels=cfg.max_pixels,
                            cache=self.cache / f"index_cache-{key}.csv", progress=self.progress)
 
-    def images(self, index: DatasetIndex) -> "ImageStore":
-        """Decoded images of the run's dataset (kept in memory when `keep_images`)."""
+    def pixels(self, images: "ImageStore") -> "PixelStore":
+        """The uint8 store of `images` at the run's input size (`cache/pixels/`), shared by every backbone and
+        epoch; one per dataset (kept for the run's life)."""
+        from .pixels import PixelStore
+
+        if images.key not in self._pixels:
+            self._pixels[images.key] = PixelStore(self.cache / "pixels", images, self.config.input_size)
+        return self._pixels[images.key]
+
+    def images(self, index: DatasetIndex, keep: bool | None = None) -> "ImageStore":
+        """Decoded images of the dataset of `index` (kept in memory when `keep`, default `keep_images`), keyed
+        by its folder and its files' content."""
         from .data import ImageStore
 
-        return ImageStore(index.root, keep=self.config.keep_images, max_pixels=self.config.max_pixels)
+        return ImageStore(index.root, keep=self.config.keep_images if keep is None else keep,
+                          max_pixels=self.config.max_pixels, content=fingerprint(index.usable))
 
     def generator_roles(self, index: DatasetIndex) -> pd.DataFrame:
         """family, generator, role for every generator/source: `seen` (trained on), `inner` (a seen

@@ -21,6 +21,9 @@ def test_the_paper_has_fourteen_backbones():
     assert sorted(PAPER_BACKBONES) == sorted(WIDTHS)
     cfg = resolve("paper", {"data_root": "/data"})
     assert tuple(cfg.backbones) == PAPER_BACKBONES and cfg.input_size == 256
+    # as the paper trained: all 50 epochs, weights of minimum validation loss, no early stopping, full precision
+    assert (cfg.base_epochs, cfg.siamese_epochs, cfg.head_epochs, cfg.patience, cfg.amp) == (50, 50, 50, 0, False)
+    assert resolve("paper", {"data_root": "/data", "amp": "true"}).amp is True  # asked for
 
 
 @pytest.mark.parametrize("backbone", PAPER_BACKBONES)

@@ -1,5 +1,6 @@
 """The fit loop: deterministic resume, checkpoint checks, safe loading, early stopping; the features cache."""
 
+import json
 import pickle
 
 import numpy as np
@@ -162,6 +163,27 @@ def test_features_are_computed_once_and_cached(tmp_path, fixture_root):
     with torch.no_grad():
         direct = net.backbone(fresh.batch(rels[:2], dfxlib.backbones.preprocess("test_convnext", 32))).numpy()
     np.testing.assert_allclose(f2[:2], direct, rtol=1e-5, atol=1e-5)
+
+
+def test_feature_cache_appends_write_only_the_new_rows(tmp_path, fixture_root):
+    run, store, _, model, rels = _feature_setup(tmp_path, fixture_root, "test_resnet", 9)
+    f1 = features.features(run, store, model, rels[:5])
+    shard0 = next((run.cache / "features").glob(f"{model.id}-*-raw.safetensors"))
+    first = shard0.read_bytes()
+    f2 = features.features(run, store, model, rels)
+    shard1 = shard0.with_name(shard0.name.replace(".safetensors", ".1.safetensors"))
+    assert shard0.read_bytes() == first and shard1.is_file()  # the first rows were not written again
+    from safetensors.torch import load_file
+
+    assert load_file(str(shard1))["features"].shape[0] == 4
+    np.testing.assert_array_equal(f2[:5], f1)
+    # a process killed after writing a shard but before its paths: the earlier rows still serve, no recompute
+    index = shard0.with_suffix(".json")
+    paths = json.loads(index.read_text())
+    index.write_text(json.dumps(paths[:5]))
+    fresh = ImageStore(fixture_root)
+    np.testing.assert_array_equal(features.features(run, fresh, model, rels[:5]), f1)
+    assert fresh.decodes == 0 and not shard1.exists()  # the orphan shard is dropped
 
 
 def test_perturbed_features_are_cached_per_variant_and_decode_once(tmp_path, fixture_root):
