@@ -31,8 +31,8 @@ def test_linear_probe_keeps_the_backbone_frozen_and_predicts_probabilities(tmp_p
     test = list(split.rows("test")["path"])
     p = det.predict(store, test, "raw", None)
     assert p.shape == (len(test), 3) and np.allclose(p.sum(1), 1.0)
-    caches = list((run.cache / "features").glob(f"{probe.model.id}-*"))
-    assert len(caches) == 2  # one cache (features + paths) for the seen and test images together
+    caches = list((run.cache / "features").glob(f"{probe.model.id}-*.json"))
+    assert len(caches) == 1  # one cache (its paths, its shards of features) for the seen and test images together
 
     rob = ev.robustness(run, store, split, [det], ["raw", "jpeg50"])
     assert set(rob["kind"]) == {"linear probe"} and set(rob["condition"]) == {"RAW", "QF50"}
