@@ -21,6 +21,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 from PIL import Image
+from tqdm.auto import tqdm
 
 from .data import ImageStore
 from .tables import atomic_write
@@ -38,8 +39,9 @@ def resize_uint8(img: Image.Image, size: int) -> torch.Tensor:
 class PixelStore:
     """The uint8 store of one dataset (`images`) at one input size, in `folder`."""
 
-    def __init__(self, folder: str | Path, images: ImageStore, size: int, workers: int = 2):
+    def __init__(self, folder: str | Path, images: ImageStore, size: int, workers: int = 2, progress: bool = False):
         self.folder, self.images, self.size, self.workers = Path(folder), images, size, workers
+        self.progress = progress
         self.folder.mkdir(parents=True, exist_ok=True)
         stem = f"{images.key}-{size}"
         self.data, self.index_path = self.folder / f"{stem}.u8", self.folder / f"{stem}.json"
@@ -66,16 +68,20 @@ class PixelStore:
         missing = [r for r in dict.fromkeys(rels) if r not in self.have]
         if not missing:
             return 0
+        bar = tqdm(total=len(missing), desc=f"decoding into the {self.size} px store", disable=not self.progress,
+                   leave=False)
         with open(self.data, "ab") as fh, ThreadPoolExecutor(max(1, self.workers)) as pool:
-            for start in range(0, len(missing), 256):
-                part = missing[start:start + 256]
+            for start in range(0, len(missing), 2048):  # the index is rewritten once per chunk
+                part = missing[start:start + 2048]
                 for x in pool.map(lambda r: resize_uint8(self.images.image(r), self.size), part):
                     fh.write(x.numpy().tobytes())
+                    bar.update(1)
                 fh.flush()
                 os.fsync(fh.fileno())
                 for r in part:
                     self.have[r] = len(self.have)
                 self._write_index()
+        bar.close()
         self._map = None
         return len(missing)
 

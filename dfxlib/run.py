@@ -101,7 +101,8 @@ class Run:
         from .pixels import PixelStore
 
         if images.key not in self._pixels:
-            self._pixels[images.key] = PixelStore(self.cache / "pixels", images, self.config.input_size)
+            self._pixels[images.key] = PixelStore(self.cache / "pixels", images, self.config.input_size,
+                                                  progress=self.progress)
         return self._pixels[images.key]
 
     def images(self, index: DatasetIndex, keep: bool | None = None) -> "ImageStore":
