@@ -45,6 +45,10 @@ class Config:
     #: generators of seen architectures with other initial conditions, kept out of training: the "inner"
     #: fakes of the generalization test sets (MiniDFX marks its own; for user data, name them here)
     inner_generators: tuple[str, ...] = ()
+    #: train on these generators only (the comparative study's protocol: biggan + a Stable Diffusion); every
+    #: other fake generator is held out ("unseen", tested in Table 4 and notebook 06); real sources are held out
+    #: only when some are named. () = train on every generator not held out
+    train_generators: tuple[str, ...] = ()
     #: rebuild the persisted split even if it was made with another seed or dataset
     rebuild_split: bool = False
     #: "full" decodes every image while indexing (finds truncated files); "header" reads headers only
@@ -105,6 +109,11 @@ class Config:
     dif_gray_steps: int = 200
     #: fakes in each generalization test set (as many reals; fewer when the data has fewer)
     tset_fakes: int = 2000
+    #: external generalization test sets (Table 4 as the paper built it; relative: to the project root): named
+    #: sets inner_gan, outer_gan, io_gan, inner_dm, outer_dm, io_dm, inner_all, outer_all, all, each with
+    #: 0_real/ and 1_fake/ (the reference's layout), or any dataset layout whose generators are all unseen
+    #: (inner_generators names the inner ones). "" = the run's own held-out generators
+    generalization_root: str = ""
     #: JPEG quality of the generalization sets' second condition (the paper's sets were JPEG; 0 = RAW only)
     tset_jpeg: int = 90
     #: a folder in the paper's layout for the in-the-wild evaluation (relative: to the project root; evaluation

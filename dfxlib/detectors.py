@@ -267,12 +267,11 @@ def wang_augment(img: Image.Image, rng: np.random.Generator, prob: float = 0.5) 
 
 @dataclass(frozen=True)
 class DetectorSpec:
-    """A detector: its name in tables (and the paper's Table 4 row, if any), how to build it, and its
-    training and evaluation transforms."""
+    """A detector: its name in tables, how to build it, and its training and evaluation transforms. (The paper's
+    Wang2020 row is the published model, trained elsewhere: shown apart, `paper.PAPER_ONLY`.)"""
 
     name: str
     display: str
-    paper_row: str
     build: Callable[[Run], nn.Module]
     train_tf: Callable[[Run], Transform]
     eval_tf: Callable[[Run], Callable[[Image.Image], torch.Tensor]]
@@ -331,16 +330,16 @@ def _ssp_eval(run: Run) -> Callable[[Image.Image], torch.Tensor]:
 
 
 DETECTORS: dict[str, DetectorSpec] = {s.name: s for s in (
-    DetectorSpec("simplecnn", "SimpleCNN", "", lambda run: SimpleCNN(run.config.input_size),
+    DetectorSpec("simplecnn", "SimpleCNN", lambda run: SimpleCNN(run.config.input_size),
                  lambda run: (lambda img, seed, f=resize_normalize(run.config.input_size): f(img)),
                  lambda run: resize_normalize(run.config.input_size)),
-    DetectorSpec("wang2020", "Wang2020 (ResNet, blur+JPEG)", "Wang2020",
+    DetectorSpec("wang2020", "Wang2020 (ResNet, blur+JPEG)",
                  lambda run: BackboneLogit(_backbone(run, run.config.detector_backbone)), _wang_train,
                  lambda run: resize_normalize(run.config.input_size, _crop(run), *_norm(run.config.detector_backbone))),
-    DetectorSpec("ganfingerprint", "GANFingerprint", "",
+    DetectorSpec("ganfingerprint", "GANFingerprint",
                  lambda run: GANFingerprint(_backbone(run, run.config.fingerprint_backbone)), _flip_train,
                  lambda run: resize_normalize(run.config.input_size, 0, *_norm(run.config.fingerprint_backbone))),
-    DetectorSpec("ssp", "SSP (simplest patch + SRM)", "",
+    DetectorSpec("ssp", "SSP (simplest patch + SRM)",
                  lambda run: SSPNet(_backbone(run, run.config.detector_backbone), run.config.input_size),
                  _ssp_train, _ssp_eval),
 )}
@@ -459,8 +458,7 @@ def as_detector(run: Run, det: TrainedDetector):
     def predict(store: ImageStore, rels: Sequence[str], variant: str, fn: Perturbation | None) -> np.ndarray:
         p, _ = outputs(run, store, det, list(rels), fn)
         return np.stack([p, np.zeros_like(p), 1.0 - p], axis=1)
-    return Detector(group="Detectors", name=det.spec.display, predict=memoized(predict), models=[],
-                    paper_row=det.spec.paper_row)
+    return Detector(group="Detectors", name=det.spec.display, predict=memoized(predict), models=[])
 
 
 # ------------------------------------------------------------------------------------------- comparison

@@ -76,7 +76,7 @@ def robustness(run: Run, store: ImageStore, split: Split, detectors: Sequence[De
                variants: Sequence[str]) -> pd.DataFrame:
     """Tables 2-3 for `detectors`: one row per (detector, condition, task) on the balanced 3-class and binary
     test sets, accuracy and F1 (%) with 95% intervals, balanced accuracy, AUC, and the paper's value where it
-    has one (DeepFeatureX Net, JPEG conditions). `variants`: "raw" or names in dfxlib.perturb.PERTURBATIONS."""
+    has one (DeepFeatureX Net, RAW and JPEG; DeepFeatureX-SN's published detection accuracy, binary RAW). `variants`: "raw" or names in dfxlib.perturb.PERTURBATIONS."""
     cfg = run.config
     multi, binary = test_sets(split, cfg.seed)
     rels = sorted(set(multi["path"]) | set(binary["path"]))
@@ -94,8 +94,9 @@ def robustness(run: Run, store: ImageStore, split: Split, detectors: Sequence[De
             for task, df in (("multiclass", multi), ("binary", binary)):
                 r = evaluate(df["label"].to_numpy(), np.stack([probs[k, variant][p] for p in df["path"]]),
                              binary=task == "binary", n_boot=cfg.bootstrap, seed=cfg.seed)
-                ref = (paper.table23(task, det.name, cond)
-                       if det.kind == "unbalanced" and cond in paper.CONDITIONS else {})
+                ref = (paper.table23(task, det.name, cond) if det.kind == "unbalanced" and cond in paper.CONDITIONS
+                       else {"accuracy": paper.SN_DETECTION} if det.kind == "siamese" and (task, cond) == (
+                           "binary", "RAW") else {})
                 rows.append({"backbone": det.name, "kind": det.kind, "condition": cond, "task": task,
                              "accuracy": pct(r["accuracy"]), "accuracy_ci95": fmt_ci(r["accuracy_ci"]),
                              "f1": pct(r["f1"]), "f1_ci95": fmt_ci(r["f1_ci"]),

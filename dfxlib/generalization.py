@@ -4,7 +4,9 @@
   architecture with other initial conditions) and/or `unseen`, divided equally among the generators of the set,
   with as many real images (equally from the real sources) from the test split. Roles come from
   `Run.generator_roles`. Without inner generators (user data that names none), `T^i` falls back to the test
-  split of the seen generators, and the sets table says so.
+  split of the seen generators, and the sets table says so. With `generalization_root`, the sets come from
+  outside the dataset, as the paper built them: the reference's named folders (`inner_gan/0_real`, ...) used
+  as found, or any dataset whose generators are all unseen, sampled like the run's own.
 - Every model is a `dfxlib.evaluation.Detector`: complete models, the baselines of `dfxlib.baselines` (plain
   classifiers, linear probes) and the compared detectors.
 - Wild: any folder in the paper's layout, per generator and real source, balanced accuracy and AUC, and the
@@ -22,8 +24,8 @@ import pandas as pd
 from . import paper, perturb
 from .data import ImageStore
 from .features import features_many
-from .evaluation import Detector
-from .index import CLASS_INDEX, CLASSES
+from .evaluation import GROUPS, Detector
+from .index import CLASS_INDEX, CLASSES, DataError, DatasetIndex
 from .metrics import evaluate, fmt_ci, pct
 from .run import Run
 from .split import Split
@@ -47,7 +49,7 @@ def equal_sample(df: pd.DataFrame, by: str, n: int, seed: int) -> pd.DataFrame:
 def tset_pools(run: Run, index, split: Split) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Candidate fakes (with their role) and reals of the test sets: fakes of `inner` and `unseen`
     generators (never trained on), reals of the test and holdout splits. Without inner generators, the
-    test split of the seen fake generators stands in as `inner` (column `source` says which)."""
+    test split of the seen fake generators stands in as `inner` (column `source` says where each row is from)."""
     roles = run.generator_roles(index).set_index("generator")["role"]
     rows = split.table.assign(role=lambda d: d["generator"].map(roles).fillna("seen"))
     fakes = rows[(rows["family"] != "real") & rows["role"].isin(["inner", "unseen"])
@@ -56,7 +58,71 @@ def tset_pools(run: Run, index, split: Split) -> tuple[pd.DataFrame, pd.DataFram
         stand_in = rows[(rows["family"] != "real") & (rows["role"] == "seen") & (rows["split"] == "test")]
         fakes = pd.concat([fakes, stand_in.assign(role="inner", source="test split of a seen generator")])
     reals = rows[(rows["family"] == "real") & rows["split"].isin(["test", "holdout"])]
+    reals = reals.assign(source=reals["split"].map({"test": "test split", "holdout": "held-out real source"}))
     return fakes.reset_index(drop=True), reals.reset_index(drop=True)
+
+
+#: the reference's generalization folders (testing_generalization.py) -> dfx's test-set names
+REFERENCE_SETS: dict[str, str] = {"inner_gan": "T_G^i", "outer_gan": "T_G^o", "io_gan": "T_G^i/o",
+                                  "inner_dm": "T_D^i", "outer_dm": "T_D^o", "io_dm": "T_D^i/o",
+                                  "inner_all": "T_G/D^i", "outer_all": "T_G/D^o", "all": "T_G/D^i/o"}
+
+
+def external_sets(run: Run, index: DatasetIndex) -> dict[str, pd.DataFrame]:
+    """The nine test sets from the external folder of `index` (`generalization_root`). Named folders
+    (REFERENCE_SETS, each with 0_real/ and 1_fake/, a generator's sub-folder optional): every image used as
+    found, as the reference does (not balanced). Any other layout: a dataset never trained on, its generators
+    `unseen` unless named in `inner_generators`, sampled into the sets like the run's own (`tset_fakes`).
+    DataError names the folder when it cannot make the sets."""
+    root, usable = index.root, index.usable
+    if usable.empty:
+        raise DataError(f"{root}: no usable images for the generalization test sets")
+    tops = set(usable["path"].str.split("/").str[0])
+    named = tops & set(REFERENCE_SETS)
+    if index.layout == "binary" and named:
+        if tops - named:
+            raise DataError(f"{root}: folders {', '.join(sorted(tops - named))} are not test sets (expected "
+                            f"{', '.join(REFERENCE_SETS)}, each with 0_real/ and 1_fake/)")
+        return _named_sets(root, usable)
+    families = set(usable["family"])
+    if "fake" in families:
+        unknown = sorted(usable.loc[usable["family"] == "fake", "generator"].unique())
+        raise DataError(f"{root}: the family (GAN or DM) of {', '.join(unknown)} is not known; use the paper "
+                        "layout (dm_generated/, gan_generated/, real/) or a manifest with a family column")
+    if "real" not in families:
+        raise DataError(f"{root}: no real images for the generalization test sets")
+    rows = usable.assign(source=f"external ({root})")
+    fakes = rows[rows["family"] != "real"]
+    fakes = fakes.assign(role=np.where(fakes["generator"].isin(run.config.inner_generators), "inner", "unseen"))
+    return make_tsets(fakes, rows[rows["family"] == "real"], run.config.tset_fakes, run.config.seed)
+
+
+def _named_sets(root: Path, usable: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The reference's named folders as test sets: family from the set's name (`all`: GAN or DM, unknown),
+    generator or real source from the sub-folder under 1_fake/ or 0_real/ when there is one."""
+    parts = usable["path"].str.split("/")
+    df = usable.assign(set=parts.str[0], source=f"external ({root})",
+                       generator=[p[2] if len(p) > 3 else p[0] for p in parts])
+    out = {}
+    for folder, name in REFERENCE_SETS.items():
+        part = df[df["set"] == folder]
+        fam = folder.rsplit("_", 1)[-1]
+        fam = fam if fam in ("gan", "dm") else "fake"
+        part = part.assign(family=part["family"].where(part["family"] == "real", fam))
+        out[name] = part.assign(label=part["family"].map({**CLASS_INDEX, "fake": -1})).sort_values("path") \
+            .reset_index(drop=True)
+    return out
+
+
+def tsets(run: Run, index: DatasetIndex, split: Split, store: ImageStore) -> tuple[ImageStore, dict[str, pd.DataFrame]]:
+    """The generalization test sets of this run and the store that holds their images: from
+    `generalization_root` when set (`external_sets`), else from the run's own held-out generators."""
+    ext = run.generalization_root()
+    if ext is None:
+        fakes, reals = tset_pools(run, index, split)
+        return store, make_tsets(fakes, reals, run.config.tset_fakes, run.config.seed)
+    ext_index = run.index(ext)
+    return run.images(ext_index), external_sets(run, ext_index)
 
 
 def make_tsets(fakes: pd.DataFrame, reals: pd.DataFrame, n_fakes: int, seed: int) -> dict[str, pd.DataFrame]:
@@ -78,14 +144,27 @@ def make_tsets(fakes: pd.DataFrame, reals: pd.DataFrame, n_fakes: int, seed: int
 
 
 def tsets_table(sets: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """What each test set holds: fakes, reals, generators (with their counts) and where the fakes come from."""
+    """What each test set holds: fakes, reals, generators and real sources (with their counts) and where the
+    fakes and the reals come from."""
     rows = []
     for name, df in sets.items():
-        fake = df[df["family"] != "real"]
-        rows.append({"set": name, "fakes": len(fake), "reals": int((df["family"] == "real").sum()),
-                     "generators": ", ".join(f"{g} ({n})" for g, n in fake.groupby("generator").size().items()),
-                     "fake source": ", ".join(sorted(fake.get("source", pd.Series(dtype=str)).unique()))})
+        fake, real = df[df["family"] != "real"], df[df["family"] == "real"]
+        source = (df["source"] if "source" in df else pd.Series("", index=df.index)).fillna("")
+        rows.append({"set": name, "fakes": len(fake), "reals": len(real),
+                     "generators": _counts(fake), "real sources": _counts(real),
+                     "fake source": ", ".join(sorted(set(source[fake.index]) - {""})),
+                     "real source": ", ".join(sorted(set(source[real.index]) - {""}))})
     return pd.DataFrame(rows)
+
+
+def _counts(df: pd.DataFrame) -> str:
+    return ", ".join(f"{g} ({n})" for g, n in df.groupby("generator").size().items())
+
+
+def sources_note(table: pd.DataFrame) -> str:
+    """One sentence per non-empty test set (rows of `tsets_table`): where its fakes and its reals come from."""
+    return " ".join(f"{r['set']}: fakes from {r['fake source']}, reals from {r['real source']}."
+                    for _, r in table.iterrows() if r["fakes"] or r["reals"])
 
 
 # --------------------------------------------------------------------------------------------- table 4
@@ -129,7 +208,10 @@ def evaluate_sets(run: Run, store: ImageStore, sets: dict[str, pd.DataFrame], de
 
 def table4(long: pd.DataFrame) -> pd.DataFrame:
     """Table 4's shape: one row per condition and detector, one column per test set (accuracy %), and their
-    mean; then the paper's row for each detector that has one (its test sets were JPEG, quality not stated)."""
+    mean over the sets present. Then the paper's rows (its test sets were JPEG, quality not stated): its value
+    for each model here that it trained the same way (condition `paper`); DeepFeatureX-SN's published average
+    (beside the SN rows; backbone not stated); and the rows dfx cannot retrain (`paper.PAPER_ONLY`, condition
+    `paper only (not retrained)`), never beside a retrained model."""
     sets = [s for s, _, _ in TSETS if s in set(long["set"])]
 
     def wide(df: pd.DataFrame, value: str) -> pd.DataFrame:
@@ -137,11 +219,20 @@ def table4(long: pd.DataFrame) -> pd.DataFrame:
         w = w.reindex(columns=sets)
         w["mean"] = w.mean(axis=1).round(2)
         return w.reset_index()
-    ours = wide(long, "accuracy")
+    parts = [wide(long, "accuracy")]
     ref = long[long["paper_accuracy"].astype(str) != ""].assign(
         condition="paper", paper_accuracy=lambda d: pd.to_numeric(d["paper_accuracy"]))
-    ref = ref.drop_duplicates(["group", "model", "set"])
-    return pd.concat([ours, wide(ref, "paper_accuracy")], ignore_index=True) if len(ref) else ours
+    if len(ref):
+        parts.append(wide(ref.drop_duplicates(["group", "model", "set"]), "paper_accuracy"))
+    extra = []
+    if (long["group"] == GROUPS["siamese"]).any():
+        extra.append({"condition": "paper", "group": GROUPS["siamese"], "model": "published (backbone not stated)",
+                      "mean": paper.SN_GENERALIZATION})
+    for name in paper.PAPER_ONLY:
+        vals = {s: paper.table4(name, s) for s in sets}
+        extra.append({"condition": "paper only (not retrained)", "group": "Detectors", "model": name, **vals,
+                      "mean": round(float(np.mean(list(vals.values()))), 2) if vals else np.nan})
+    return pd.concat(parts + [pd.DataFrame(extra)], ignore_index=True)
 
 
 # ------------------------------------------------------------------------------------------------- wild

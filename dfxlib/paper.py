@@ -146,6 +146,16 @@ TABLE4: dict[str, tuple[float, ...]] = {
 }
 
 
+#: rows of Table 4 that dfx cannot retrain: published models (Wang2020's was trained on ProGAN images) and
+#: methods without public training code here; shown as the paper's values only, never beside a retrained model
+PAPER_ONLY: tuple[str, ...] = ("Gandhi2020", "Wang2020", "Arshed2024", "Guarnera2024")
+
+#: DeepFeatureX-SN's published figures (its abstract; backbone and test sets not stated): detection accuracy on
+#: the binary test set and the average generalization accuracy over the nine test sets (%)
+SN_DETECTION: float = 97.29
+SN_GENERALIZATION: float = 67.40
+
+
 def table4(row: str, tset: str) -> float | str:
     """The paper's Table 4 accuracy for a row (backbone name, detector or "Our") and test set, or ""."""
     vals = TABLE4.get(row)

@@ -14,7 +14,7 @@ import pandas as pd
 
 from . import minidfx
 from .config import Config, ConfigError, checkout, project_root, resolve, run_dir_of, runs_root
-from .index import DatasetIndex, build_index
+from .index import CLASSES, DatasetIndex, build_index
 from .split import Split, fingerprint, load_or_make_split
 from .tables import atomic_write_text, write_table
 
@@ -116,15 +116,39 @@ class Run:
     def generator_roles(self, index: DatasetIndex) -> pd.DataFrame:
         """family, generator, role for every generator/source: `seen` (trained on), `inner` (a seen
         architecture with other initial conditions) or `unseen`. MiniDFX marks them; for your own data,
-        `holdout_generators` are `unseen`, `inner_generators` are `inner` and the rest `seen`."""
+        `holdout_generators` are `unseen`, `inner_generators` are `inner` and the rest `seen`; with
+        `train_generators`, every fake generator it does not name is `unseen` (and every real source it does
+        not name, when it names one). A name that is not in the dataset, or a class left with nothing to train
+        on, raises ConfigError."""
+        cfg = self.config
         gens = index.usable[["family", "generator"]].drop_duplicates().sort_values(["family", "generator"])
         if self.builtin:
             roles = minidfx.metadata(index.root).drop_duplicates("generator").set_index("generator")["role"]
             gens["role"] = gens["generator"].map(roles).fillna("seen")
         else:
             gens["role"] = "seen"
-        gens.loc[gens["generator"].isin(self.config.inner_generators), "role"] = "inner"
-        gens.loc[gens["generator"].isin(self.config.holdout_generators), "role"] = "unseen"
+        known = set(gens["generator"])
+        checked = [("train_generators", cfg.train_generators), ("holdout_generators", cfg.holdout_generators)]
+        if not cfg.generalization_root:  # else inner generators may be the external sets' own
+            checked.append(("inner_generators", cfg.inner_generators))
+        for key, names in checked:
+            missing = sorted(set(names) - known)
+            if missing:
+                raise ConfigError(f"setting {key!r}: {', '.join(missing)} not among the generators of {index.root} "
+                                  f"({', '.join(sorted(known))})")
+        if cfg.train_generators:
+            named = gens["generator"].isin(cfg.train_generators)
+            real = gens["family"] == "real"
+            restrict = ~real | (real & named).any()
+            gens.loc[restrict & ~named & (gens["role"] == "seen"), "role"] = "unseen"
+        gens.loc[gens["generator"].isin(cfg.inner_generators), "role"] = "inner"
+        gens.loc[gens["generator"].isin(cfg.holdout_generators), "role"] = "unseen"
+        if cfg.train_generators or cfg.holdout_generators:
+            seen = set(gens.loc[gens["role"] == "seen", "family"])
+            left = [f for f in CLASSES if f in set(gens["family"]) and f not in seen]
+            if left:
+                raise ConfigError(f"settings 'train_generators' / 'holdout_generators' leave no {', '.join(left)} "
+                                  f"generator to train on (seen: {', '.join(gens.loc[gens['role'] == 'seen', 'generator'])})")
         return gens.reset_index(drop=True)
 
     def split(self, index: DatasetIndex) -> Split:
@@ -152,8 +176,12 @@ class Run:
 
     def wild_root(self) -> Path:
         """The in-the-wild evaluation folder (`wild_root`; a relative path is taken from the project root)."""
-        p = Path(self.config.wild_root).expanduser()
-        return (p if p.is_absolute() else project_root() / p).resolve()
+        return _from_project(self.config.wild_root)
+
+    def generalization_root(self) -> Path | None:
+        """The external generalization test sets (`generalization_root`, relative to the project root), or None
+        when Table 4 is built from the run's own held-out generators."""
+        return _from_project(self.config.generalization_root) if self.config.generalization_root else None
 
     def require(self, rel: str, notebook: str) -> Path:
         """The path of an earlier notebook's output, or MissingPrerequisite naming that notebook."""
@@ -162,6 +190,12 @@ class Run:
             raise MissingPrerequisite(f"{p} is missing: run notebook {notebook} first (dfx run --only "
                                       f"{notebook[:2]} --profile {self.config.profile})")
         return p
+
+
+def _from_project(path: str) -> Path:
+    """`path` made absolute (a relative one is taken from the project root)."""
+    p = Path(path).expanduser()
+    return (p if p.is_absolute() else project_root() / p).resolve()
 
 
 def _is_old_run(d: Path) -> bool:

@@ -1,5 +1,7 @@
 """Generalization test sets, detectors on a folder in the wild, and the format-bias report."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -131,3 +133,128 @@ def test_memoized_predictions_run_once_per_dataset_variant_and_image():
     assert m(a, ["x"], "jpeg90", None)[0, 0] == 2  # another variant is another prediction
     assert m(b, ["x"], "raw", None)[0, 2] == 1.0  # another dataset too
     assert len(calls) == 4 and m(a, [], "raw", None).shape == (0, 3)
+
+
+# ------------------------------------------------------------------------ external sets (generalization_root)
+def reference_layout(src: Path, dst: Path) -> dict[str, int]:
+    """The reference's nine named folders built from the fixture's images (in the paper layout): inner = the
+    `_a` generators, outer = the `_b` ones, reals from both sources; returns the file count of each set."""
+    import shutil
+
+    fams = {"gan": "gan_generated", "dm": "dm_generated"}
+    inner, outer = {"gan": ["gan_a"], "dm": ["dm_a"]}, {"gan": ["gan_b"], "dm": ["dm_b"]}
+    counts = {}
+    for folder in gz.REFERENCE_SETS:
+        role, _, fam = folder.partition("_") if folder != "all" else ("io", "", "all")
+        families = ["gan", "dm"] if fam == "all" else [fam]
+        gens = [(f, g) for f in families for g in (inner[f] if role == "inner" else outer[f] if role == "outer"
+                                                   else inner[f] + outer[f])]
+        n = 0
+        for f, g in gens:
+            for p in sorted((src / fams[f] / g).glob("*.png"))[:4]:
+                (dst / folder / "1_fake" / g).mkdir(parents=True, exist_ok=True)
+                shutil.copy(p, dst / folder / "1_fake" / g / p.name)
+                n += 1
+        for p in sorted((src / "real").rglob("*.png"))[:n]:
+            (dst / folder / "0_real").mkdir(parents=True, exist_ok=True)
+            shutil.copy(p, dst / folder / "0_real" / p.name)
+        counts[gz.REFERENCE_SETS[folder]] = 2 * n
+    return counts
+
+
+def test_reference_layout_fills_all_nine_sets_from_the_external_images(tmp_path, fixture_root):
+    ext = tmp_path / "external"
+    counts = reference_layout(fixture_root, ext)
+    run = dfxlib.start("smoke", run_dir=str(tmp_path / "r"), data_root=str(fixture_root),
+                       overrides={"progress": False, "bootstrap": 20, "generalization_root": str(ext)})
+    index = run.index()
+    store = run.images(index)
+    tstore, sets = gz.tsets(run, index, run.split(index), store)
+    assert tstore.root == ext.resolve() and tstore.key != store.key
+    assert list(sets) == [name for name, _, _ in gz.TSETS]
+    table = gz.tsets_table(sets).set_index("set")
+    for name, df in sets.items():  # every file of every folder, as found
+        assert len(df) == counts[name], name
+        assert (df["path"].str.split("/").str[0] == {v: k for k, v in gz.REFERENCE_SETS.items()}[name]).all()
+        assert table.loc[name, "fakes"] == table.loc[name, "reals"] == counts[name] // 2
+        assert table.loc[name, "fake source"] == table.loc[name, "real source"] == f"external ({ext.resolve()})"
+    assert table.loc["T_G^o", "generators"] == "gan_b (4)"
+    assert table.loc["T_G/D^i/o", "generators"] == "dm_a (4), dm_b (4), gan_a (4), gan_b (4)"
+    assert set(sets["T_G/D^o"]["label"]) == {-1, CLASSES.index("real")}  # 'all' sets: family not known, binary
+
+    def by_folder(store, rels, variant, fn):  # right on every image it can see
+        return np.array([[0.0, 0.9, 0.1] if "/1_fake/" in r else [0.0, 0.1, 0.9] for r in rels])
+    dets = [Detector(group="Test", name="oracle", predict=by_folder, models=[]), constant(0.8)]
+    long = gz.evaluate_tsets(run, tstore, sets, dets, jpeg_quality=0)
+    wide = gz.table4(long).set_index(["condition", "model"])
+    assert list(wide.columns[1:10]) == list(sets) and not wide.iloc[:, 1:10].isna().any().any()
+    assert (wide.loc[("RAW", "oracle")].iloc[1:11] == 100.0).all()
+    assert (wide.loc[("RAW", "const0.8")].iloc[1:10] == 50.0).all()  # every fake, no real: half right
+    assert dict(long.groupby("set")["n"].first()) == counts
+    note = gz.sources_note(gz.tsets_table(sets))
+    assert note.count(f"fakes from external ({ext.resolve()})") == 9
+
+
+def test_a_dataset_of_unseen_generators_as_external_sets(tmp_path, fixture_root):
+    run = dfxlib.start("smoke", run_dir=str(tmp_path / "r"), data_root=str(fixture_root),
+                       overrides={"progress": False, "generalization_root": str(fixture_root), "tset_fakes": 8,
+                                  "inner_generators": ["gan_a", "dm_a"]})
+    index = run.index()
+    _, sets = gz.tsets(run, index, run.split(index), run.images(index))
+    gens = {k: set(df.loc[df.family != "real", "generator"]) for k, df in sets.items()}
+    assert gens["T_G^i"] == {"gan_a"} and gens["T_D^o"] == {"dm_b"} and gens["T_G/D^i/o"] == {"gan_a", "gan_b",
+                                                                                                "dm_a", "dm_b"}
+    assert all(len(df) == 16 for df in sets.values())  # 8 fakes, 8 reals each
+
+
+def test_external_sets_refuse_what_they_cannot_use(tmp_path, fixture_root):
+    from dfxlib.index import DataError
+
+    ext = tmp_path / "ext"
+    reference_layout(fixture_root, ext)
+    (ext / "extra" / "0_real").mkdir(parents=True)
+    (ext / "extra" / "0_real" / "x.png").write_bytes((next((ext / "all" / "0_real").iterdir())).read_bytes())
+    run = dfxlib.start("smoke", run_dir=str(tmp_path / "r"), data_root=str(fixture_root),
+                       overrides={"progress": False, "generalization_root": str(ext)})
+    with pytest.raises(DataError, match=r"ext: folders extra are not test sets \(expected inner_gan"):
+        gz.external_sets(run, run.index(ext))
+    unknown = tmp_path / "unknown"
+    for cls in ("0_real", "1_fake"):
+        (unknown / "somegen" / cls).mkdir(parents=True)
+        (unknown / "somegen" / cls / "x.png").write_bytes((ext / "extra" / "0_real" / "x.png").read_bytes())
+    with pytest.raises(DataError, match="unknown: the family .* of somegen is not known"):
+        gz.external_sets(run, run.index(unknown))
+    missing = dfxlib.start("smoke", run_dir=str(tmp_path / "r"), data_root=str(fixture_root),
+                           overrides={"progress": False, "generalization_root": str(tmp_path / "nowhere")})
+    index = missing.index()
+    with pytest.raises(DataError, match="nowhere"):
+        gz.tsets(missing, index, missing.split(index), missing.images(index))
+
+
+# ----------------------------------------------------------------------------------------- train_generators
+def test_train_generators_hold_out_every_other_generator(tmp_path, fixture_root):
+    from dfxlib.config import ConfigError
+
+    def run_with(**over):
+        return dfxlib.start("smoke", run_dir=str(tmp_path / "r"), data_root=str(fixture_root),
+                            overrides={"progress": False, "rebuild_split": True, **over})
+    run = run_with(train_generators=["gan_a", "dm_a"])
+    index = run.index()
+    roles = run.generator_roles(index).set_index("generator")["role"].to_dict()
+    assert roles == {"dm_a": "seen", "dm_b": "unseen", "gan_a": "seen", "gan_b": "unseen", "real_a": "seen",
+                     "real_b": "seen"}
+    split = run.split(index).table
+    assert set(split.loc[split.generator.isin(["gan_b", "dm_b"]), "split"]) == {"holdout"}
+    trained = set(split.loc[split.split.isin(["base", "fusion"]), "generator"])
+    assert trained == {"gan_a", "dm_a", "real_a", "real_b"}
+    fakes, _ = gz.tset_pools(run, index, run.split(index))
+    assert set(fakes.loc[fakes.role == "unseen", "generator"]) == {"gan_b", "dm_b"}
+    # naming a real source restricts the reals too
+    roles = run_with(train_generators=["gan_a", "dm_a", "real_b"]).generator_roles(index)
+    assert set(roles.loc[roles.role == "unseen", "generator"]) == {"gan_b", "dm_b", "real_a"}
+    with pytest.raises(ConfigError, match="'train_generators': gan_c not among the generators of .*gan_a"):
+        run_with(train_generators=["gan_a", "gan_c"]).generator_roles(index)
+    with pytest.raises(ConfigError, match="leave no dm generator to train on"):
+        run_with(train_generators=["gan_a"]).generator_roles(index)
+    with pytest.raises(ConfigError, match="'holdout_generators': BigGan not among"):
+        run_with(holdout_generators=["BigGan"]).generator_roles(index)

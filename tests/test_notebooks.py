@@ -170,11 +170,16 @@ def test_generalization_notebook_writes_table4_and_wild(smoke_run):
     assert set(long["group"]) == {"Baselines", "Linear probe", "DeepFeatureX Net", "DeepFeatureX-SN"}
     assert long["accuracy"].between(0, 100).all() and long["accuracy_ci95"].str.match(r"^\[").all()
     wide = pd.read_csv(smoke_run / "tables" / "table4_generalization.csv", keep_default_na=False)
-    assert len(wide) == 2 * detectors and "mean" in wide.columns
+    assert len(wide) == 2 * detectors + 1 + 4 and "mean" in wide.columns  # + SN's published mean, 4 paper-only rows
+    sn = wide[(wide["group"] == "DeepFeatureX-SN") & (wide["condition"] == "paper")]
+    assert sn["mean"].tolist() == [67.4] and (sn[[s for s, _, _ in TSETS]] == "").all(axis=None)
+    only = wide[wide["condition"] == "paper only (not retrained)"].set_index("model")
+    assert list(only.index) == ["Gandhi2020", "Wang2020", "Arshed2024", "Guarnera2024"]
+    assert only.loc["Wang2020", "T_G^i"] == 62.41 and only.loc["Wang2020", "mean"] == 54.47  # the paper's nine
     assert (smoke_run / "checkpoints" / "plain" / cfg["backbones"][0] / "best.safetensors").is_file()
     v = pd.read_csv(smoke_run / "tables" / "verdicts_generalization.csv", keep_default_na=False)
     check_verdicts(v)
-    means = wide[wide["condition"] != "paper"].set_index(["condition", "group", "model"])["mean"]
+    means = wide[~wide["condition"].str.startswith("paper")].set_index(["condition", "group", "model"])["mean"]
     gen = v[v["claim"].str.startswith("DeepFeatureX generalizes")]
     assert len(gen) == 2 * 2 * len(cfg["base_kinds"]) * len(cfg["backbones"])  # 2 conditions x 2 baselines
     for r in gen.itertuples():  # each verdict reads Table 4's mean of its row
@@ -221,7 +226,13 @@ def test_detectors_notebook_compares_on_one_convention(smoke_run):
     rob = pd.read_csv(smoke_run / "tables" / "detectors_robustness.csv", keep_default_na=False)
     assert set(rob["condition"]) == {"RAW", "QF90", "QF80", "QF70", "QF60", "QF50"}
     t4 = pd.read_csv(smoke_run / "tables" / "table4_detectors.csv", keep_default_na=False)
-    assert "Detectors" in set(t4["group"]) and "paper" in set(t4["condition"])  # Wang2020 has a paper row
+    # the paper's published detectors stand apart: no retrained detector has a paper row beside it
+    from dfxlib import paper
+
+    detectors = t4[t4["group"] == "Detectors"]
+    assert set(detectors.loc[detectors["condition"].str.startswith("paper"), "condition"]) == {
+        "paper only (not retrained)"}
+    assert t4.loc[t4["condition"] == "paper only (not retrained)", "model"].tolist() == list(paper.PAPER_ONLY)
     for fig in ("detectors_roc", "detectors_confusion", "detectors_pca", "detectors_curves", "detectors_gradcam"):
         assert (smoke_run / "figures" / f"{fig}.png").stat().st_size > 0
     shown = outputs_text(smoke_run / "notebooks" / "06_detectors.ipynb")
