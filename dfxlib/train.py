@@ -1,8 +1,10 @@
 """One fit loop for every model: seeded, logged, checkpointed atomically every epoch, resumable.
 
 A run folder holds ``meta.json`` (what the model is: checked on resume and load), ``last.safetensors`` +
-``last_state.pt`` (weights, optimizer, epoch: written every epoch), ``best.safetensors`` (minimum validation
-loss), ``log.jsonl`` / ``log.csv`` and ``curves.png``. Weights are read with safetensors and optimizer state
+``last_state.pt`` (weights, optimizer, epoch: written every epoch while training, deleted once the model is
+finished: about three times the model's size that nothing reads again), ``finished.json`` (the last epoch and
+the best one, once finished), ``best.safetensors`` (minimum validation loss), ``log.jsonl`` / ``log.csv`` and
+``curves.png``. Weights are read with safetensors and optimizer state
 with ``torch.load(weights_only=True)``: loading never executes pickled code.
 
 Determinism: epoch e reseeds torch with (seed, e) and builds its batches from (seed, e), so a run resumed
@@ -143,6 +145,10 @@ def state_diff(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]
     return "; ".join(p for p in parts if p)
 
 
+#: the file that marks a finished fit (its last weights and optimizer state are then deleted)
+FINISHED = "finished.json"
+
+
 def load_state(path: Path, device: torch.device | str = "cpu") -> dict:
     """A training state (`last_state.pt`: optimizer, epoch, best) read with weights_only; a damaged file is a
     CheckpointMismatch that says what to do (the model's best weights are kept)."""
@@ -207,7 +213,13 @@ def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], Iterable[
         lr=lr, weight_decay=weight_decay, betas=(0.9, 0.999))
     history: list[dict] = []
     start, best, best_epoch, finished = 1, math.inf, 0, False
-    if meta_path.is_file() and state_path.is_file() and last.is_file():
+    done = folder / FINISHED
+    if meta_path.is_file() and done.is_file():
+        check_meta(json.loads(meta_path.read_text()), meta, meta_path)
+        st = json.loads(done.read_text())
+        start, best, best_epoch, finished = int(st["epoch"]) + 1, float(st["best"]), int(st["best_epoch"]), True
+        history = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines() if line.strip()]
+    elif meta_path.is_file() and state_path.is_file() and last.is_file():
         saved = json.loads(meta_path.read_text())
         check_meta(saved, meta, meta_path)
         load_weights(model, last)
@@ -261,6 +273,11 @@ def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], Iterable[
         atomic_write(folder / "log.jsonl", lambda tmp: Path(tmp).write_text(
             "".join(json.dumps(h) + "\n" for h in history)))
         bar.set_postfix(val_loss=f"{row['val_loss']:.4f}", best=best_epoch)
+        if finished:  # the best weights are what is used from now on
+            atomic_write(done, lambda tmp: Path(tmp).write_text(json.dumps(
+                {"epoch": epoch, "best": best, "best_epoch": best_epoch})))
+            state_path.unlink()
+            last.unlink()
         if finished or (stop_after is not None and epoch >= stop_after):
             break
     bar.close()
@@ -274,5 +291,7 @@ def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], Iterable[
 
 def is_finished(folder: str | Path) -> bool:
     """True if `folder` holds a finished fit (its best weights can be used)."""
-    p = Path(folder) / "last_state.pt"
+    if (Path(folder) / FINISHED).is_file():
+        return True
+    p = Path(folder) / "last_state.pt"  # a fit finished before finished.json existed keeps its state
     return p.is_file() and bool(load_state(p)["finished"])

@@ -65,9 +65,17 @@ def test_resume_after_interruption_gives_the_same_weights(tmp_path):
 
 
 def test_finished_run_is_reused_not_retrained(tmp_path):
-    _fit(tmp_path, _model())
+    first = _fit(tmp_path, _model())
+    # once finished, only the best weights are kept (the last weights and optimizer state are never read again)
+    assert not (tmp_path / "last_state.pt").exists() and not (tmp_path / "last.safetensors").exists()
+    assert is_finished(tmp_path) and (tmp_path / "best.safetensors").is_file()
+    best = (tmp_path / "best.safetensors").read_bytes()
     again = _fit(tmp_path, _model())
     assert again.resumed_from == 4 and len(again.history) == 4
+    assert (again.best_epoch, again.best_val_loss) == (first.best_epoch, first.best_val_loss)
+    assert (tmp_path / "best.safetensors").read_bytes() == best
+    with pytest.raises(CheckpointMismatch, match="epochs"):  # a finished model of other settings is not reused
+        _fit(tmp_path, _model(), epochs=6)
 
 
 def test_mismatched_checkpoint_is_a_clear_error(tmp_path):
