@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_predict.py
 	$(BIN)/python benchmarks/bench_predict_memory.py
 	$(BIN)/python benchmarks/bench_pixels.py
+	$(BIN)/python benchmarks/bench_plan.py
 
 clean-runs:
 	rm -rf runs/smoke runs/mini runs/.lab runs/test-artifacts

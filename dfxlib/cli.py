@@ -1,4 +1,4 @@
-"""The `dfx` command: run the notebooks, rebuild the report, audit a folder, classify images."""
+"""The `dfx` command: plan and run the notebooks, rebuild the report, audit a folder, classify images."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .config import STALL_TIMEOUT_S, ConfigError, runs_root
+from .config import STALL_TIMEOUT_S, ConfigError, resolve, runs_root
 from .index import CLASSES, DataError
 from .split import SplitMismatchError
 from .train import CheckpointMismatch
@@ -29,6 +29,15 @@ def _numbers(text: str | None) -> list[str]:
 def cmd_run(args: argparse.Namespace) -> int:
     from .runner import NotebookFailure, run_notebooks
 
+    cfg = resolve(args.profile, _params(args.param))
+    if cfg.data_root and not args.no_disk_check:  # the built-in worlds are small
+        from .plan import plan_for, summary
+
+        _, plan = plan_for(cfg)
+        if not plan.fits:
+            print(f"dfx run: refused, the disk cannot hold this run (nothing was written)\n{summary(plan)}\n"
+                  "(--no-disk-check runs it anyway)", file=sys.stderr)
+            return 2
     try:
         run_dir = run_notebooks(args.profile, _params(args.param), only=_numbers(args.only), start=args.start,
                                 stall_timeout=args.stall_timeout)
@@ -37,6 +46,25 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
     print(f"done: {run_dir}")
     return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from . import plan as pl
+
+    cfg = resolve(args.profile, _params(args.param))
+    _, plan = pl.plan_for(cfg)
+    rates, source = None, ""
+    if args.throughput:
+        rates, source = pl.rates_from_file(args.throughput), f"the figures of {args.throughput}"
+    elif args.calibrate:
+        rates = pl.rates_by_calibration(cfg, args.batch_size or cfg.batch_size)
+        source = f"the rates measured here ({cfg.device}, batch {args.batch_size or cfg.batch_size})"
+    table = pl.table(plan, rates)
+    if args.csv:
+        Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(args.csv, index=False)
+    print(pl.summary(plan, rates, source))
+    return 0 if plan.fits else 1
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -143,7 +171,19 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--stall-timeout", type=float, default=STALL_TIMEOUT_S, metavar="SECONDS",
                    help="stop a notebook whose kernel neither outputs nor computes for this long "
                         f"(default {STALL_TIMEOUT_S:.0f}; 0: no limit)")
+    r.add_argument("--no-disk-check", action="store_true",
+                   help="start even when the plan says the disk cannot hold the run (user data only)")
     r.set_defaults(func=cmd_run)
+    pl = sub.add_parser("plan", help="every unit of work a run implies: image passes, GPU hours, disk; what exists")
+    pl.add_argument("--profile", default="mini", help="smoke, mini (default) or paper")
+    pl.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
+    pl.add_argument("--calibrate", action="store_true",
+                    help="price the units at rates measured here (a few training steps of every backbone)")
+    pl.add_argument("--batch-size", type=int, default=0, help="batch of the calibration (default: the run's)")
+    pl.add_argument("--throughput", default="", metavar="JSON",
+                    help="price the units at the figures of benchmarks/bench_paper_path.py --json (the target GPU)")
+    pl.add_argument("--csv", default="", help="write the per-unit table to this CSV file")
+    pl.set_defaults(func=cmd_plan)
     rep = sub.add_parser("report", help="rebuild REPORT.md from the tables on disk")
     rep.add_argument("--profile", default="mini")
     rep.add_argument("--run-dir", help="a run folder (default runs/<profile>)")

@@ -128,6 +128,12 @@ class Config:
     #: keep decoded full-size images in memory for what works on them (perturbed evaluation, the compared
     #: detectors); off for large datasets. Base models and raw features read the uint8 store (cache/pixels/)
     keep_images: bool = True
+    #: precision of the feature cache on disk (cache/features/): "float16" halves it, at about 3 significant
+    #: digits per feature (features are always read back as float32)
+    feature_dtype: str = "float32"
+    #: keep the features of perturbed test images (JPEG, manipulations) in the cache; false computes them each
+    #: time a notebook needs them (more GPU time, most of a paper run's disk saved)
+    cache_perturbed_features: bool = True
     #: bootstrap resamples for confidence intervals
     bootstrap: int = 1000
     #: show progress bars (they are hidden anyway when not interactive)
@@ -179,7 +185,8 @@ STALL_TIMEOUT_S = 600.0
 #: the detectors of dfxlib.detectors (kept here so settings are checked without importing torch)
 DETECTOR_NAMES: tuple[str, ...] = ("simplecnn", "wang2020", "ganfingerprint", "ssp", "dif")
 
-_CHOICES: dict[str, tuple[str, ...]] = {"index_check": ("full", "header"), "profile": tuple(PROFILES)}
+_CHOICES: dict[str, tuple[str, ...]] = {"index_check": ("full", "header"), "profile": tuple(PROFILES),
+                                        "feature_dtype": ("float32", "float16")}
 
 
 def _coerce(key: str, value: Any, typ: Any) -> Any:

@@ -46,18 +46,19 @@ TIMES = FeatureTimes()
 
 class _Cache:
     """One feature cache: rows of features in shards (`<name>.safetensors`, then `<name>.1.safetensors`, ...:
-    each append writes only its new rows) and the relative paths of the rows (`<name>.json`)."""
+    each append writes only its new rows) and the relative paths of the rows (`<name>.json`), held as `dtype`
+    (rows cached in another precision are converted when read); with `keep` false, in memory only."""
 
-    def __init__(self, path: Path):
-        self.path, self.rows, self.have, self.shards = path, None, {}, 0
-        if not path.with_suffix(".json").is_file():
+    def __init__(self, path: Path, dtype: torch.dtype = torch.float32, keep: bool = True):
+        self.path, self.rows, self.have, self.shards, self.dtype, self.keep = path, None, {}, 0, dtype, keep
+        if not keep or not path.with_suffix(".json").is_file():
             return
         try:
             with open(path.with_suffix(".json")) as fh:
                 paths = json.load(fh)
             parts, n = [], 0
             while n < len(paths) and self._shard(len(parts)).is_file():
-                parts.append(load_file(str(self._shard(len(parts))))["features"])
+                parts.append(load_file(str(self._shard(len(parts))))["features"].to(dtype))
                 n += len(parts[-1])
             if n != len(paths):
                 raise ValueError(f"{len(paths)} paths for {n} rows")
@@ -79,17 +80,19 @@ class _Cache:
             k += 1
 
     def add(self, rels: list[str], rows: torch.Tensor) -> None:
-        rows = rows.contiguous()
-        atomic_write(self._shard(self.shards), lambda tmp: save_file({"features": rows}, tmp))
-        self.shards += 1
+        rows = rows.to(self.dtype).contiguous()
+        if self.keep:
+            atomic_write(self._shard(self.shards), lambda tmp: save_file({"features": rows}, tmp))
+            self.shards += 1
         self.rows = rows if self.rows is None else torch.cat([self.rows, rows])
         order_ = sorted(self.have, key=self.have.__getitem__) + rels
         self.have = {p: i for i, p in enumerate(order_)}
-        atomic_write(self.path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(order_)))
+        if self.keep:
+            atomic_write(self.path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(order_)))
 
     def get(self, rels: Sequence[str]) -> np.ndarray:
         assert self.rows is not None
-        return self.rows[[self.have[r] for r in rels]].numpy()
+        return self.rows[[self.have[r] for r in rels]].float().numpy()
 
 
 def prepare_batch(imgs: Sequence[Image.Image], tf: Callable[[Image.Image], torch.Tensor]) -> torch.Tensor:
@@ -135,7 +138,9 @@ def inputs(run: Run, store: ImageStore, rels: Sequence[str], tf: Callable, devic
 def _features_one_backbone(run: Run, store: ImageStore, models: Sequence[BaseModel], rels: Sequence[str],
                            variant: str, perturb: Perturbation | None) -> list[np.ndarray]:
     folder = run.cache / "features"
-    caches = [_Cache(folder / f"{m.id}-{store.key}-{variant}.safetensors") for m in models]
+    dtype = getattr(torch, run.config.feature_dtype)
+    keep = variant == "raw" or run.config.cache_perturbed_features
+    caches = [_Cache(folder / f"{m.id}-{store.key}-{variant}.safetensors", dtype, keep) for m in models]
     wanted = list(dict.fromkeys(rels))
     missing = [r for r in wanted if any(r not in c.have for c in caches)]
     if missing:

@@ -151,9 +151,10 @@ class Run:
                                   f"generator to train on (seen: {', '.join(gens.loc[gens['role'] == 'seen', 'generator'])})")
         return gens.reset_index(drop=True)
 
-    def split(self, index: DatasetIndex) -> Split:
-        """The persisted split of this run's dataset (made on first use, then reused and checked). Generators
-        not `seen` are held out; MiniDFX images are grouped by the photo region they come from."""
+    def split(self, index: DatasetIndex, write: bool = True) -> Split:
+        """The persisted split of this run's dataset (made on first use, then reused and checked; `write` false:
+        what it would be, nothing saved). Generators not `seen` are held out; MiniDFX images are grouped by the
+        photo region they come from."""
         cfg = self.config
         roles = self.generator_roles(index)
         holdout = sorted(roles.loc[roles["role"] != "seen", "generator"])
@@ -162,7 +163,7 @@ class Run:
             meta = minidfx.metadata(index.root).set_index("path")["group"]
             groups = index.usable["path"].map(meta)
         return load_or_make_split(index.usable, self.dir, cfg.seed, (cfg.split_base, cfg.split_fusion, cfg.split_test),
-                                  holdout, rebuild=cfg.rebuild_split, groups=groups)
+                                  holdout, rebuild=cfg.rebuild_split, groups=groups, write=write)
 
     def save_table(self, df: Any, name: str, title: str = "", notes: str = "") -> Path:
         """Write a table as CSV and Markdown under `tables/`."""

@@ -106,8 +106,9 @@ def make_split(usable: pd.DataFrame, seed: int, fractions: Sequence[float] = (0.
 
 def load_or_make_split(usable: pd.DataFrame, folder: str | Path, seed: int,
                        fractions: Sequence[float] = (0.4, 0.4, 0.2), holdout: Sequence[str] = (),
-                       rebuild: bool = False, groups: pd.Series | None = None) -> Split:
-    """Reuse `folder/split.csv` if it was made from this dataset with these settings, else make it.
+                       rebuild: bool = False, groups: pd.Series | None = None, write: bool = True) -> Split:
+    """Reuse `folder/split.csv` if it was made from this dataset with these settings, else make it (and save
+    it, unless `write` is false: what the split would be, for a plan).
 
     A persisted split that does not match raises SplitMismatchError (nothing is overwritten) unless
     `rebuild` is true.
@@ -137,8 +138,9 @@ def load_or_make_split(usable: pd.DataFrame, folder: str | Path, seed: int,
                 "(dfx run -p rebuild_split=true) to rebuild it and retrain, or use another run_dir.")
         return Split(table=table, meta=old)
     table = make_split(usable, seed, fractions, holdout, groups)
-    atomic_write_text(csv_path, table.to_csv(index=False))
-    atomic_write_text(meta_path, json.dumps(meta, indent=2))
+    if write:
+        atomic_write_text(csv_path, table.to_csv(index=False))
+        atomic_write_text(meta_path, json.dumps(meta, indent=2))
     return Split(table=table, meta=meta)
 
 

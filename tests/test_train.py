@@ -224,3 +224,22 @@ def test_damaged_feature_cache_is_recomputed_not_fatal(tmp_path, fixture_root, c
     assert cache.name in out and "damaged feature cache" in out
     from safetensors.torch import load_file
     assert load_file(str(cache))["features"].shape == (4, 64)  # rewritten whole
+
+
+def test_float16_cache_and_perturbed_features_not_kept(tmp_path, fixture_root):
+    from dfxlib import perturb
+
+    run, store, _, model, rels = _feature_setup(tmp_path, fixture_root, "test_resnet", 6)
+    full = features.features(run, store, model, rels)
+    half_run = dfxlib.start("smoke", run_dir=str(tmp_path / "half"),
+                            overrides={"feature_dtype": "float16", "cache_perturbed_features": False})
+    half = features.features(half_run, store, model, rels)
+    assert half.dtype == np.float32  # read back as float32
+    np.testing.assert_allclose(half, full, rtol=2e-3, atol=1e-3)  # half precision: ~3 significant digits
+    from safetensors.torch import load_file
+
+    cached = next((half_run.cache / "features").glob("*-raw.safetensors"))
+    assert load_file(str(cached))["features"].dtype == torch.float16
+    noisy = features.features(half_run, store, model, rels, "noise10", perturb.PERTURBATIONS["noise10"])
+    assert noisy.shape == full.shape
+    assert not list((half_run.cache / "features").glob("*-noise10.*"))  # perturbed features not kept
