@@ -15,12 +15,14 @@ import numpy as np
 import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
+from torch import nn
 from tqdm.auto import tqdm
 
 from .backbones import preprocess
 from .data import ImageStore, image_batches
 from .models import BaseModel
 from .perturb import Perturbation
+from .pixels import resize_uint8
 from .run import Run
 from .tables import atomic_write
 from .train import device_of
@@ -108,74 +110,106 @@ def prepare_batch(imgs: Sequence[Image.Image], tf: Callable[[Image.Image], torch
 def features_many(run: Run, store: ImageStore, models: Sequence[BaseModel], rels: Sequence[str],
                   variant: str = "raw", perturb: Perturbation | None = None) -> list[np.ndarray]:
     """Pooled features (N, D) of each of `models` for `rels` of `store`, computed once per (image, model,
-    dataset, variant) and cached under `cache/features/`. Each missing image is decoded, perturbed and
-    preprocessed once for all the models of one backbone; `perturb(image, seed)` is applied to the decoded
-    image before preprocessing."""
-    out: list[np.ndarray] = [np.zeros(0)] * len(models)
-    by_backbone: dict[str, list[int]] = {}
+    dataset, variant) and cached under `cache/features/`. Unperturbed images come from the run's uint8 store; a
+    perturbed image is decoded and perturbed once for every backbone (`perturb(image, seed)` acts on the
+    decoded full-size image), then each backbone's preprocessing is applied."""
+    groups: dict[str, list[int]] = {}
     for i, m in enumerate(models):
-        by_backbone.setdefault(m.backbone, []).append(i)
-    for idx in by_backbone.values():
-        for i, f in zip(idx, _features_one_backbone(run, store, [models[i] for i in idx], rels, variant, perturb)):
-            out[i] = f
+        groups.setdefault(m.backbone, []).append(i)
+    jobs = [_Job(run, store, [models[i] for i in idx], rels, variant) for idx in groups.values()]
+    todo = [j for j in jobs if j.missing]
+    if todo:
+        _compute(run, todo, store, variant, perturb)
+    out: list[np.ndarray] = [np.zeros(0)] * len(models)
+    for idx, job in zip(groups.values(), jobs):
+        for i, c in zip(idx, job.caches):
+            out[i] = c.get(rels)
     return out
 
 
-def inputs(run: Run, store: ImageStore, rels: Sequence[str], tf: Callable, device: torch.device,
-           perturb: Perturbation | None = None) -> Iterator[tuple[list[str], torch.Tensor]]:
-    """(paths, preprocessed batch on `device`) of `rels`: unperturbed images from the run's uint8 store
-    (decoded once for every backbone), perturbed ones decoded and perturbed first (a perturbation acts on the
-    full-size image), in batches of twice the training batch."""
-    size = run.config.batch_size * 2
-    if perturb is None:
-        parts = [list(rels[i:i + size]) for i in range(0, len(rels), size)]
-        yield from zip(parts, run.pixels(store).batches(parts, tf, device))
-        return
-    for part, imgs in image_batches(store, rels, size, run.config.seed, perturb):
-        yield part, prepare_batch(imgs, tf).to(device)
+class _Job:
+    """The models of one backbone, their caches, and the images each still needs."""
+
+    def __init__(self, run: Run, store: ImageStore, models: Sequence[BaseModel], rels: Sequence[str], variant: str):
+        dtype = getattr(torch, run.config.feature_dtype)
+        keep = variant == "raw" or run.config.cache_perturbed_features
+        folder = run.cache / "features"
+        self.models = list(models)
+        self.caches = [_Cache(folder / f"{m.id}-{store.key}-{variant}.safetensors", dtype, keep) for m in models]
+        wanted = list(dict.fromkeys(rels))
+        self.missing = [r for r in wanted if any(r not in c.have for c in self.caches)]
+        self.need = set(self.missing)
+        self.todo = [{r for r in self.missing if r not in c.have} for c in self.caches]
+        self.out: list[list[torch.Tensor]] = [[] for _ in models]
+        self.tf = preprocess(models[0].backbone, run.config.input_size)
+
+    def forward(self, nets: Sequence[nn.Module], part: list[str], x: torch.Tensor) -> None:
+        """Features of batch `x` (paths `part`) from each net, for the images its cache lacks."""
+        for k, net in enumerate(nets):
+            sel = [j for j, r in enumerate(part) if r in self.todo[k]]
+            if sel:
+                self.out[k].append(net(x if len(sel) == len(part) else x[sel]).float().cpu())
+
+    def save(self) -> None:
+        for c, need, rows in zip(self.caches, self.todo, self.out):
+            if need:
+                c.add([r for r in self.missing if r in need], torch.cat(rows))
 
 
-def _features_one_backbone(run: Run, store: ImageStore, models: Sequence[BaseModel], rels: Sequence[str],
-                           variant: str, perturb: Perturbation | None) -> list[np.ndarray]:
-    folder = run.cache / "features"
-    dtype = getattr(torch, run.config.feature_dtype)
-    keep = variant == "raw" or run.config.cache_perturbed_features
-    caches = [_Cache(folder / f"{m.id}-{store.key}-{variant}.safetensors", dtype, keep) for m in models]
-    wanted = list(dict.fromkeys(rels))
-    missing = [r for r in wanted if any(r not in c.have for c in caches)]
-    if missing:
-        cfg = run.config
-        dev = device_of(cfg.device)
-        tf = preprocess(models[0].backbone, cfg.input_size)
-        todo = [[r for r in missing if r not in c.have] for c in caches]
-        nets = [m.features_net.to(dev).eval() for m in models]
-        out: list[list[torch.Tensor]] = [[] for _ in models]
-        label = "/".join(sorted({f"{m.kind}" for m in models}))
-        bar = tqdm(total=len(missing), desc=f"features {models[0].backbone}/{label} {variant}",
-                   disable=not run.progress, leave=False)
-        batches = inputs(run, store, missing, tf, dev, perturb)
-        with torch.no_grad():
-            while True:
+#: perturbed images held at the input size at once (a multiple of any batch): decoded and perturbed once, then
+#: read by every backbone
+_CHUNK = 1024
+
+
+def _compute(run: Run, jobs: Sequence[_Job], store: ImageStore, variant: str, perturb: Perturbation | None) -> None:
+    """Fill the caches of `jobs`: unperturbed images from the uint8 store, backbone by backbone; perturbed ones
+    chunk by chunk, each image perturbed once and resized to the input size as the store does, then passed
+    through every backbone."""
+    cfg = run.config
+    dev = device_of(cfg.device)
+    size = cfg.batch_size * 2
+    nets = [[m.features_net.to(dev).eval() for m in job.models] for job in jobs]
+    kinds = "/".join(sorted({m.kind for job in jobs for m in job.models}))
+    bar = tqdm(total=sum(len(j.missing) for j in jobs), disable=not run.progress, leave=False,
+               desc=f"features {'+'.join(j.models[0].backbone for j in jobs)}/{kinds} {variant}")
+    with torch.no_grad():
+        if perturb is None:
+            for job, job_nets in zip(jobs, nets):
+                parts = [job.missing[i:i + size] for i in range(0, len(job.missing), size)]
+                _run(job, job_nets, zip(parts, run.pixels(store).batches(parts, job.tf, dev)), bar)
+        else:
+            union = list(dict.fromkeys(r for job in jobs for r in job.missing))
+            step = size * max(1, _CHUNK // size)  # whole batches per chunk: the batches of one backbone at a time
+            for i in range(0, len(union), step):
                 t0 = time.perf_counter()
-                part, x = next(batches, (None, None))
-                if part is None:
-                    break
-                t1 = time.perf_counter()
-                for k, net in enumerate(nets):
-                    need = set(todo[k])
-                    sel = [j for j, r in enumerate(part) if r in need]
-                    if sel:
-                        xs = x if len(sel) == len(part) else x[sel]
-                        out[k].append(net(xs).float().cpu())
-                TIMES.prepare += t1 - t0
-                TIMES.forward += time.perf_counter() - t1
-                TIMES.images += len(part)
-                bar.update(len(part))
-        bar.close()
-        for c, rels_k, rows in zip(caches, todo, out):
-            if rels_k:
-                c.add(rels_k, torch.cat(rows))
-    return [c.get(rels) for c in caches]
+                chunk = union[i:i + step]
+                pixels = {r: resize_uint8(img, cfg.input_size)
+                          for part, imgs in image_batches(store, chunk, size, cfg.seed, perturb)
+                          for r, img in zip(part, imgs)}
+                TIMES.prepare += time.perf_counter() - t0
+                for job, job_nets in zip(jobs, nets):
+                    need = [r for r in chunk if r in job.need]
+                    parts = [need[k:k + size] for k in range(0, len(need), size)]
+                    _run(job, job_nets, ((p, job.tf(torch.stack([pixels[r] for r in p]).to(dev))) for p in parts),
+                         bar)
+    bar.close()
+    for job in jobs:
+        job.save()
+
+
+def _run(job: _Job, nets: Sequence[nn.Module], batches: Iterator[tuple[list[str], torch.Tensor]], bar) -> None:
+    """Every batch of `batches` through `job`'s nets, timed (preparing vs forward)."""
+    while True:
+        t0 = time.perf_counter()
+        part, x = next(batches, (None, None))
+        if part is None:
+            return
+        t1 = time.perf_counter()
+        job.forward(nets, part, x)
+        TIMES.prepare += t1 - t0
+        TIMES.forward += time.perf_counter() - t1
+        TIMES.images += len(part)
+        bar.update(len(part))
 
 
 def features(run: Run, store: ImageStore, model: BaseModel, rels: Sequence[str], variant: str = "raw",

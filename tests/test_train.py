@@ -243,3 +243,26 @@ def test_float16_cache_and_perturbed_features_not_kept(tmp_path, fixture_root):
     noisy = features.features(half_run, store, model, rels, "noise10", perturb.PERTURBATIONS["noise10"])
     assert noisy.shape == full.shape
     assert not list((half_run.cache / "features").glob("*-noise10.*"))  # perturbed features not kept
+
+
+def test_a_perturbed_image_is_computed_once_for_every_backbone(tmp_path, fixture_root):
+    from dfxlib import perturb
+
+    run, store, _, resnet, rels = _feature_setup(tmp_path, fixture_root, "test_resnet", 6)
+    net = models.BaseClassifier(create_backbone("test_convnext", "none")).eval()
+    save_weights(net, tmp_path / "c" / "best.safetensors")
+    convnext = models.BaseModel(net=net, backbone="test_convnext", kind="unbalanced", main="gan",
+                                folder=tmp_path / "c")
+    calls = []
+
+    def noisy(img, seed):
+        calls.append(seed)
+        return perturb.PERTURBATIONS["noise10"](img, seed)
+    both = features.features_many(run, store, [resnet, convnext], rels, "noise10", noisy)
+    assert len(calls) == 6  # once per image, not once per backbone
+    # the same numbers as each backbone alone, from a fresh cache
+    alone_run = dfxlib.start("smoke", run_dir=str(tmp_path / "alone"))
+    for model, got in zip((resnet, convnext), both):
+        alone = features.features(alone_run, ImageStore(fixture_root), model, rels, "noise10",
+                                  perturb.PERTURBATIONS["noise10"])
+        np.testing.assert_array_equal(got, alone)
