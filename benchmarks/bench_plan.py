@@ -1,11 +1,11 @@
 """Benchmark: `dfx plan` for the paper profile on a synthetic tree with the paper's image counts and sizes.
 
-    python benchmarks/bench_plan.py [--scale 1.0] [--throughput h200.json] [--keep DIR]
+    python benchmarks/bench_plan.py [--scale 1.0] [--throughput h200.json | --calibrate] [--keep DIR]
 
 Builds the paper's dataset as header-only PNGs (tests/fixture.py: its 18 generators and sources, 72,334
 files at their listed sizes; a few hundred MB of file-system blocks), then prints the plan of a paper run on it:
 units, image passes, GPU hours at the rates of `--throughput` (benchmarks/bench_paper_path.py --json on the
-target GPU), disk by part and the settings that make it fit, and how long planning took.
+target GPU) or measured on this machine (`--calibrate`, batch 2: a CPU's hours, for scale only), disk by part and the settings that make it fit, and how long planning took.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scale", type=float, default=1.0, help="of the paper's image counts")
     ap.add_argument("--throughput", default="", help="JSON of benchmarks/bench_paper_path.py --json")
+    ap.add_argument("--calibrate", action="store_true", help="price at rates measured here (batch 2)")
     ap.add_argument("--keep", default="", help="build the tree here and keep it (default: a temporary folder)")
     args = ap.parse_args()
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="dfx-plan-"))
@@ -42,10 +43,15 @@ def main() -> None:
             cfg = resolve("paper", {"data_root": str(data), "run_dir": str(work / "run"), "progress": False, **extra})
             t0 = time.perf_counter()
             _, plan = pl.plan_for(cfg)
-            rates = pl.rates_from_file(args.throughput) if args.throughput else None
+            if args.throughput:
+                rates, source = pl.rates_from_file(args.throughput), args.throughput
+            elif args.calibrate:
+                rates, source = pl.rates_by_calibration(cfg, 2), "rates measured on this machine (batch 2)"
+            else:
+                rates, source = None, ""
             print(f"\n-- paper profile{', ' if extra else ''}{', '.join(f'{k}={v}' for k, v in extra.items())} "
                   f"(planned in {time.perf_counter() - t0:.1f} s)")
-            print(pl.summary(plan, rates, args.throughput))
+            print(pl.summary(plan, rates, source))
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

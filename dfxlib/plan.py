@@ -307,12 +307,13 @@ def rates_by_calibration(cfg: Config, batch_size: int, steps: int = 2) -> dict[s
 
 
 def table(plan: Plan, rates: Mapping[str, Mapping[str, float]] | None = None) -> pd.DataFrame:
-    """One row per unit: stage, name, image passes (training, forward), GPU hours at `rates`, disk (GB), done."""
+    """One row per unit: stage, name, image passes (training, forward), hours at `rates` (GPU hours when they
+    were measured on a GPU), disk (GB), done."""
     rows = []
     for u in plan.units:
         s = u.seconds(rates) if rates else None
         rows.append({"stage": u.stage, "unit": u.name, "train images": u.train, "forward images": u.forward,
-                     "GPU h": round(s / 3600, 2) if s is not None else None, "disk GB": round(u.disk / GB, 3),
+                     "hours": round(s / 3600, 2) if s is not None else None, "disk GB": round(u.disk / GB, 3),
                      "done": u.done})
     return pd.DataFrame(rows)
 
@@ -324,14 +325,14 @@ def summary(plan: Plan, rates: Mapping[str, Mapping[str, float]] | None = None, 
     lines = [f"plan for {plan.run_dir} ({plan.config.profile} profile, {len(plan.config.backbones)} backbones)"]
     by = t.groupby("stage", sort=False).agg(units=("unit", "size"), done=("done", "sum"),
                                             train=("train images", "sum"), forward=("forward images", "sum"),
-                                            hours=("GPU h", lambda h: h.sum(min_count=1)))
+                                            hours=("hours", lambda h: h.sum(min_count=1)))
     for r in by.itertuples():
-        h = f"{r.hours:.1f} GPU h" if pd.notna(r.hours) else "not priced"
+        h = f"{r.hours:.1f} h" if pd.notna(r.hours) else "not priced"
         lines.append(f"  {r.Index:16s} {int(r.units):4d} units ({int(r.done)} done)  {int(r.train):>13,} training "
                      f"+ {int(r.forward):>12,} forward images  {h}")
     todo = t[~t["done"]]
     if rates:
-        lines.append(f"GPU time left: {todo['GPU h'].sum():.1f} h at {source} ({todo['GPU h'].isna().sum()} units not "
+        lines.append(f"time left: {todo['hours'].sum():.1f} h at {source} ({todo['hours'].isna().sum()} units not "
                      "priced: DIF's U-Net, or a backbone without figures)")
     else:
         lines.append("GPU time: not estimated (dfx plan --calibrate measures this machine; --throughput FILE reads "

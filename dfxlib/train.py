@@ -18,7 +18,7 @@ import math
 import pickle
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from .backbones import pickle_refusal
 from .config import ConfigError
+from .distributed import Dist, current
 from .tables import atomic_write
 
 Batch = Any
@@ -205,88 +206,123 @@ def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], Iterable[
     meta = {**meta, "epochs": epochs, "lr": lr, "weight_decay": weight_decay, "seed": seed, "patience": patience}
     if optimizer != "adam":  # recorded only when not the default, so existing checkpoints still match
         meta["optimizer"] = optimizer
-    meta_path, last, state_path = folder / "meta.json", folder / "last.safetensors", folder / "last_state.pt"
+    meta_path = folder / "meta.json"
     if optimizer not in ("adam", "adamw"):
         raise ValueError(f"optimizer: 'adam' or 'adamw', got {optimizer!r}")
     opt = (torch.optim.AdamW if optimizer == "adamw" else torch.optim.Adam)(
         params if params is not None else [p for p in model.parameters() if p.requires_grad],
         lr=lr, weight_decay=weight_decay, betas=(0.9, 0.999))
-    history: list[dict] = []
-    start, best, best_epoch, finished = 1, math.inf, 0, False
-    done = folder / FINISHED
+    st = _resume(folder, meta, model, opt, device)
+    resumed_from = st.start - 1
+    dist = current()
+    if dist.main:
+        atomic_write(meta_path, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
+        if config_json:
+            atomic_write(folder / "config.json", lambda tmp: Path(tmp).write_text(config_json))
+    net = dist.wrap(model, device)
+    use_amp = amp and device.type == "cuda"
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else nullcontext
+    bar = tqdm(range(st.start, epochs + 1), desc=meta.get("name", folder.name), disable=not progress or not dist.main,
+               leave=False)
+    for epoch in bar if not st.finished else []:
+        torch.manual_seed(seed * 100_003 + epoch)
+        t0 = time.perf_counter()
+        net.train()
+        tl, tc, tn = _pass(net, step, train_batches(epoch), dist, autocast, opt)
+        model.eval()
+        vl, vc, vn = _pass(model, step, val_batches(), dist, autocast)
+        row = {"epoch": epoch, "train_loss": tl / max(tn, 1), "train_acc": tc / max(tn, 1),
+               "val_loss": vl / max(vn, 1), "val_acc": vc / max(vn, 1), "seconds": time.perf_counter() - t0}
+        st.history.append(row)
+        if dist.agree(row["val_loss"] < st.best):  # decided on rank 0, the same on every process
+            st.best, st.best_epoch = row["val_loss"], epoch
+            if dist.main:
+                save_weights(model, folder / "best.safetensors", meta)
+        st.finished = (patience > 0 and epoch - st.best_epoch >= patience) or epoch == epochs
+        if dist.main:
+            _checkpoint(folder, model, opt, meta, st, epoch)
+        bar.set_postfix(val_loss=f"{row['val_loss']:.4f}", best=st.best_epoch)
+        if st.finished or (stop_after is not None and epoch >= stop_after):
+            break
+    bar.close()
+    dist.barrier()  # every process returns once rank 0 has written
+    table = pd.DataFrame(st.history)
+    if len(table) and dist.main:
+        atomic_write(folder / "log.csv", lambda tmp: table.to_csv(tmp, index=False))
+        _curves(table, folder / "curves.png", meta.get("name", folder.name))
+    return FitResult(best_epoch=st.best_epoch, best_val_loss=st.best, history=table, folder=folder,
+                     resumed_from=resumed_from)
+
+
+@dataclass
+class _FitState:
+    """Where a fit stands: the next epoch, the best validation loss and its epoch, whether it is finished, and
+    the rows of the epochs run so far."""
+
+    start: int = 1
+    best: float = math.inf
+    best_epoch: int = 0
+    finished: bool = False
+    history: list[dict] = field(default_factory=list)
+
+
+def _resume(folder: Path, meta: dict, model: nn.Module, opt: torch.optim.Optimizer, device: torch.device) -> _FitState:
+    """The state saved in `folder` (a finished fit, or an unfinished one: its last weights and optimizer state
+    loaded into `model` and `opt`), checked against `meta`; a fresh state when there is none."""
+    meta_path, done, state_path = folder / "meta.json", folder / FINISHED, folder / "last_state.pt"
+
+    def history(start: int) -> list[dict]:
+        rows = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines() if line.strip()]
+        return [h for h in rows if h["epoch"] < start]
     if meta_path.is_file() and done.is_file():
         check_meta(json.loads(meta_path.read_text()), meta, meta_path)
         st = json.loads(done.read_text())
-        start, best, best_epoch, finished = int(st["epoch"]) + 1, float(st["best"]), int(st["best_epoch"]), True
-        history = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines() if line.strip()]
-    elif meta_path.is_file() and state_path.is_file() and last.is_file():
-        saved = json.loads(meta_path.read_text())
-        check_meta(saved, meta, meta_path)
-        load_weights(model, last)
+        start = int(st["epoch"]) + 1
+        return _FitState(start, float(st["best"]), int(st["best_epoch"]), True, history(start))
+    if meta_path.is_file() and state_path.is_file() and (folder / "last.safetensors").is_file():
+        check_meta(json.loads(meta_path.read_text()), meta, meta_path)
+        load_weights(model, folder / "last.safetensors")
         st = load_state(state_path, device)
         opt.load_state_dict(st["optimizer"])
-        start, best, best_epoch, finished = int(st["epoch"]) + 1, float(st["best"]), int(st["best_epoch"]), bool(
-            st["finished"])
-        history = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines() if line.strip()]
-        history = [h for h in history if h["epoch"] < start]
-    resumed_from = start - 1
-    atomic_write(meta_path, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
-    if config_json:
-        atomic_write(folder / "config.json", lambda tmp: Path(tmp).write_text(config_json))
-    use_amp = amp and device.type == "cuda"
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else nullcontext
-    bar = tqdm(range(start, epochs + 1), desc=meta.get("name", folder.name), disable=not progress, leave=False)
-    for epoch in bar if not finished else []:
-        torch.manual_seed(seed * 100_003 + epoch)
-        t0 = time.perf_counter()
-        model.train()
-        tot = {"loss": 0.0, "correct": 0.0, "n": 0}
-        for batch in train_batches(epoch):
-            with autocast():
-                loss, correct, n = step(model, batch)
+        start = int(st["epoch"]) + 1
+        return _FitState(start, float(st["best"]), int(st["best_epoch"]), bool(st["finished"]), history(start))
+    return _FitState()
+
+
+def _pass(net: nn.Module, step: StepFn, batches: Iterable[Batch], dist: Dist, autocast,
+          opt: torch.optim.Optimizer | None = None) -> list[float]:
+    """Loss x samples, correct and samples over `batches` (this process's share of each), summed over every
+    process; a training pass (a step of `opt` per batch) when `opt` is given, else without gradients."""
+    loss_sum, correct_sum, n_sum = 0.0, 0.0, 0
+    for batch in batches:
+        batch = dist.shard(batch)
+        with (nullcontext() if opt is not None else torch.no_grad()), autocast():
+            loss, correct, n = step(net, batch)
+        if opt is not None:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            tot["loss"] += float(loss.detach()) * n
-            tot["correct"] += correct
-            tot["n"] += n
-        model.eval()
-        val = {"loss": 0.0, "correct": 0.0, "n": 0}
-        with torch.no_grad(), autocast():
-            for batch in val_batches():
-                loss, correct, n = step(model, batch)
-                val["loss"] += float(loss) * n
-                val["correct"] += correct
-                val["n"] += n
-        row = {"epoch": epoch, "train_loss": tot["loss"] / max(tot["n"], 1),
-               "train_acc": tot["correct"] / max(tot["n"], 1), "val_loss": val["loss"] / max(val["n"], 1),
-               "val_acc": val["correct"] / max(val["n"], 1), "seconds": time.perf_counter() - t0}
-        history.append(row)
-        if row["val_loss"] < best:
-            best, best_epoch = row["val_loss"], epoch
-            save_weights(model, folder / "best.safetensors", meta)
-        stop = patience > 0 and epoch - best_epoch >= patience
-        finished = stop or epoch == epochs
-        save_weights(model, last, meta)
-        atomic_write(state_path, lambda tmp: torch.save({"optimizer": opt.state_dict(), "epoch": epoch, "best": best,
-                                                    "best_epoch": best_epoch, "finished": finished}, tmp))
-        atomic_write(folder / "log.jsonl", lambda tmp: Path(tmp).write_text(
-            "".join(json.dumps(h) + "\n" for h in history)))
-        bar.set_postfix(val_loss=f"{row['val_loss']:.4f}", best=best_epoch)
-        if finished:  # the best weights are what is used from now on
-            atomic_write(done, lambda tmp: Path(tmp).write_text(json.dumps(
-                {"epoch": epoch, "best": best, "best_epoch": best_epoch})))
-            state_path.unlink()
-            last.unlink()
-        if finished or (stop_after is not None and epoch >= stop_after):
-            break
-    bar.close()
-    table = pd.DataFrame(history)
-    if len(table):
-        atomic_write(folder / "log.csv", lambda tmp: table.to_csv(tmp, index=False))
-        _curves(table, folder / "curves.png", meta.get("name", folder.name))
-    return FitResult(best_epoch=best_epoch, best_val_loss=best, history=table, folder=folder,
-                     resumed_from=resumed_from)
+        loss_sum += float(loss.detach()) * n
+        correct_sum += correct
+        n_sum += n
+    return dist.total([loss_sum, correct_sum, n_sum])
+
+
+def _checkpoint(folder: Path, model: nn.Module, opt: torch.optim.Optimizer, meta: dict, st: _FitState,
+                epoch: int) -> None:
+    """Write the epoch: last weights and training state, the log; once finished, `finished.json` instead of
+    the last weights and state (the best weights are what is used from then on)."""
+    last, state_path = folder / "last.safetensors", folder / "last_state.pt"
+    save_weights(model, last, meta)
+    atomic_write(state_path, lambda tmp: torch.save({"optimizer": opt.state_dict(), "epoch": epoch, "best": st.best,
+                                                    "best_epoch": st.best_epoch, "finished": st.finished}, tmp))
+    atomic_write(folder / "log.jsonl", lambda tmp: Path(tmp).write_text(
+        "".join(json.dumps(h) + "\n" for h in st.history)))
+    if st.finished:
+        atomic_write(folder / FINISHED, lambda tmp: Path(tmp).write_text(json.dumps(
+            {"epoch": epoch, "best": st.best, "best_epoch": st.best_epoch})))
+        state_path.unlink()
+        last.unlink()
 
 
 def is_finished(folder: str | Path) -> bool:

@@ -69,9 +69,9 @@ def test_gpu_time_from_a_throughput_file(paper_plan, tmp_path):
     got = pl.rates_from_file(path)
     t = pl.table(paper_plan, got).set_index("unit")
     u = next(u for u in paper_plan.units if u.name == "resnet50/siamese/gan")
-    assert t.loc["resnet50/siamese/gan", "GPU h"] == round((u.train / 400 + u.forward / 2000) / 3600, 2)
-    assert t.loc[t["stage"] == "DIF fingerprint", "GPU h"].isna().all()  # its U-Net has no figures
-    assert "GPU time left:" in pl.summary(paper_plan, got, "test rates")
+    assert t.loc["resnet50/siamese/gan", "hours"] == round((u.train / 400 + u.forward / 2000) / 3600, 2)
+    assert t.loc[t["stage"] == "DIF fingerprint", "hours"].isna().all()  # its U-Net has no figures
+    assert "time left:" in pl.summary(paper_plan, got, "test rates")
 
 
 def test_smoke_plan_matches_what_the_smoke_run_wrote(smoke_run):
@@ -92,9 +92,9 @@ def test_dfx_plan_calibrates_and_dfx_run_refuses_what_does_not_fit(fixture_root,
             "backbones=test_resnet", "-p", "progress=false"]
     assert main(["plan", *args, "--calibrate", "--batch-size", "2", "--csv", str(tmp_path / "plan.csv")]) == 0
     out = capsys.readouterr().out
-    assert "GPU time left:" in out and "rates measured here (auto, batch 2)" in out and "fits" in out
+    assert "time left:" in out and "rates measured here (auto, batch 2)" in out and "fits" in out
     t = pd.read_csv(tmp_path / "plan.csv")
-    assert t.loc[t["stage"] == "base model", "GPU h"].notna().all()
+    assert t.loc[t["stage"] == "base model", "hours"].notna().all()
     monkeypatch.setattr(pl, "_free", lambda _: 1000)  # a nearly full disk
     assert main(["run", *args]) == 2
     err = capsys.readouterr().err
