@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .config import STALL_TIMEOUT_S, ConfigError, resolve, runs_root
+from .config import STALL_TIMEOUT_S, ConfigError, load, resolve, runs_root
 from .index import CLASSES, DataError
 from .split import SplitMismatchError
 from .train import CheckpointMismatch
@@ -65,6 +65,48 @@ def cmd_plan(args: argparse.Namespace) -> int:
         table.to_csv(args.csv, index=False)
     print(pl.summary(plan, rates, source))
     return 0 if plan.fits else 1
+
+
+def _submit_params(args: argparse.Namespace) -> dict:
+    extra = dict(kv.partition("=")[::2] for kv in args.slurm_option)
+    return {"timeout_min": args.timeout_min, "parallelism": args.parallelism, "gpus": args.gpus,
+            "cpus": args.cpus, "slurm_partition": args.partition, "slurm_account": args.account,
+            "slurm_additional_parameters": extra}
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from .run import start
+    from .submit import submit
+
+    params = _params(args.param)
+    run = start(args.profile, overrides=params)
+    try:
+        submit(run, args.executor, wait=not args.no_wait, params=_submit_params(args),
+               log=lambda s: print(f"dfx submit: {s}", file=sys.stderr), only=_numbers(args.only))
+    except RuntimeError as exc:
+        print(f"dfx submit: {exc}", file=sys.stderr)
+        return 1
+    print(f"dfx submit: {'submitted' if args.no_wait else 'done'}: {run.dir} (dfx status --run-dir {run.dir})")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .run import Run
+    from .submit import status
+
+    run_dir = Path(args.run_dir) if args.run_dir else runs_root() / args.profile
+    if not (run_dir / "config.json").is_file():
+        print(f"dfx status: {run_dir} is not a run folder (no config.json)", file=sys.stderr)
+        return 1
+    rows = status(Run(config=load(run_dir / "config.json"), dir=run_dir))
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["state"]] = counts.get(r["state"], 0) + 1
+    print(f"{run_dir}: {len(rows)} units: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    for r in rows:
+        if r["state"] != "done" or args.all:
+            print(f"  {r['unit']:40s} {r['state']:14s} {r['job']:>12s}  {r['log']}")
+    return 1 if counts.get("failed") else 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -174,6 +216,26 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-disk-check", action="store_true",
                    help="start even when the plan says the disk cannot hold the run (user data only)")
     r.set_defaults(func=cmd_run)
+    sb = sub.add_parser("submit", help="run the units of work (models, features) through submitit: local or Slurm")
+    sb.add_argument("--profile", default="mini", help="smoke, mini (default) or paper")
+    sb.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
+    sb.add_argument("--executor", default="slurm", choices=["slurm", "local"])
+    sb.add_argument("--no-wait", action="store_true", help="return once submitted (follow with dfx status)")
+    sb.add_argument("--only", help="comma-separated unit name prefixes, e.g. base,head/densenet121")
+    sb.add_argument("--partition", default="", help="Slurm partition")
+    sb.add_argument("--account", default="", help="Slurm account")
+    sb.add_argument("--gpus", type=int, default=0, help="GPUs per job")
+    sb.add_argument("--cpus", type=int, default=1, help="CPUs per job")
+    sb.add_argument("--timeout-min", type=int, default=24 * 60, help="time limit per job (requeued when reached)")
+    sb.add_argument("--parallelism", type=int, default=2, help="jobs of a stage running at once")
+    sb.add_argument("--slurm-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="any other sbatch option, e.g. qos=high")
+    sb.set_defaults(func=cmd_submit)
+    st = sub.add_parser("status", help="where the units of a run stand (done, running, failed with its log)")
+    st.add_argument("--profile", default="mini")
+    st.add_argument("--run-dir", help="a run folder (default runs/<profile>)")
+    st.add_argument("--all", action="store_true", help="list the finished units too")
+    st.set_defaults(func=cmd_status)
     pl = sub.add_parser("plan", help="every unit of work a run implies: image passes, GPU hours, disk; what exists")
     pl.add_argument("--profile", default="mini", help="smoke, mini (default) or paper")
     pl.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="override a setting")

@@ -191,6 +191,7 @@ class DIFNet(nn.Module):
         super().__init__()
         if crop % 2 ** DEPTH:
             raise ValueError(f"dif_crop must be a multiple of {2 ** DEPTH}, got {crop}")
+        torch.manual_seed(seed)  # the initial weights depend on the seed only, not on what ran before
         self.unet = UNet()
         g = torch.Generator().manual_seed(seed)
         self.register_buffer("noise", NOISE_SCALE * torch.rand(1, NOISE_CHANNELS, crop, crop, generator=g))

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from .backbones import preprocess
 from .data import ImageStore, image_batches
+from .distributed import current
 from .models import BaseModel
 from .perturb import Perturbation
 from .pixels import resize_uint8
@@ -83,13 +84,13 @@ class _Cache:
 
     def add(self, rels: list[str], rows: torch.Tensor) -> None:
         rows = rows.to(self.dtype).contiguous()
-        if self.keep:
+        if self.keep and current().main:  # one writer per cache when processes train together
             atomic_write(self._shard(self.shards), lambda tmp: save_file({"features": rows}, tmp))
             self.shards += 1
         self.rows = rows if self.rows is None else torch.cat([self.rows, rows])
         order_ = sorted(self.have, key=self.have.__getitem__) + rels
         self.have = {p: i for i, p in enumerate(order_)}
-        if self.keep:
+        if self.keep and current().main:
             atomic_write(self.path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(order_)))
 
     def get(self, rels: Sequence[str]) -> np.ndarray:

@@ -1,11 +1,11 @@
 """One fit loop for every model: seeded, logged, checkpointed atomically every epoch, resumable.
 
-A run folder holds ``meta.json`` (what the model is: checked on resume and load), ``last.safetensors`` +
-``last_state.pt`` (weights, optimizer, epoch: written every epoch while training, deleted once the model is
-finished: about three times the model's size that nothing reads again), ``finished.json`` (the last epoch and
-the best one, once finished), ``best.safetensors`` (minimum validation loss), ``log.jsonl`` / ``log.csv`` and
-``curves.png``. Weights are read with safetensors and optimizer state
-with ``torch.load(weights_only=True)``: loading never executes pickled code.
+A run folder holds ``meta.json`` (what the model is: checked on resume and load), ``last_state.pt`` (the
+epoch's weights, optimizer state and epoch, in one file: the commit point of an epoch, written every epoch
+while training and deleted once the model is finished: about three times the model's size that nothing reads
+again), ``finished.json`` (the last epoch and the best one, once finished), ``best.safetensors`` (minimum
+validation loss), ``log.jsonl`` / ``log.csv`` and ``curves.png``. Best weights are read with safetensors and
+training states with ``torch.load(weights_only=True)``: loading never executes pickled code.
 
 Determinism: epoch e reseeds torch with (seed, e) and builds its batches from (seed, e), so a run resumed
 after an interruption ends with the same weights as an uninterrupted one (on CPU).
@@ -151,7 +151,7 @@ FINISHED = "finished.json"
 
 
 def load_state(path: Path, device: torch.device | str = "cpu") -> dict:
-    """A training state (`last_state.pt`: optimizer, epoch, best) read with weights_only; a damaged file is a
+    """A training state (`last_state.pt`: weights, optimizer, epoch, best) read with weights_only; a damaged file is a
     CheckpointMismatch that says what to do (the model's best weights are kept)."""
     try:
         st = torch.load(path, weights_only=True, map_location=device)
@@ -279,10 +279,13 @@ def _resume(folder: Path, meta: dict, model: nn.Module, opt: torch.optim.Optimiz
         st = json.loads(done.read_text())
         start = int(st["epoch"]) + 1
         return _FitState(start, float(st["best"]), int(st["best_epoch"]), True, history(start))
-    if meta_path.is_file() and state_path.is_file() and (folder / "last.safetensors").is_file():
+    if meta_path.is_file() and state_path.is_file():
         check_meta(json.loads(meta_path.read_text()), meta, meta_path)
-        load_weights(model, folder / "last.safetensors")
         st = load_state(state_path, device)
+        if "model" in st:
+            _load_state_dict(model, st["model"], state_path)
+        else:  # a state written before the weights were part of it
+            load_weights(model, folder / "last.safetensors")
         opt.load_state_dict(st["optimizer"])
         start = int(st["epoch"]) + 1
         return _FitState(start, float(st["best"]), int(st["best_epoch"]), bool(st["finished"]), history(start))
@@ -310,19 +313,30 @@ def _pass(net: nn.Module, step: StepFn, batches: Iterable[Batch], dist: Dist, au
 
 def _checkpoint(folder: Path, model: nn.Module, opt: torch.optim.Optimizer, meta: dict, st: _FitState,
                 epoch: int) -> None:
-    """Write the epoch: last weights and training state, the log; once finished, `finished.json` instead of
-    the last weights and state (the best weights are what is used from then on)."""
-    last, state_path = folder / "last.safetensors", folder / "last_state.pt"
-    save_weights(model, last, meta)
-    atomic_write(state_path, lambda tmp: torch.save({"optimizer": opt.state_dict(), "epoch": epoch, "best": st.best,
-                                                    "best_epoch": st.best_epoch, "finished": st.finished}, tmp))
+    """Commit the epoch: the log first (rows past the saved state are dropped on resume), then one file that
+    is the commit point: the training state (weights, optimizer, epoch) or, once finished, `finished.json` (the
+    state is then deleted: the best weights are what is used from then on). A job stopped at any point (a
+    time limit's signal, a kill) resumes from a consistent epoch."""
+    state_path = folder / "last_state.pt"
     atomic_write(folder / "log.jsonl", lambda tmp: Path(tmp).write_text(
         "".join(json.dumps(h) + "\n" for h in st.history)))
     if st.finished:
         atomic_write(folder / FINISHED, lambda tmp: Path(tmp).write_text(json.dumps(
             {"epoch": epoch, "best": st.best, "best_epoch": st.best_epoch})))
-        state_path.unlink()
-        last.unlink()
+        for p in (state_path, folder / "last.safetensors"):
+            p.unlink(missing_ok=True)
+        return
+    atomic_write(state_path, lambda tmp: torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                                    "epoch": epoch, "best": st.best, "best_epoch": st.best_epoch,
+                                                    "finished": False}, tmp))
+
+
+def _load_state_dict(model: nn.Module, sd: dict, path: Path) -> None:
+    """Weights saved in a training state, or CheckpointMismatch saying how they differ."""
+    diff = state_diff(model.state_dict(), sd)
+    if diff:
+        raise CheckpointMismatch(f"{path}: the weights do not fit this model ({diff})")
+    model.load_state_dict(sd)
 
 
 def is_finished(folder: str | Path) -> bool:

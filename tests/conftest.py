@@ -93,3 +93,58 @@ def bad_root(tmp_path) -> tuple[Path, dict[str, str]]:
     """A paper-layout folder with one file per kind of bad input."""
     root = tmp_path / "bad"
     return root, make_bad_corpus(root)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A one-node Slurm cluster on the loopback address (Debian's slurmctld, slurmd and munge; started as root,
+    stopped at the end), with SLURM_CONF pointing at it; skipped, saying why, where it cannot start."""
+    import shutil
+    import subprocess
+    import time
+
+    import psutil
+
+    missing = [b for b in ("slurmctld", "slurmd", "munged", "sbatch", "squeue") if not shutil.which(b)]
+    if missing:
+        pytest.skip(f"Slurm is not installed here ({', '.join(missing)} not found); .ci/run installs slurmctld, "
+                    "slurmd and munge with apt")
+    if os.geteuid() != 0:
+        pytest.skip("starting a one-node Slurm cluster needs root (its daemons run as root)")
+    scratch = tmp_path_factory.mktemp("slurm")
+    for d in ("state", "spool"):
+        (scratch / d).mkdir()
+    memory = int(psutil.virtual_memory().total / 2**20 * 0.8)
+    conf = scratch / "slurm.conf"
+    conf.write_text((Path(__file__).with_name("slurm-one-node.conf").read_text().replace("SCRATCH", str(scratch))
+                     .replace("CPUS", str(os.cpu_count() or 1)).replace("MEMORY", str(memory))))
+    if not Path("/etc/munge/munge.key").exists():
+        subprocess.run(["mungekey", "-c"], check=True)
+    if subprocess.run(["pgrep", "-x", "munged"], capture_output=True).returncode != 0:
+        Path("/run/munge").mkdir(exist_ok=True)
+        shutil.chown("/run/munge", "munge", "munge")
+        subprocess.run(["runuser", "-u", "munge", "--", "munged"], check=True)
+    old = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = str(conf)
+    subprocess.run(["slurmctld", "-c", "-f", str(conf)], check=True)
+    subprocess.run(["slurmd", "-N", "localhost", "-f", str(conf)], check=True)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        state = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True).stdout.split()
+        if state and state[0] in ("idle", "mix", "alloc"):
+            break
+        time.sleep(1)
+    else:
+        pytest.fail(f"the one-node Slurm cluster did not come up ({state}); logs in {scratch}")
+    yield conf
+    for pid_file in ("slurmd.pid", "slurmctld.pid"):
+        p = scratch / pid_file
+        if p.is_file():
+            try:
+                os.kill(int(p.read_text().strip()), 15)
+            except (ProcessLookupError, ValueError):
+                pass
+    if old is None:
+        os.environ.pop("SLURM_CONF", None)
+    else:
+        os.environ["SLURM_CONF"] = old

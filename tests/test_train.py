@@ -2,6 +2,7 @@
 
 import json
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -266,3 +267,29 @@ def test_a_perturbed_image_is_computed_once_for_every_backbone(tmp_path, fixture
         alone = features.features(alone_run, ImageStore(fixture_root), model, rels, "noise10",
                                   perturb.PERTURBATIONS["noise10"])
         np.testing.assert_array_equal(got, alone)
+
+
+def test_an_epoch_stopped_before_its_commit_runs_again(tmp_path, monkeypatch):
+    """A job stopped while writing an epoch (a time limit's signal, a kill) after its log but before its
+    training state resumes from the epoch before: no epoch missing from the log, the same final weights."""
+    from dfxlib import train
+
+    straight = _model()
+    _fit(tmp_path / "a", straight)
+    real, calls = train.atomic_write, []
+
+    def stopped(path, write):
+        if Path(path).name == "last_state.pt":
+            calls.append(path)
+            if len(calls) == 3:
+                raise KeyboardInterrupt  # epoch 3 logged, its state never written
+        return real(path, write)
+    monkeypatch.setattr(train, "atomic_write", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        _fit(tmp_path / "b", _model())
+    monkeypatch.setattr(train, "atomic_write", real)
+    resumed = _model()
+    res = _fit(tmp_path / "b", resumed)
+    assert res.resumed_from == 2 and list(res.history["epoch"]) == [1, 2, 3, 4]
+    for k, v in straight.state_dict().items():
+        assert torch.equal(v, resumed.state_dict()[k]), k
