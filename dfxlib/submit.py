@@ -116,14 +116,15 @@ def _wait(run: Run, jobs: Sequence, log: Callable[[str], None], every: float = 1
     last = ""
     while True:
         done = [j.done() for j in jobs]
-        line = f"units: {sum(done)} of {len(jobs)} ended"
+        failed = [j for j, d in zip(jobs, done) if d and j.exception() is not None]
+        line = (f"units: {sum(done)} of {len(jobs)} ended ({len(failed)} failed" +
+                "".join(f"; {j.job_id}: {j.paths.stderr}" for j in failed) + ")")
         if line != last:
             log(line)
             last = line
         if all(done):
             break
         time.sleep(every)
-    failed = [j for j in jobs if j.exception() is not None]
     if failed:
         raise RuntimeError("units failed: " + "; ".join(f"job {j.job_id}: {_error(j.paths.stderr)} (log {j.paths.stderr})"
                                                         for j in failed))

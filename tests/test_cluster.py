@@ -43,7 +43,7 @@ def test_local_executor_trains_what_inline_code_trains(tmp_path, fixture_root):
     rows = {r["unit"]: r["state"] for r in sb.status(run)}
     assert rows.pop("plain/test_resnet") == "not submitted"  # left out by `only`
     assert set(rows.values()) == {"done"} and len(rows) == 3 + 1 + 1 + 1  # base x3, detector, features, head
-    assert logs[-1] == "units: 6 of 6 ended"
+    assert logs[-1] == "units: 6 of 6 ended (0 failed)"
     inline = dfxlib.start("smoke", run_dir=str(tmp_path / "inline"), data_root=str(fixture_root), overrides=over)
     split, _ = units.prepare(inline)
     for u in units.all_units(inline, split):  # the same functions in this process, one after another
@@ -107,3 +107,16 @@ def test_a_preempted_job_is_requeued_and_resumes(slurm_cluster, tmp_path, fixtur
     units.execute(inline.dir, name)
     key = f"checkpoints/{name}/best.safetensors"
     assert _weights(run.dir)[key] == _weights(inline.dir)[key]
+
+
+def test_a_failed_unit_is_reported_with_its_log(tmp_path, fixture_root):
+    over = {"progress": False, "backbones": ["test_resnet"], "pretrained": "imagenet", "base_kinds": ["unbalanced"],
+            "detectors": []}  # timm's test models have no ImageNet weights: the unit fails
+    run = dfxlib.start("smoke", run_dir=str(tmp_path / "r"), data_root=str(fixture_root), overrides=over)
+    name = "base/test_resnet/unbalanced/dm"
+    with pytest.raises(RuntimeError, match=r"units failed: job \d+: .*BackboneError: backbone 'test_resnet' has no "
+                                           r"ImageNet weights.*\(log .*_log.err\)"):
+        sb.submit(run, "local", log=lambda _: None, only=[name])
+    rows = {r["unit"]: r for r in sb.status(run)}
+    assert rows[name]["state"] == "failed" and Path(rows[name]["log"]).is_file()
+    assert rows["head/test_resnet/unbalanced"]["state"] == "not submitted"
