@@ -68,10 +68,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _submit_params(args: argparse.Namespace) -> dict:
-    extra = dict(kv.partition("=")[::2] for kv in args.slurm_option)
+    extra = _params(args.slurm_option)  # key=value, checked like -p
     return {"timeout_min": args.timeout_min, "parallelism": args.parallelism, "gpus": args.gpus,
             "cpus": args.cpus, "slurm_partition": args.partition, "slurm_account": args.account,
-            "slurm_additional_parameters": extra}
+            "slurm_additional_parameters": extra, "wait_timeout_s": args.wait_timeout}
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -83,7 +83,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     try:
         submit(run, args.executor, wait=not args.no_wait, params=_submit_params(args),
                log=lambda s: print(f"dfx submit: {s}", file=sys.stderr), only=_numbers(args.only))
-    except RuntimeError as exc:
+    except (RuntimeError, TimeoutError) as exc:
         print(f"dfx submit: {exc}", file=sys.stderr)
         return 1
     print(f"dfx submit: {'submitted' if args.no_wait else 'done'}: {run.dir} (dfx status --run-dir {run.dir})")
@@ -221,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
     sb.add_argument("--executor", default="slurm", choices=["slurm", "local"])
     sb.add_argument("--no-wait", action="store_true", help="return once submitted (follow with dfx status)")
+    sb.add_argument("--wait-timeout", type=float, default=0, metavar="SECONDS",
+                    help="stop waiting after this long (the jobs go on); default: as long as it takes")
     sb.add_argument("--only", help="comma-separated unit name prefixes, e.g. base,head/densenet121")
     sb.add_argument("--partition", default="", help="Slurm partition")
     sb.add_argument("--account", default="", help="Slurm account")

@@ -38,7 +38,7 @@ from .models import FusionHead
 from .perturb import JPEG_QUALITIES
 from .run import Run, prepare_run_dir
 from .split import Split, train_val
-from .train import is_finished
+from .units import Unit, is_done
 
 GB = 1e9
 #: a training state holds the last weights and Adam's two moments: three times the weights
@@ -46,9 +46,10 @@ STATE_FACTOR = 3
 
 
 @dataclass
-class Unit:
-    """One independent piece of work: images through training steps (`train`, priced at the `rate` column of
-    its backbone's throughput) and through evaluation forward passes (`forward`, at its `features` rate)."""
+class Cost:
+    """What one unit of work (`dfxlib.units`, by its name; the linear probe's frozen backbone is `probe/<bb>`)
+    costs: images through training steps (`train`, priced at the `rate` column of its backbone's throughput) and
+    through evaluation forward passes (`forward`, at its `features` rate), and the disk it leaves."""
 
     stage: str
     name: str
@@ -74,7 +75,7 @@ class Plan:
 
     config: Config
     run_dir: Path
-    units: list[Unit]
+    units: list[Cost]
     disk: dict[str, int]
     existing: int
     free: int
@@ -173,7 +174,7 @@ def _base_passes(run: Run, split: Split) -> list[tuple[str, str, str, int, int]]
     return out
 
 
-def _backbone_units(run: Run, sets: dict[str, set[str]], n: dict[str, int], passes: list, backbone: str) -> list[Unit]:
+def _backbone_units(run: Run, sets: dict[str, set[str]], n: dict[str, int], passes: list, backbone: str) -> list[Cost]:
     """Base models, feature extraction, heads, the plain baseline and the linear probe of one backbone."""
     cfg = run.config
     dim, params = _meta_net(backbone)
@@ -181,25 +182,27 @@ def _backbone_units(run: Run, sets: dict[str, set[str]], n: dict[str, int], pass
     rows = 3 * sum(feature_rows(run, sets, kind) for kind in cfg.base_kinds) + sum(
         feature_rows(run, sets, kind) for kind in ("plain", "linear probe"))
     head_params = _small_params(lambda: FusionHead(in_channels=3))
-    units = [Unit("base model", f"{backbone}/{kind}/{main}", backbone, rate, train, forward, params * 4, params,
-                  is_finished(run.dir / "checkpoints" / "base" / backbone / kind / main))
+    units = [_cost(run, ("base", backbone, kind, main), backbone, rate, train, forward, params)
              for kind, main, rate, train, forward in passes]
     size = rows * dim * fbytes
     cached = sum(p.stat().st_size for p in (run.dir / "cache" / "features").glob(f"{backbone}-*.safetensors"))
-    units.append(Unit("features", f"{backbone} (cache)", backbone, "base", 0, rows, size, 0, done=cached >= size))
-    for kind in cfg.base_kinds:
-        folder = run.dir / "checkpoints" / "heads" / backbone / kind / "complete"
-        units.append(Unit("head", f"{backbone}/{kind}", backbone, "head", cfg.head_epochs * n["fusion"], 0,
-                          head_params * 4, head_params, is_finished(folder)))
-    units.append(Unit("linear probe", backbone, backbone, "base", 0, 0, params * 4, 0,
+    units.append(Cost("features", f"features/{backbone}", backbone, "base", 0, rows, size, 0, done=cached >= size))
+    units += [_cost(run, ("head", backbone, kind), backbone, "head", cfg.head_epochs * n["fusion"], 0, head_params)
+              for kind in cfg.base_kinds]
+    units.append(Cost("probe", f"probe/{backbone}", backbone, "base", 0, 0, params * 4, 0,
                       (run.dir / "checkpoints" / "probe" / backbone / "best.safetensors").is_file()))
-    units.append(Unit("plain baseline", backbone, backbone, "base", cfg.base_epochs * n["seen_train"],
-                      cfg.base_epochs * (n["seen"] - n["seen_train"]), params * 4, params,
-                      is_finished(run.dir / "checkpoints" / "plain" / backbone)))
+    units.append(_cost(run, ("plain", backbone), backbone, "base", cfg.base_epochs * n["seen_train"],
+                       cfg.base_epochs * (n["seen"] - n["seen_train"]), params))
     return units
 
 
-def _detector_units(run: Run, split: Split, n: dict[str, int]) -> list[Unit]:
+def _cost(run: Run, unit: tuple[str, ...], backbone: str, rate: str, train: int, forward: int, params: int) -> Cost:
+    """The cost of the unit (stage, *names) that trains `params` weights, done when `units.is_done` says so."""
+    u = Unit(unit[0], unit[1:])
+    return Cost(u.stage, u.name, backbone, rate, train, forward, params * 4, params, is_done(run, u))
+
+
+def _detector_units(run: Run, split: Split, n: dict[str, int]) -> list[Cost]:
     """The compared detectors (priced at their backbone's rates) and DIF's fingerprints (not priced)."""
     cfg = run.config
     evals = n["test"] * (1 + len(JPEG_QUALITIES)) + n["holdout"] + n["tsets"] * (1 + bool(cfg.tset_jpeg))
@@ -211,9 +214,8 @@ def _detector_units(run: Run, split: Split, n: dict[str, int]) -> list[Unit]:
         backbone = cfg.fingerprint_backbone if name == "ganfingerprint" else cfg.detector_backbone
         epochs = cfg.fingerprint_epochs if name == "ganfingerprint" else cfg.detector_epochs
         params = _small_params(lambda: spec_of(name).build(untrained))
-        units.append(Unit("detector", name, backbone, "base", epochs * n["seen_train"],
-                          epochs * (n["seen"] - n["seen_train"]) + evals, params * 4, params,
-                          is_finished(run.dir / "checkpoints" / "detectors" / name)))
+        units.append(_cost(run, ("detector", name), backbone, "base", epochs * n["seen_train"],
+                           epochs * (n["seen"] - n["seen_train"]) + evals, params))
     if "dif" in cfg.detectors:
         params = _small_params(lambda: DIFNet(cfg.dif_crop, cfg.seed))
         tr, _ = dif_pools(split, cfg.val_fraction, cfg.seed)
@@ -221,8 +223,8 @@ def _detector_units(run: Run, split: Split, n: dict[str, int]) -> list[Unit]:
         for tag, budget in [(budget_tag(None), cfg.dif_train_size)] + [(budget_tag(b), b) for b in cfg.dif_budgets]:
             for g in seen_generators(split):
                 fakes = min(budget, int((tr["generator"] == g).sum()))  # as dif._balanced draws them
-                units.append(Unit("DIF fingerprint", f"{tag}/{g}", "", "dif", cfg.dif_epochs * (fakes + min(fakes, reals)),
-                                  0, params * 4, params, is_finished(run.dir / "checkpoints" / "dif" / tag / g)))
+                units.append(_cost(run, ("dif", tag, g), "", "dif", cfg.dif_epochs * (fakes + min(fakes, reals)), 0,
+                                   params))
     return units
 
 
@@ -250,7 +252,7 @@ def make_plan(run: Run) -> Plan:
     n = _sizes(run, split, sets)
     passes = _base_passes(run, split)
 
-    def units_of(r: Run) -> list[Unit]:
+    def units_of(r: Run) -> list[Cost]:
         return [u for b in r.config.backbones for u in _backbone_units(r, sets, n, passes, b)] + _detector_units(
             r, split, n)
 
@@ -287,7 +289,7 @@ def _savings(run: Run, units_of, disk_of) -> list[tuple[str, int]]:
         before = after
     per_backbone: dict[str, int] = {}
     for u in units_of(Run(config=cfg, dir=run.dir)):
-        if u.stage in ("base model", "features", "head", "linear probe", "plain baseline"):
+        if u.stage in ("base", "features", "head", "probe", "plain"):
             per_backbone[u.backbone] = per_backbone.get(u.backbone, 0) + u.disk
     for b, size in sorted(per_backbone.items(), key=lambda kv: -kv[1])[:3]:
         out.append((f"leave {b} out of backbones", size))

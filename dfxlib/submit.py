@@ -93,7 +93,7 @@ def submit(run: Run, executor: str = "slurm", wait: bool = True, params: dict | 
         log(f"submitted {len(units)} {stage} unit(s) ({executor}): {', '.join(u.name for u in units[:3])}"
             + (" ..." if len(units) > 3 else ""))
     if wait:
-        _wait(run, [j for js in jobs.values() for j in js], log)
+        _wait(run, [j for js in jobs.values() for j in js], log, timeout_s=float(params.get("wait_timeout_s", 0)))
     return [Submitted(u, r["job_id"], r["folder"]) for u, r in record.items()]
 
 
@@ -111,9 +111,10 @@ def _submit_units(ex: submitit.Executor, executor: str, run: Run, units: Sequenc
     return out
 
 
-def _wait(run: Run, jobs: Sequence, log: Callable[[str], None], every: float = 1.0) -> None:
-    """Until every job has ended: a progress line when it changes; failures raised with their logs."""
-    last = ""
+def _wait(run: Run, jobs: Sequence, log: Callable[[str], None], every: float = 1.0, timeout_s: float = 0) -> None:
+    """Until every job has ended: a progress line when it changes; failures raised with their logs;
+    TimeoutError after `timeout_s` seconds (0: no limit) with jobs still queued or running."""
+    last, start = "", time.time()
     while True:
         done = [j.done() for j in jobs]
         failed = [j for j, d in zip(jobs, done) if d and j.exception() is not None]
@@ -124,6 +125,9 @@ def _wait(run: Run, jobs: Sequence, log: Callable[[str], None], every: float = 1
             last = line
         if all(done):
             break
+        if timeout_s and time.time() - start > timeout_s:
+            raise TimeoutError(f"{len(done) - sum(done)} unit(s) still not ended after {timeout_s:.0f} s; they go on: "
+                               f"dfx status --run-dir {run.dir}")
         time.sleep(every)
     if failed:
         raise RuntimeError("units failed: " + "; ".join(f"job {j.job_id}: {_error(j.paths.stderr)} (log {j.paths.stderr})"

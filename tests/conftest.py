@@ -115,7 +115,8 @@ def slurm_cluster(tmp_path_factory):
     for d in ("state", "spool"):
         (scratch / d).mkdir()
     memory = int(psutil.virtual_memory().total / 2**20 * 0.8)
-    conf = scratch / "slurm.conf"
+    conf = scratch / "dfx-test-slurm.conf"  # the name that marks this fixture's daemons
+    subprocess.run(["pkill", "-f", "dfx-test-slurm.conf"], capture_output=True)  # left by an interrupted session
     conf.write_text((Path(__file__).with_name("slurm-one-node.conf").read_text().replace("SCRATCH", str(scratch))
                      .replace("CPUS", str(os.cpu_count() or 1)).replace("MEMORY", str(memory))))
     if not Path("/etc/munge/munge.key").exists():
@@ -137,13 +138,8 @@ def slurm_cluster(tmp_path_factory):
     else:
         pytest.fail(f"the one-node Slurm cluster did not come up ({state}); logs in {scratch}")
     yield conf
-    for pid_file in ("slurmd.pid", "slurmctld.pid"):
-        p = scratch / pid_file
-        if p.is_file():
-            try:
-                os.kill(int(p.read_text().strip()), 15)
-            except (ProcessLookupError, ValueError):
-                pass
+    subprocess.run(["scancel", "--user=root"], capture_output=True)
+    subprocess.run(["pkill", "-f", "dfx-test-slurm.conf"], capture_output=True)
     if old is None:
         os.environ.pop("SLURM_CONF", None)
     else:

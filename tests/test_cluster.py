@@ -61,7 +61,7 @@ def test_smoke_units_through_slurm_equal_the_notebooks(slurm_cluster, smoke_run,
     array per stage, stages chained by dependencies) are byte-identical to those the notebooks trained inline."""
     run_dir = tmp_path / "slurm"
     code = main(["submit", "--executor", "slurm", "--profile", "smoke", "-p", f"run_dir={run_dir}", "-p",
-                 "progress=false", "--parallelism", "2", "--timeout-min", "30", "--only", "base,features,head"])
+                 "progress=false", "--parallelism", "2", "--timeout-min", "30", "--only", "base,features,head", "--wait-timeout", "900"])
     assert code == 0, capsys.readouterr().err[-2000:]
     ours = _weights(run_dir)
     inline = {k: v for k, v in _weights(smoke_run).items() if k.startswith(("checkpoints/base", "checkpoints/heads"))}

@@ -33,14 +33,14 @@ def paper_plan(paper_tree, tmp_path_factory) -> pl.Plan:
 def test_paper_plan_lists_every_unit_and_writes_nothing(paper_plan, paper_tree):
     t = pl.table(paper_plan)
     counts = t.groupby("stage").size().to_dict()
-    assert counts["base model"] == 14 * 2 * 3 and counts["head"] == 14 * 2 and counts["plain baseline"] == 14
-    assert counts["features"] == counts["linear probe"] == 14 and counts["detector"] == 4
+    assert counts["base"] == 14 * 2 * 3 and counts["head"] == 14 * 2 and counts["plain"] == 14
+    assert counts["features"] == counts["probe"] == 14 and counts["detector"] == 4
     cfg = paper_plan.config
-    assert counts["DIF fingerprint"] == 15 * (1 + len(cfg.dif_budgets))  # one per seen generator and budget
-    assert set(t.loc[t["stage"] == "features", "unit"]) == {f"{b} (cache)" for b in PAPER_BACKBONES}
+    assert counts["dif"] == 15 * (1 + len(cfg.dif_budgets))  # one per seen generator and budget
+    assert set(t.loc[t["stage"] == "features", "unit"]) == {f"features/{b}" for b in PAPER_BACKBONES}
     assert not t["done"].any() and (t["train images"] >= 0).all()
     # an unbalanced base model: every epoch over its training part, as training draws it
-    dm = t.set_index("unit").loc["densenet121/unbalanced/dm"]
+    dm = t.set_index("unit").loc["base/densenet121/unbalanced/dm"]
     assert dm["train images"] % cfg.base_epochs == 0 and dm["train images"] > 0
     n = sum(1 for p in paper_tree.rglob("*.png"))
     assert paper_plan.disk["uint8 store"] == n * 3 * 256 * 256
@@ -68,9 +68,9 @@ def test_gpu_time_from_a_throughput_file(paper_plan, tmp_path):
     path.write_text(json.dumps(rates))
     got = pl.rates_from_file(path)
     t = pl.table(paper_plan, got).set_index("unit")
-    u = next(u for u in paper_plan.units if u.name == "resnet50/siamese/gan")
-    assert t.loc["resnet50/siamese/gan", "hours"] == round((u.train / 400 + u.forward / 2000) / 3600, 2)
-    assert t.loc[t["stage"] == "DIF fingerprint", "hours"].isna().all()  # its U-Net has no figures
+    u = next(u for u in paper_plan.units if u.name == "base/resnet50/siamese/gan")
+    assert t.loc["base/resnet50/siamese/gan", "hours"] == round((u.train / 400 + u.forward / 2000) / 3600, 2)
+    assert t.loc[t["stage"] == "dif", "hours"].isna().all()  # its U-Net has no figures
     assert "time left:" in pl.summary(paper_plan, got, "test rates")
 
 
@@ -94,7 +94,7 @@ def test_dfx_plan_calibrates_and_dfx_run_refuses_what_does_not_fit(fixture_root,
     out = capsys.readouterr().out
     assert "time left:" in out and "rates measured here (auto, batch 2)" in out and "fits" in out
     t = pd.read_csv(tmp_path / "plan.csv")
-    assert t.loc[t["stage"] == "base model", "hours"].notna().all()
+    assert t.loc[t["stage"] == "base", "hours"].notna().all()
     monkeypatch.setattr(pl, "_free", lambda _: 1000)  # a nearly full disk
     assert main(["run", *args]) == 2
     err = capsys.readouterr().err
