@@ -74,8 +74,8 @@ def siamese_pairs(anchors: pd.DataFrame, n_pairs: int, seed: int, epoch: int) ->
 
 # --------------------------------------------------------------------------------------- training
 def base_folder(run: Run, backbone: str, kind: str, main: str) -> Path:
-    """Checkpoint folder of one base model."""
-    return run.checkpoints / "base" / backbone / kind / main
+    """Checkpoint folder of one base model (not created: asking where it is writes nothing)."""
+    return run.dir / "checkpoints" / "base" / backbone / kind / main
 
 
 def base_meta(run: Run, split: Split, backbone: str, kind: str, main: str) -> dict:
