@@ -66,7 +66,8 @@ def submit(run: Run, executor: str = "slurm", wait: bool = True, params: dict | 
     """Prepare the run (`units.prepare`), then submit its unfinished units stage by stage (`only`: those whose
     name starts with one of these, e.g. "base/densenet121"); with `wait`, follow them until every one has ended
     (printing progress) and raise RuntimeError naming the failed ones and their logs. `params`: timeout_min,
-    max_requeue, parallelism, gpus, cpus, slurm_partition, slurm_account, slurm_additional_parameters."""
+    max_requeue, parallelism, gpus, cpus, slurm_partition, slurm_account, slurm_additional_parameters,
+    wait_timeout_s (0: wait as long as it takes). Returns the jobs of this call."""
     if executor not in ("local", "slurm"):
         raise ValueError(f"executor: 'local' or 'slurm', got {executor!r}")
     params = params or {}
@@ -94,7 +95,7 @@ def submit(run: Run, executor: str = "slurm", wait: bool = True, params: dict | 
             + (" ..." if len(units) > 3 else ""))
     if wait:
         _wait(run, [j for js in jobs.values() for j in js], log, timeout_s=float(params.get("wait_timeout_s", 0)))
-    return [Submitted(u, r["job_id"], r["folder"]) for u, r in record.items()]
+    return [Submitted(u.name, record[u.name]["job_id"], record[u.name]["folder"]) for u in todo]
 
 
 def _submit_units(ex: submitit.Executor, executor: str, run: Run, units: Sequence[Unit], parallelism: int,
@@ -125,6 +126,10 @@ def _wait(run: Run, jobs: Sequence, log: Callable[[str], None], every: float = 1
             last = line
         if all(done):
             break
+        waiting = [j for j, d in zip(jobs, done) if not d]
+        queue = _squeue() if failed else {}
+        if failed and all(queue.get(j.job_id, "").startswith("PENDING") for j in waiting):
+            break  # what is left waits on what failed (Slurm keeps it pending): report the failures now
         if timeout_s and time.time() - start > timeout_s:
             raise TimeoutError(f"{len(done) - sum(done)} unit(s) still not ended after {timeout_s:.0f} s; they go on: "
                                f"dfx status --run-dir {run.dir}")
