@@ -70,16 +70,23 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def _submit_params(args: argparse.Namespace) -> dict:
     extra = _params(args.slurm_option)  # key=value, checked like -p
     return {"timeout_min": args.timeout_min, "parallelism": args.parallelism, "gpus": args.gpus,
-            "cpus": args.cpus, "slurm_partition": args.partition, "slurm_account": args.account,
+            "cpus": args.cpus, "units_per_job": args.units_per_job, "slurm_partition": args.partition, "slurm_account": args.account,
             "slurm_additional_parameters": extra, "wait_timeout_s": args.wait_timeout}
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from .run import start
+    from .run import Run, start
     from .submit import submit
 
-    params = _params(args.param)
-    run = start(args.profile, overrides=params)
+    if args.run_dir:  # an existing run, with the settings it was started with
+        run_dir = Path(args.run_dir)
+        if args.param or not (run_dir / "config.json").is_file():
+            why = "takes no -p (the run keeps its settings)" if args.param else "is not a run folder (no config.json)"
+            print(f"dfx submit: --run-dir {run_dir} {why}", file=sys.stderr)
+            return 2
+        run = Run(config=load(run_dir / "config.json"), dir=run_dir)
+    else:
+        run = start(args.profile, overrides=_params(args.param))
     try:
         submit(run, args.executor, wait=not args.no_wait, params=_submit_params(args),
                log=lambda s: print(f"dfx submit: {s}", file=sys.stderr), only=_numbers(args.only))
@@ -219,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     sb = sub.add_parser("submit", help="run the units of work (models, features) through submitit: local or Slurm")
     sb.add_argument("--profile", default="mini", help="smoke, mini (default) or paper")
     sb.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
+    sb.add_argument("--run-dir", help="submit what is left of an existing run folder, with its settings")
     sb.add_argument("--executor", default="slurm", choices=["slurm", "local"])
     sb.add_argument("--no-wait", action="store_true", help="return once submitted (follow with dfx status)")
     sb.add_argument("--wait-timeout", type=float, default=0, metavar="SECONDS",
@@ -230,6 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--cpus", type=int, default=1, help="CPUs per job")
     sb.add_argument("--timeout-min", type=int, default=24 * 60, help="time limit per job (requeued when reached)")
     sb.add_argument("--parallelism", type=int, default=2, help="jobs of a stage running at once")
+    sb.add_argument("--units-per-job", type=int, default=1, metavar="N",
+                    help="run up to N units of a stage one after another in one job (small units: less start-up)")
     sb.add_argument("--slurm-option", action="append", default=[], metavar="KEY=VALUE",
                     help="any other sbatch option, e.g. qos=high")
     sb.set_defaults(func=cmd_submit)

@@ -31,10 +31,10 @@ class UnitJob(submitit.helpers.Checkpointable):
     """A unit as a submitit job: on a time limit or preemption submitit calls `checkpoint` (inherited), which
     submits the same unit again; it resumes from its last saved epoch."""
 
-    def __call__(self, run_dir: str, name: str) -> str:
+    def __call__(self, run_dir: str, names: Sequence[str]) -> str:
         if submitit.JobEnvironment().num_tasks > 1:  # several GPUs: one process each, trained together
             submitit.helpers.TorchDistributedEnvironment().export()
-        return execute(run_dir, name)
+        return "\n".join(execute(run_dir, name) for name in names)  # a finished one is skipped on a requeue
 
 
 @dataclass
@@ -65,16 +65,20 @@ def submit(run: Run, executor: str = "slurm", wait: bool = True, params: dict | 
            log: Callable[[str], None] = print, only: Sequence[str] = ()) -> list[Submitted]:
     """Prepare the run (`units.prepare`), then submit its unfinished units stage by stage (`only`: those whose
     name starts with one of these, e.g. "base/densenet121"); with `wait`, follow them until every one has ended
-    (printing progress) and raise RuntimeError naming the failed ones and their logs. `params`: timeout_min,
-    max_requeue, parallelism, gpus, cpus, slurm_partition, slurm_account, slurm_additional_parameters,
-    wait_timeout_s (0: wait as long as it takes). Returns the jobs of this call."""
+    (printing progress) and raise RuntimeError naming the failed ones and their logs. On Slurm, a unit whose job
+    from an earlier call is still queued or running is not submitted again (later stages wait for that job),
+    and a job left pending on a unit that failed is cancelled and submitted anew. `params`: timeout_min,
+    max_requeue, parallelism, units_per_job (units run one after another in one job, for small units whose
+    start-up would dominate), gpus, cpus, slurm_partition, slurm_account, slurm_additional_parameters,
+    wait_timeout_s (0: wait as long as it takes). Returns the jobs this call follows."""
     if executor not in ("local", "slurm"):
         raise ValueError(f"executor: 'local' or 'slurm', got {executor!r}")
     params = params or {}
     split, _ = prepare(run)
     todo = [u for u in all_units(run, split) if not is_done(run, u) and (not only or u.name.startswith(tuple(only)))]
-    jobs: dict[str, list] = {}
     record = _load_record(run)
+    live = _live_jobs(run, record, todo, log) if executor == "slurm" else {}
+    jobs: dict[str, list] = {}
     for stage in STAGES:
         units = [u for u in todo if u.stage == stage]
         if not units:
@@ -82,61 +86,117 @@ def submit(run: Run, executor: str = "slurm", wait: bool = True, params: dict | 
         if executor == "local":  # no dependencies locally: wait for what this stage needs
             for need in NEEDS.get(stage, ()):
                 _wait(run, jobs.get(need, []), log)
+        new = [u for u in units if u.name not in live]
+        jobs[stage] = list({live[u.name].job_id: live[u.name] for u in units if u.name in live}.values())
+        if not new:
+            continue
         ex = _executor(run, executor, stage, params)
         after = [j for need in NEEDS.get(stage, ()) for j in jobs.get(need, [])]
         if after and executor == "slurm":
-            ids = sorted({j.job_id.split("_")[0] for j in after})
+            old = {j.job_id for j in live.values()}  # queued before this call: named task by task
+            ids = sorted({j.job_id if j.job_id in old else j.job_id.split("_")[0] for j in after})
             ex.update_parameters(slurm_dependency="afterok:" + ":".join(ids))
-        jobs[stage] = _submit_units(ex, executor, run, units, int(params.get("parallelism", 2)), log)
-        for u, j in zip(units, jobs[stage]):
-            record[u.name] = {"job_id": j.job_id, "folder": str(j.paths.folder), "executor": executor}
+        per_job = max(1, int(params.get("units_per_job", 1)))
+        groups = [new[i:i + per_job] for i in range(0, len(new), per_job)]
+        submitted = _submit_units(ex, executor, run, groups, int(params.get("parallelism", 2)), log)
+        jobs[stage] += submitted
+        for group, j in zip(groups, submitted):
+            for u in group:
+                record[u.name] = {"job_id": j.job_id, "folder": str(j.paths.folder), "executor": executor}
         _save_record(run, record)
-        log(f"submitted {len(units)} {stage} unit(s) ({executor}): {', '.join(u.name for u in units[:3])}"
-            + (" ..." if len(units) > 3 else ""))
+        log(f"submitted {len(new)} {stage} unit(s) ({executor}): {', '.join(u.name for u in new[:3])}"
+            + (" ..." if len(new) > 3 else ""))
     if wait:
         _wait(run, [j for js in jobs.values() for j in js], log, timeout_s=float(params.get("wait_timeout_s", 0)))
     return [Submitted(u.name, record[u.name]["job_id"], record[u.name]["folder"]) for u in todo]
 
 
-def _submit_units(ex: submitit.Executor, executor: str, run: Run, units: Sequence[Unit], parallelism: int,
-                  log: Callable[[str], None]) -> list:
-    """Slurm: one job array. Local: `parallelism` processes at a time (this machine's cores are shared)."""
-    args = ([str(run.dir)] * len(units), [u.name for u in units])
+def _live_jobs(run: Run, record: dict, todo: Sequence[Unit], log: Callable[[str], None]) -> dict[str, submitit.Job]:
+    """The unfinished units whose Slurm job from an earlier call is still queued or running (unit -> job). A
+    pending job that waits on a unit submitted anew now (or on one that failed) is cancelled and submitted
+    again, after the units it needs."""
+    queue = _squeue()
+    live, stale, renewed = {}, [], set()
+    for u in todo:  # stage by stage
+        r = record.get(u.name)
+        job = r["job_id"] if r and r.get("executor") == "slurm" else ""
+        state, reason = queue.get(job, ("", ""))
+        waits_on_new = state == "PENDING" and any(s in renewed for s in NEEDS.get(u.stage, ()))
+        if state and reason != "DependencyNeverSatisfied" and not waits_on_new:
+            live[u.name] = submitit.SlurmJob(folder=r["folder"], job_id=job)
+            continue
+        if state and job not in stale:  # units that share a job name it once
+            stale.append(job)
+        renewed.add(u.stage)
+    if stale:
+        subprocess.run(["scancel", *stale], capture_output=True, timeout=60)
+        log(f"cancelled {len(stale)} pending job(s) that waited on units submitted again; submitted again after them")
+    if live:
+        log(f"{len(live)} unit(s) already queued or running: not submitted again ({', '.join(list(live)[:3])}"
+            + (" ...)" if len(live) > 3 else ")"))
+    return live
+
+
+def _submit_units(ex: submitit.Executor, executor: str, run: Run, groups: Sequence[Sequence[Unit]],
+                  parallelism: int, log: Callable[[str], None]) -> list:
+    """One job per group of units, run one after another in it. Slurm: one job array. Local: `parallelism`
+    processes at a time (this machine's cores are shared)."""
+    args = ([str(run.dir)] * len(groups), [[u.name for u in g] for g in groups])
     if executor == "slurm":
         return ex.map_array(UnitJob(), *args)
     out: list = []
-    for i in range(0, len(units), max(1, parallelism)):
+    for i in range(0, len(groups), max(1, parallelism)):
         out += ex.map_array(UnitJob(), *(a[i:i + parallelism] for a in args))
-        if i + parallelism < len(units):
+        if i + parallelism < len(groups):
             _wait(run, out[i:], log)
     return out
 
 
+def _ended(job: submitit.Job, queue: dict[str, tuple[str, str]]) -> bool:
+    """A job has ended when it wrote its result, or (Slurm) when it left the queue without one. Slurm's queue
+    is read directly: submitit would ask `sacct`, which clusters without accounting refuse."""
+    if isinstance(job, submitit.SlurmJob):
+        return job.paths.result_pickle.exists() or job.job_id not in queue
+    return job.done()
+
+
+def _failure(job: submitit.Job) -> str | None:
+    """Why an ended job failed (its error and log), or None when it succeeded."""
+    if not job.paths.result_pickle.exists():
+        return f"job {job.job_id}: ended without a result (cancelled, killed or out of memory) (log {job.paths.stderr})"
+    with open(job.paths.result_pickle, "rb") as fh:
+        outcome = pickle.load(fh)
+    return f"job {job.job_id}: {_error(job.paths.stderr)} (log {job.paths.stderr})" if outcome[0] == "error" else None
+
+
 def _wait(run: Run, jobs: Sequence, log: Callable[[str], None], every: float = 1.0, timeout_s: float = 0) -> None:
-    """Until every job has ended: a progress line when it changes; failures raised with their logs;
-    TimeoutError after `timeout_s` seconds (0: no limit) with jobs still queued or running."""
-    last, start = "", time.time()
+    """Until every job has ended: a progress line when it changes, each failure with its log as it appears;
+    RuntimeError naming the failures at the end; TimeoutError after `timeout_s` seconds (0: no limit) with jobs
+    still queued or running."""
+    last, start, told = "", time.time(), set()
     while True:
-        done = [j.done() for j in jobs]
-        failed = [j for j, d in zip(jobs, done) if d and j.exception() is not None]
-        line = (f"units: {sum(done)} of {len(jobs)} ended ({len(failed)} failed" +
-                "".join(f"; {j.job_id}: {j.paths.stderr}" for j in failed) + ")")
+        queue = _squeue() if any(isinstance(j, submitit.SlurmJob) for j in jobs) else {}
+        ended = [_ended(j, queue) for j in jobs]
+        failed = [f for j, e in zip(jobs, ended) if e and (f := _failure(j))]
+        line = f"jobs: {sum(ended)} of {len(jobs)} ended ({len(failed)} failed)"
         if line != last:
             log(line)
             last = line
-        if all(done):
+        for f in failed:
+            if f not in told:
+                log(f"failed: {f}")
+                told.add(f)
+        if all(ended):
             break
-        waiting = [j for j, d in zip(jobs, done) if not d]
-        queue = _squeue() if failed else {}
-        if failed and all(queue.get(j.job_id, "").startswith("PENDING") for j in waiting):
+        waiting = [j for j, e in zip(jobs, ended) if not e]
+        if failed and all(queue.get(j.job_id, ("",))[0] == "PENDING" for j in waiting):
             break  # what is left waits on what failed (Slurm keeps it pending): report the failures now
         if timeout_s and time.time() - start > timeout_s:
-            raise TimeoutError(f"{len(done) - sum(done)} unit(s) still not ended after {timeout_s:.0f} s; they go on: "
-                               f"dfx status --run-dir {run.dir}")
+            raise TimeoutError(f"{len(jobs) - sum(ended)} unit(s) still not ended after {timeout_s:.0f} s; they go "
+                               f"on: dfx status --run-dir {run.dir}")
         time.sleep(every)
     if failed:
-        raise RuntimeError("units failed: " + "; ".join(f"job {j.job_id}: {_error(j.paths.stderr)} (log {j.paths.stderr})"
-                                                        for j in failed))
+        raise RuntimeError("units failed: " + "; ".join(failed))
 
 
 def _error(log: Path) -> str:
@@ -165,7 +225,7 @@ def _save_record(run: Run, record: dict) -> None:
 
 def status(run: Run) -> list[dict]:
     """Where each unit of the run stands: done; failed (with its log); pending or running (Slurm's word);
-    lost (a Slurm job that ended without a result: cancelled or killed; submit again to resume it); submitted
+    blocked (pending on a unit that failed; submit again after fixing it); lost (a Slurm job that ended without a result: cancelled or killed; submit again to resume it); submitted
     (a local job without a result yet); not submitted."""
     split = run.split(run.index())
     record = _load_record(run)
@@ -178,22 +238,26 @@ def status(run: Run) -> list[dict]:
     return rows
 
 
-def _job_state(r: dict, queue: dict[str, str]) -> tuple[str, str]:
+def _job_state(r: dict, queue: dict[str, tuple[str, str]]) -> tuple[str, str]:
     paths = submitit.core.utils.JobPaths(Path(r["folder"]), job_id=r["job_id"], task_id=0)
     if paths.result_pickle.is_file():
         with open(paths.result_pickle, "rb") as fh:
             outcome = pickle.load(fh)
         return ("failed" if outcome[0] == "error" else "ended"), str(paths.stderr)
-    job = r["job_id"]
-    if job in queue or job.split("_")[0] in queue:
-        return queue.get(job, queue.get(job.split("_")[0], "")).lower() or "queued", str(paths.stderr)
+    if r["job_id"] in queue:
+        state, reason = queue[r["job_id"]]
+        blocked = reason == "DependencyNeverSatisfied"
+        return ("blocked (a unit it needs failed)" if blocked else state.lower()), str(paths.stderr)
     return ("lost" if r.get("executor") == "slurm" else "submitted"), str(paths.stderr)
 
 
-def _squeue() -> dict[str, str]:
-    """Job id -> state of this user's Slurm jobs ({} without Slurm)."""
+def _squeue() -> dict[str, tuple[str, str]]:
+    """Job id (an array's tasks one by one, `12_3`) -> (state, reason) of this user's Slurm jobs ({} without
+    Slurm)."""
     try:
-        out = subprocess.run(["squeue", "-h", "-o", "%i %T"], capture_output=True, text=True, timeout=30).stdout
+        out = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%T|%r"], capture_output=True, text=True,
+                             timeout=30).stdout
     except (OSError, subprocess.TimeoutExpired):
         return {}
-    return dict(line.split(None, 1) for line in out.splitlines() if line.strip())
+    rows = [line.split("|") for line in out.splitlines() if line.count("|") == 2]
+    return {job: (state, reason) for job, state, reason in rows}

@@ -2,6 +2,7 @@
 cluster (started by the `slurm_cluster` fixture), with the same models as the notebooks train inline."""
 
 import json
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ import dfxlib
 from dfxlib import submit as sb
 from dfxlib import units
 from dfxlib.cli import main
+from dfxlib.runner import run_notebooks
 
 
 def _weights(run_dir: Path) -> dict[str, bytes]:
@@ -39,11 +41,12 @@ def test_local_executor_trains_what_inline_code_trains(tmp_path, fixture_root):
             "detectors": ["simplecnn"]}
     run = dfxlib.start("smoke", run_dir=str(tmp_path / "sub"), data_root=str(fixture_root), overrides=over)
     logs: list[str] = []
-    sb.submit(run, "local", params={"parallelism": 2}, log=logs.append, only=["base", "detector", "features", "head"])
+    sb.submit(run, "local", params={"parallelism": 2, "units_per_job": 2}, log=logs.append,
+              only=["base", "detector", "features", "head"])
     rows = {r["unit"]: r["state"] for r in sb.status(run)}
     assert rows.pop("plain/test_resnet") == "not submitted"  # left out by `only`
     assert set(rows.values()) == {"done"} and len(rows) == 3 + 1 + 1 + 1  # base x3, detector, features, head
-    assert logs[-1] == "units: 6 of 6 ended (0 failed)"
+    assert logs[-1] == "jobs: 5 of 5 ended (0 failed)"  # the base models two to a job
     inline = dfxlib.start("smoke", run_dir=str(tmp_path / "inline"), data_root=str(fixture_root), overrides=over)
     split, _ = units.prepare(inline)
     for u in units.all_units(inline, split):  # the same functions in this process, one after another
@@ -55,20 +58,53 @@ def test_local_executor_trains_what_inline_code_trains(tmp_path, fixture_root):
     assert not any("submitted" in line for line in again)  # finished units are not submitted again
 
 
+def _queue_state(job_id: str) -> str:
+    out = subprocess.run(["squeue", "-h", "-r", "-j", job_id, "-o", "%T"], capture_output=True, text=True).stdout
+    return out.strip()
+
+
 @pytest.mark.notebook
-def test_smoke_units_through_slurm_equal_the_notebooks(slurm_cluster, smoke_run, tmp_path, capsys):
-    """DeepFeatureX's models of the smoke profile (base models, features, heads) trained as Slurm jobs (a job
-    array per stage, stages chained by dependencies) are byte-identical to those the notebooks trained inline."""
+def test_the_smoke_run_through_slurm_has_the_inline_tables(slurm_cluster, smoke_run, tmp_path, capsys):
+    """Every unit of the smoke profile as Slurm jobs (a job array per stage, stages chained by dependencies), one
+    base model's job cancelled mid-run (`scancel`) and the run submitted again: the cancelled unit and what waited
+    on it are submitted anew, what still runs is not submitted twice; every model is byte-identical to the
+    inline run's, and so is every table the notebooks then write from them."""
     run_dir = tmp_path / "slurm"
-    code = main(["submit", "--executor", "slurm", "--profile", "smoke", "-p", f"run_dir={run_dir}", "-p",
-                 "progress=false", "--parallelism", "2", "--timeout-min", "30", "--only", "base,features,head", "--wait-timeout", "900"])
-    assert code == 0, capsys.readouterr().err[-2000:]
+    over = {"progress": False, "wild_root": str(tmp_path / "no-wild")}  # the wild part is not about units
+    run = dfxlib.start("smoke", run_dir=str(run_dir), overrides=over)
+    jobs = {j.unit: j for j in sb.submit(run, "slurm", wait=False, params={"parallelism": 2, "timeout_min": 30,
+                                                                         "units_per_job": 3})}
+    victim = jobs["base/efficientnet_lite0/siamese/real"]  # the second job of base models: the first goes on
+    deadline = time.time() + 300
+    while time.time() < deadline and _queue_state(victim.job_id) != "RUNNING":
+        time.sleep(0.2)
+    time.sleep(2)  # into its start-up or training
+    assert _queue_state(victim.job_id) == "RUNNING", f"job {victim.job_id} was not running; see {victim.folder}"
+    subprocess.run(["scancel", victim.job_id], check=True)
+    while _queue_state(victim.job_id):
+        time.sleep(0.2)
+    assert {r["unit"]: r["state"] for r in sb.status(run)}[victim.unit] == "lost"
+
+    code = main(["submit", "--executor", "slurm", "--run-dir", str(run_dir), "--parallelism", "2",
+                 "--timeout-min", "30", "--units-per-job", "3", "--wait-timeout", "900"])
+    err = capsys.readouterr().err
+    assert code == 0, err[-3000:]
+    assert "cancelled 2 pending job(s) that waited on units submitted again" in err  # features, heads
+    assert "unit(s) already queued or running: not submitted again" in err  # detectors, DIF
+    assert re.search(r"submitted [123] base unit\(s\)", err) and "submitted 1 features unit(s)" in err
+    assert {r["state"] for r in sb.status(run)} == {"done"}
     ours = _weights(run_dir)
-    inline = {k: v for k, v in _weights(smoke_run).items() if k.startswith(("checkpoints/base", "checkpoints/heads"))}
-    assert sorted(ours) == sorted(inline) and len(ours) == 6 + 2
+    inline = _weights(smoke_run)
+    assert sorted(ours) == sorted(inline) and len(ours) == 25  # every unit but the features writes weights
     assert [k for k in ours if ours[k] != inline[k]] == []
-    assert main(["status", "--run-dir", str(run_dir)]) == 0
-    assert "units: " in capsys.readouterr().out
+
+    run_notebooks("smoke", {"run_dir": str(run_dir), **{k: str(v) for k, v in over.items()}}, log=lambda *_: None)
+    tables = {p.name: p.read_bytes() for p in (run_dir / "tables").glob("*.csv") if p.name != "base_models_training.csv"}
+    reference = {p.name: p.read_bytes() for p in (smoke_run / "tables").glob("*.csv")
+                 if p.name in tables or not p.name.startswith("wild")}
+    reference.pop("base_models_training.csv")  # its training seconds differ
+    assert sorted(tables) == sorted(reference) and len(tables) > 25
+    assert [name for name in tables if tables[name] != reference[name]] == []
 
 
 def test_a_preempted_job_is_requeued_and_resumes(slurm_cluster, tmp_path, fixture_root):
