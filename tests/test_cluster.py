@@ -92,7 +92,8 @@ def test_the_smoke_run_through_slurm_has_the_inline_tables(slurm_cluster, smoke_
     assert "cancelled 2 pending job(s) that waited on units submitted again" in err  # features, heads
     assert "unit(s) already queued or running: not submitted again" in err  # detectors, DIF
     assert re.search(r"submitted [123] base unit\(s\)", err) and "submitted 1 features unit(s)" in err
-    assert {r["state"] for r in sb.status(run)} == {"done"}
+    assert main(["status", "--run-dir", str(run_dir)]) == 0
+    assert capsys.readouterr().out.strip().endswith(": 26 units: 26 done")
     ours = _weights(run_dir)
     inline = _weights(smoke_run)
     assert sorted(ours) == sorted(inline) and len(ours) == 25  # every unit but the features writes weights
@@ -151,3 +152,11 @@ def test_a_failed_unit_is_reported_with_its_log(tmp_path, fixture_root):
     rows = {r["unit"]: r for r in sb.status(run)}
     assert rows[name]["state"] == "failed" and Path(rows[name]["log"]).is_file()
     assert rows["head/test_resnet/unbalanced"]["state"] == "not submitted"
+
+
+def test_submit_again_names_a_run_folder_and_keeps_its_settings(tmp_path, capsys):
+    assert main(["submit", "--run-dir", str(tmp_path)]) == 2
+    assert f"--run-dir {tmp_path} is not a run folder (no config.json)" in capsys.readouterr().err
+    (tmp_path / "config.json").write_text("{}")
+    assert main(["submit", "--run-dir", str(tmp_path), "-p", "seed=3"]) == 2
+    assert "takes no -p (the run keeps its settings)" in capsys.readouterr().err
