@@ -11,6 +11,7 @@ splits):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -49,12 +50,22 @@ def plain_meta(run: Run, split: Split, backbone: str) -> dict:
             "split": split_id(split)}
 
 
+def plain_folder(run: Run, backbone: str) -> Path:
+    """Checkpoint folder of the plain baseline of `backbone` (not created)."""
+    return run.dir / "checkpoints" / "plain" / backbone
+
+
+def probe_folder(run: Run, backbone: str) -> Path:
+    """Checkpoint folder of the linear probe's frozen `backbone` (not created)."""
+    return run.dir / "checkpoints" / "probe" / backbone
+
+
 def train_plain(run: Run, store: ImageStore, split: Split, backbone: str) -> BaseModel:
     """Train (or resume, or reuse) `backbone` as a plain 3-class classifier on the base and fusion splits with
     the base models' settings (epochs, lr, batch, patience, a seeded validation part), weighted cross
     entropy w_c = 1 / n_c; keeps the weights of minimum validation loss."""
     cfg = run.config
-    folder = run.checkpoints / "plain" / backbone
+    folder = plain_folder(run, backbone)
     torch.manual_seed(cfg.seed)
     net = BaseClassifier(create_backbone(backbone, cfg.pretrained), n_classes=len(CLASSES))
     tr, va = train_val(seen_images(split), cfg.val_fraction, cfg.seed)
@@ -98,7 +109,7 @@ def frozen_backbone(run: Run, backbone: str) -> BaseModel:
     time) under `checkpoints/probe/<backbone>`, so its features are cached, and invalidated when the weights
     change, like a base model's."""
     cfg = run.config
-    folder = run.checkpoints / "probe" / backbone
+    folder = probe_folder(run, backbone)
     meta = {"model": "probe", "backbone": backbone, "pretrained": cfg.pretrained, "input_size": cfg.input_size,
             "normalization": normalization_meta(backbone), "seed": cfg.seed}
     torch.manual_seed(cfg.seed)  # random-init backbones (pretrained="none") depend on the seed only

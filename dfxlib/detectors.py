@@ -363,6 +363,11 @@ class TrainedDetector:
     fit: FitResult | None = None
 
 
+def detector_folder(run: Run, name: str) -> Path:
+    """Checkpoint folder of the compared detector `name` (not created)."""
+    return run.dir / "checkpoints" / "detectors" / name
+
+
 def detector_meta(run: Run, split: Split, name: str) -> dict:
     """What identifies a trained detector (checked when resuming or loading)."""
     cfg = run.config
@@ -418,7 +423,7 @@ def train_detector(run: Run, store: ImageStore, split: Split, name: str) -> Trai
             x = torch.stack([eval_tf(store.image(p)) for p in paths[i:i + cfg.batch_size]])
             yield x.to(dev), torch.as_tensor(ys[i:i + cfg.batch_size]).to(dev)
 
-    folder = run.checkpoints / "detectors" / name
+    folder = detector_folder(run, name)
     meta = detector_meta(run, split, name)
     epochs = cfg.fingerprint_epochs if name == "ganfingerprint" else cfg.detector_epochs
     result = fit(net, step, train_batches, val_batches, folder, meta, epochs=epochs,

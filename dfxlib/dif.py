@@ -252,6 +252,11 @@ def budget_tag(n: int | None) -> str:
     return "all" if n is None else f"n{n}"
 
 
+def fingerprint_folder(run: Run, tag: str, generator: str) -> Path:
+    """Checkpoint folder of the DIF fingerprint of `generator` at budget `tag` (`budget_tag`; not created)."""
+    return run.dir / "checkpoints" / "dif" / tag / generator
+
+
 def pools(split: Split, val_fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Training and held-out parts of the images DIF may learn from: base and fusion splits (what every
     detector trains on), `target` 1 for fake, the held-out part drawn per generator (seeded) so that every
@@ -299,7 +304,7 @@ def train_fingerprint(run: Run, store: ImageStore, split: Split, generator: str,
                     yield r_fit[j], y_fit[j]
 
     tag = budget_tag(budget)
-    folder = run.checkpoints / "dif" / tag / generator
+    folder = fingerprint_folder(run, tag, generator)
     meta = {"model": "dif", "generator": generator, "budget": tag, "n_train": len(fit_rows), "crop": cfg.dif_crop,
             "residual": f"wiener3/{SIGMA0:.6f}", "margin": margin_for(cfg.dif_crop), "passes": cfg.dif_epochs,
             "name": f"dif/{tag}/{generator}", "split": split_id(split)}

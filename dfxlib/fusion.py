@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -42,7 +43,12 @@ def balanced_val(df: pd.DataFrame, frac: float, seed: int) -> tuple[pd.DataFrame
     return df.drop(index=val.index).reset_index(drop=True), val.reset_index(drop=True)
 
 
-def train_head(run: Run, name: str, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
+def head_folder(run: Run, backbone: str, kind: str) -> Path:
+    """Checkpoint folder of the fusion head of (backbone, kind) (not created)."""
+    return run.dir / "checkpoints" / "heads" / backbone / kind / "complete"
+
+
+def train_head(run: Run, folder: Path, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
                y_val: np.ndarray, meta: dict) -> tuple[FusionHead, FitResult]:
     """Train a fusion head on cached features with weighted cross entropy; keep minimum validation loss."""
     cfg = run.config
@@ -64,7 +70,7 @@ def train_head(run: Run, name: str, x_train: np.ndarray, y_train: np.ndarray, x_
         for i in range(0, len(xv), cfg.batch_size * 4):
             yield xv[i:i + cfg.batch_size * 4].to(dev), yv[i:i + cfg.batch_size * 4].to(dev)
 
-    folder = run.checkpoints / "heads" / name
+    name = str(folder.relative_to(run.dir / "checkpoints" / "heads"))
     result = fit(head, classifier_step(weight), train_batches, val_batches, folder, {**meta, "name": name, "in_channels": int(x_train.shape[1]),
                                                                   "feature_dim": int(x_train.shape[2])},
                  epochs=cfg.head_epochs, lr=cfg.head_lr, weight_decay=cfg.weight_decay, seed=cfg.seed,
@@ -141,7 +147,7 @@ def train_complete(run: Run, store: ImageStore, split: Split, backbone: str, kin
           "binary": binary["label"].to_numpy()}
     meta = {"model": "head", "backbone": backbone, "kind": kind, "classes": list(CLASSES),
             "bases": [b.id for b in bases]}
-    head, result = train_head(run, f"{backbone}/{kind}/complete", feats["train"], ys["train"], feats["val"],
+    head, result = train_head(run, head_folder(run, backbone, kind), feats["train"], ys["train"], feats["val"],
                               ys["val"], meta)
     m = evaluate(ys["multi"], predict_head(head, feats["multi"]), binary=False, n_boot=cfg.bootstrap, seed=cfg.seed)
     b = evaluate(ys["binary"], predict_head(head, feats["binary"]), binary=True, n_boot=cfg.bootstrap, seed=cfg.seed)

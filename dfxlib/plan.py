@@ -25,6 +25,7 @@ import torch
 
 from .backbones import create_backbone, feature_dim
 from .calibration import calibrate
+from .baselines import probe_folder
 from .basemodels import siamese_anchors, unbalanced_set
 from .config import Config, run_dir_of
 from .detectors import spec_of, training_rows
@@ -190,7 +191,7 @@ def _backbone_units(run: Run, sets: dict[str, set[str]], n: dict[str, int], pass
     units += [_cost(run, ("head", backbone, kind), backbone, "head", cfg.head_epochs * n["fusion"], 0, head_params)
               for kind in cfg.base_kinds]
     units.append(Cost("probe", f"probe/{backbone}", backbone, "base", 0, 0, params * 4, 0,
-                      (run.dir / "checkpoints" / "probe" / backbone / "best.safetensors").is_file()))
+                      (probe_folder(run, backbone) / "best.safetensors").is_file()))
     units.append(_cost(run, ("plain", backbone), backbone, "base", cfg.base_epochs * n["seen_train"],
                        cfg.base_epochs * (n["seen"] - n["seen_train"]), params))
     return units

@@ -68,11 +68,11 @@ def all_units(run: Run, split: Split) -> list[Unit]:
 
 def _folder(run: Run, unit: Unit) -> Path:
     """Where a unit's result lives (its checkpoint folder; a marker file for features)."""
-    c = run.dir / "checkpoints"
-    return {"base": lambda: basemodels.base_folder(run, *unit.args), "plain": lambda: c / "plain" / unit.args[0],
-            "detector": lambda: c / "detectors" / unit.args[0], "dif": lambda: c / "dif" / unit.args[0] / unit.args[1],
-            "features": lambda: run.dir / "cache" / "features" / f"{unit.args[0]}.done",
-            "head": lambda: c / "heads" / unit.args[0] / unit.args[1] / "complete"}[unit.stage]()
+    where = {"base": basemodels.base_folder, "plain": baselines.plain_folder, "detector": detectors.detector_folder,
+             "dif": dif.fingerprint_folder, "head": fusion.head_folder}
+    if unit.stage == "features":
+        return run.dir / "cache" / "features" / f"{unit.args[0]}.done"
+    return where[unit.stage](run, *unit.args)
 
 
 def is_done(run: Run, unit: Unit) -> bool:
