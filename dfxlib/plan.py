@@ -128,23 +128,33 @@ def _wild_images(root: Path) -> int:
     return sum(1 for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS) if root.is_dir() else 0
 
 
-def feature_rows(run: Run, sets: dict[str, set[str]], kind: str) -> int:
-    """Cached feature rows of one model of `kind` (unbalanced, siamese, plain, linear probe) over a run: RAW for
-    what its notebooks read, every JPEG quality and manipulation of the test sets (and Table 4's JPEG of the
-    generalization sets), the wild folder as found and re-encoded; RAW only without `cache_perturbed_features`."""
+#: how many notebooks read the features of a perturbed set (computed again by each when they are not cached):
+#: JPEG of the test set (04 and 06), manipulations (04), Table 4's JPEG of the generalization sets (05 and 06)
+READERS = {"jpeg": 2, "manipulation": 1, "tset": 2}
+
+
+def feature_rows(run: Run, sets: dict[str, set[str]], kind: str) -> tuple[int, int]:
+    """(feature rows cached, forward passes) of one model of `kind` (unbalanced, siamese, plain, linear probe)
+    over a run: RAW for what its notebooks read, every JPEG quality and manipulation of the test sets (and Table
+    4's JPEG of the generalization sets), the wild folder as found and re-encoded. Without
+    `cache_perturbed_features` only RAW and the wild folder as found are cached, and each notebook that reads a
+    perturbed set computes it again (`READERS`)."""
     cfg = run.config
     later = sets["fusion"] | sets["test"] | sets["holdout"] | sets["tsets"]
     raw = {"unbalanced": later, "siamese": later | sets["base"], "linear probe": later | sets["base"],
            "plain": sets["eval"] | sets["tsets"]}[kind]
     wild = _wild_images(run.wild_root())
-    if not cfg.cache_perturbed_features:
-        return len(raw) + wild
-    variants = [f"jpeg{q}" for q in JPEG_QUALITIES] + list(cfg.manipulations)
     tset_variant = f"jpeg{cfg.tset_jpeg}" if cfg.tset_jpeg else ""
-    n = len(raw) + sum(len(sets["eval"] | (sets["tsets"] if v == tset_variant else set())) for v in variants)
-    if tset_variant and tset_variant not in variants:
-        n += len(sets["tsets"])
-    return n + wild * (1 + bool(cfg.wild_reencode))
+    perturbed = {f"jpeg{q}": ("jpeg", len(sets["eval"])) for q in JPEG_QUALITIES}
+    perturbed.update({m: ("manipulation", len(sets["eval"])) for m in cfg.manipulations})
+    if tset_variant:  # Table 4's JPEG adds the generalization sets to that quality's rows
+        perturbed[tset_variant + "/tsets"] = ("tset", len(sets["tsets"] - (sets["eval"] if tset_variant in perturbed
+                                                                          else set())))
+    reencoded = wild if cfg.wild_reencode else 0
+    if cfg.cache_perturbed_features:
+        rows = len(raw) + sum(n for _, n in perturbed.values()) + wild + reencoded
+        return rows, rows
+    return len(raw) + wild, len(raw) + wild + reencoded + sum(READERS[r] * n for r, n in perturbed.values())
 
 
 def _sizes(run: Run, split: Split, sets: dict[str, set[str]]) -> dict[str, int]:
@@ -180,14 +190,15 @@ def _backbone_units(run: Run, sets: dict[str, set[str]], n: dict[str, int], pass
     cfg = run.config
     dim, params = _meta_net(backbone)
     fbytes = torch.finfo(getattr(torch, cfg.feature_dtype)).bits // 8
-    rows = 3 * sum(feature_rows(run, sets, kind) for kind in cfg.base_kinds) + sum(
-        feature_rows(run, sets, kind) for kind in ("plain", "linear probe"))
+    counts = [feature_rows(run, sets, k) for k in (*cfg.base_kinds, *cfg.base_kinds, *cfg.base_kinds, "plain",
+                                                   "linear probe")]  # three base models per kind
+    rows, forwards = sum(c[0] for c in counts), sum(c[1] for c in counts)
     head_params = _small_params(lambda: FusionHead(in_channels=3))
     units = [_cost(run, ("base", backbone, kind, main), backbone, rate, train, forward, params)
              for kind, main, rate, train, forward in passes]
     size = rows * dim * fbytes
     cached = sum(p.stat().st_size for p in (run.dir / "cache" / "features").glob(f"{backbone}-*.safetensors"))
-    units.append(Cost("features", f"features/{backbone}", backbone, "base", 0, rows, size, 0, done=cached >= size))
+    units.append(Cost("features", f"features/{backbone}", backbone, "base", 0, forwards, size, 0, done=cached >= size))
     units += [_cost(run, ("head", backbone, kind), backbone, "head", cfg.head_epochs * n["fusion"], 0, head_params)
               for kind in cfg.base_kinds]
     units.append(Cost("probe", f"probe/{backbone}", backbone, "base", 0, 0, params * 4, 0,

@@ -59,6 +59,9 @@ def test_a_plan_that_does_not_fit_says_which_settings_make_it_fit(paper_plan):
     _, smaller = pl.plan_for(cfg)
     assert sum(paper_plan.disk.values()) - sum(smaller.disk.values()) == first[1]
     assert smaller.disk["features"] < paper_plan.disk["features"] / 3  # perturbed features dominate
+    # what is not kept is computed again by each notebook that reads it: more forward passes, not fewer
+    passes = lambda plan: sum(u.forward for u in plan.units if u.stage == "features")  # noqa: E731
+    assert passes(smaller) > passes(paper_plan)
 
 
 def test_gpu_time_from_a_throughput_file(paper_plan, tmp_path):
