@@ -70,8 +70,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def _submit_params(args: argparse.Namespace) -> dict:
     extra = _params(args.slurm_option)  # key=value, checked like -p
     return {"timeout_min": args.timeout_min, "parallelism": args.parallelism, "gpus": args.gpus,
-            "cpus": args.cpus, "units_per_job": args.units_per_job, "slurm_partition": args.partition, "slurm_account": args.account,
-            "slurm_additional_parameters": extra, "wait_timeout_s": args.wait_timeout}
+            "cpus": args.cpus, "units_per_job": args.units_per_job, "slurm_partition": args.partition,
+            "slurm_account": args.account, "slurm_additional_parameters": extra, "wait_timeout_s": args.wait_timeout}
 
 
 def cmd_submit(args: argparse.Namespace) -> int:

@@ -190,9 +190,9 @@ def _backbone_units(run: Run, sets: dict[str, set[str]], n: dict[str, int], pass
     cfg = run.config
     dim, params = _meta_net(backbone)
     fbytes = torch.finfo(getattr(torch, cfg.feature_dtype)).bits // 8
-    counts = [feature_rows(run, sets, k) for k in (*cfg.base_kinds, *cfg.base_kinds, *cfg.base_kinds, "plain",
-                                                   "linear probe")]  # three base models per kind
-    rows, forwards = sum(c[0] for c in counts), sum(c[1] for c in counts)
+    models = {k: 3 for k in cfg.base_kinds} | {"plain": 1, "linear probe": 1}  # three base models per kind
+    counts = {k: feature_rows(run, sets, k) for k in models}
+    rows, forwards = (sum(models[k] * c[i] for k, c in counts.items()) for i in (0, 1))
     head_params = _small_params(lambda: FusionHead(in_channels=3))
     units = [_cost(run, ("base", backbone, kind, main), backbone, rate, train, forward, params)
              for kind, main, rate, train, forward in passes]

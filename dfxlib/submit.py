@@ -116,6 +116,9 @@ def _live_jobs(run: Run, record: dict, todo: Sequence[Unit], log: Callable[[str]
     pending job that waits on a unit submitted anew now (or on one that failed) is cancelled and submitted
     again, after the units it needs."""
     queue = _squeue()
+    if queue is None:
+        raise RuntimeError("squeue did not answer, so the jobs still queued cannot be told apart from lost ones; "
+                           "submit again in a moment")
     live, stale, renewed = {}, [], set()
     for u in todo:  # stage by stage
         r = record.get(u.name)
@@ -160,13 +163,20 @@ def _ended(job: submitit.Job, queue: dict[str, tuple[str, str]]) -> bool:
     return job.done()
 
 
+def _outcome(paths: submitit.core.utils.JobPaths) -> str:
+    """"success" or "error" from a job's result file; "" when it has none."""
+    if not paths.result_pickle.is_file():
+        return ""
+    with open(paths.result_pickle, "rb") as fh:
+        return pickle.load(fh)[0]
+
+
 def _failure(job: submitit.Job) -> str | None:
     """Why an ended job failed (its error and log), or None when it succeeded."""
-    if not job.paths.result_pickle.exists():
+    outcome = _outcome(job.paths)
+    if not outcome:
         return f"job {job.job_id}: ended without a result (cancelled, killed or out of memory) (log {job.paths.stderr})"
-    with open(job.paths.result_pickle, "rb") as fh:
-        outcome = pickle.load(fh)
-    return f"job {job.job_id}: {_error(job.paths.stderr)} (log {job.paths.stderr})" if outcome[0] == "error" else None
+    return f"job {job.job_id}: {_error(job.paths.stderr)} (log {job.paths.stderr})" if outcome == "error" else None
 
 
 def _wait(run: Run, jobs: Sequence, log: Callable[[str], None], every: float = 1.0, timeout_s: float = 0) -> None:
@@ -176,6 +186,9 @@ def _wait(run: Run, jobs: Sequence, log: Callable[[str], None], every: float = 1
     last, start, told = "", time.time(), set()
     while True:
         queue = _squeue() if any(isinstance(j, submitit.SlurmJob) for j in jobs) else {}
+        if queue is None:  # Slurm did not answer this time: nothing can be said to have ended
+            time.sleep(every)
+            continue
         ended = [_ended(j, queue) for j in jobs]
         failed = [f for j, e in zip(jobs, ended) if e and (f := _failure(j))]
         line = f"jobs: {sum(ended)} of {len(jobs)} ended ({len(failed)} failed)"
@@ -192,7 +205,7 @@ def _wait(run: Run, jobs: Sequence, log: Callable[[str], None], every: float = 1
         if failed and all(queue.get(j.job_id, ("",))[0] == "PENDING" for j in waiting):
             break  # what is left waits on what failed (Slurm keeps it pending): report the failures now
         if timeout_s and time.time() - start > timeout_s:
-            raise TimeoutError(f"{len(jobs) - sum(ended)} unit(s) still not ended after {timeout_s:.0f} s; they go "
+            raise TimeoutError(f"{len(jobs) - sum(ended)} job(s) still not ended after {timeout_s:.0f} s; they go "
                                f"on: dfx status --run-dir {run.dir}")
         time.sleep(every)
     if failed:
@@ -225,11 +238,12 @@ def _save_record(run: Run, record: dict) -> None:
 
 def status(run: Run) -> list[dict]:
     """Where each unit of the run stands: done; failed (with its log); pending or running (Slurm's word);
-    blocked (pending on a unit that failed; submit again after fixing it); lost (a Slurm job that ended without a result: cancelled or killed; submit again to resume it); submitted
-    (a local job without a result yet); not submitted."""
+    blocked (pending on a unit that failed; submit again after fixing it); lost (a Slurm job that ended
+    without a result: cancelled or killed; submit again to resume it); submitted (a local job without a result
+    yet); not submitted."""
     split = run.split(run.index())
     record = _load_record(run)
-    queue = _squeue()
+    queue = _squeue() or {}
     rows = []
     for u in all_units(run, split):
         r = record.get(u.name)
@@ -240,10 +254,9 @@ def status(run: Run) -> list[dict]:
 
 def _job_state(r: dict, queue: dict[str, tuple[str, str]]) -> tuple[str, str]:
     paths = submitit.core.utils.JobPaths(Path(r["folder"]), job_id=r["job_id"], task_id=0)
-    if paths.result_pickle.is_file():
-        with open(paths.result_pickle, "rb") as fh:
-            outcome = pickle.load(fh)
-        return ("failed" if outcome[0] == "error" else "ended"), str(paths.stderr)
+    outcome = _outcome(paths)
+    if outcome:
+        return ("failed" if outcome == "error" else "ended"), str(paths.stderr)
     if r["job_id"] in queue:
         state, reason = queue[r["job_id"]]
         blocked = reason == "DependencyNeverSatisfied"
@@ -251,13 +264,17 @@ def _job_state(r: dict, queue: dict[str, tuple[str, str]]) -> tuple[str, str]:
     return ("lost" if r.get("executor") == "slurm" else "submitted"), str(paths.stderr)
 
 
-def _squeue() -> dict[str, tuple[str, str]]:
-    """Job id (an array's tasks one by one, `12_3`) -> (state, reason) of this user's Slurm jobs ({} without
-    Slurm)."""
+def _squeue() -> dict[str, tuple[str, str]] | None:
+    """Job id (an array's tasks one by one, `12_3`) -> (state, reason) of this user's Slurm jobs; {} without
+    Slurm; None when squeue failed (a busy controller), so that no job is taken for ended."""
     try:
-        out = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%T|%r"], capture_output=True, text=True,
-                             timeout=30).stdout
-    except (OSError, subprocess.TimeoutExpired):
+        done = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%T|%r"], capture_output=True, text=True, timeout=30)
+    except FileNotFoundError:
         return {}
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode != 0:
+        return None
+    out = done.stdout
     rows = [line.split("|") for line in out.splitlines() if line.count("|") == 2]
     return {job: (state, reason) for job, state, reason in rows}

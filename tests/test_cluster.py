@@ -6,8 +6,10 @@ import re
 import subprocess
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import submitit
 
 import dfxlib
 from dfxlib import submit as sb
@@ -100,7 +102,8 @@ def test_the_smoke_run_through_slurm_has_the_inline_tables(slurm_cluster, smoke_
     assert [k for k in ours if ours[k] != inline[k]] == []
 
     run_notebooks("smoke", {"run_dir": str(run_dir), **{k: str(v) for k, v in over.items()}}, log=lambda *_: None)
-    tables = {p.name: p.read_bytes() for p in (run_dir / "tables").glob("*.csv") if p.name != "base_models_training.csv"}
+    tables = {p.name: p.read_bytes() for p in (run_dir / "tables").glob("*.csv")
+              if p.name != "base_models_training.csv"}
     reference = {p.name: p.read_bytes() for p in (smoke_run / "tables").glob("*.csv")
                  if p.name in tables or not p.name.startswith("wild")}
     reference.pop("base_models_training.csv")  # its training seconds differ
@@ -160,3 +163,15 @@ def test_submit_again_names_a_run_folder_and_keeps_its_settings(tmp_path, capsys
     (tmp_path / "config.json").write_text("{}")
     assert main(["submit", "--run-dir", str(tmp_path), "-p", "seed=3"]) == 2
     assert "takes no -p (the run keeps its settings)" in capsys.readouterr().err
+
+
+def test_a_queue_that_does_not_answer_ends_no_job(tmp_path, monkeypatch):
+    """squeue failing once (a busy controller) must not make running jobs look ended, and failed."""
+    job = submitit.SlurmJob(folder=tmp_path, job_id="999_0")
+    answers = iter([None, {"999_0": ("RUNNING", "None")}, {}])
+    monkeypatch.setattr(sb, "_squeue", lambda: next(answers))
+    logs: list[str] = []
+    with pytest.raises(RuntimeError, match=r"job 999_0: ended without a result \(cancelled, killed"):
+        sb._wait(SimpleNamespace(dir=tmp_path), [job], logs.append, every=0)
+    assert logs[0] == "jobs: 0 of 1 ended (0 failed)"  # after the RUNNING answer, not ended by the silent one
+    assert next(answers, "used up") == "used up"  # all three answers were read
