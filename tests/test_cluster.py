@@ -104,8 +104,9 @@ def test_the_smoke_run_through_slurm_has_the_inline_tables(slurm_cluster, smoke_
     run_notebooks("smoke", {"run_dir": str(run_dir), **{k: str(v) for k, v in over.items()}}, log=lambda *_: None)
     tables = {p.name: p.read_bytes() for p in (run_dir / "tables").glob("*.csv")
               if p.name != "base_models_training.csv"}
+    assert not [name for name in tables if "wild" in name]  # the wild part is off in this run
     reference = {p.name: p.read_bytes() for p in (smoke_run / "tables").glob("*.csv")
-                 if p.name in tables or not p.name.startswith("wild")}
+                 if "wild" not in p.name}  # written by the inline run when a wild folder is there (as in CI)
     reference.pop("base_models_training.csv")  # its training seconds differ
     assert sorted(tables) == sorted(reference) and len(tables) > 25
     assert [name for name in tables if tables[name] != reference[name]] == []
