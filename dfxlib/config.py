@@ -84,7 +84,7 @@ class Config:
     #: manipulations of the extended robustness table (names in dfxlib.perturb; JPEG QF 90..50 always run)
     manipulations: tuple[str, ...] = ("blur3", "blur7", "blur15", "noise5", "noise10", "scale50", "scale200",
                                       "mirror", "rot180", "rot45", "rot135")
-    #: detectors compared in notebook 06 (names in dfxlib.detectors, and "dif": dfxlib.dif)
+    #: detectors compared in notebook 06 (names in dfxlib.detectors, and "dif": dfxlib.detectors.dif)
     detectors: tuple[str, ...] = ("simplecnn", "wang2020", "ganfingerprint", "ssp", "dif")
     #: weights of the compared detectors' backbones (as `pretrained`; the test models have none)
     detector_pretrained: str = "none"

@@ -29,8 +29,9 @@ from .baselines import probe_folder
 from .basemodels import siamese_anchors, unbalanced_set
 from .config import Config, run_dir_of
 from .detectors import spec_of, training_rows
-from .dif import DIFNet, budget_tag, seen_generators
-from .dif import pools as dif_pools
+from .detectors.dif import budget_tag, seen_generators
+from .detectors.dif import pools as dif_pools
+from .detectors.difnet import DIFNet
 from .fusion import test_sets
 from .generalization import external_sets, make_tsets, tset_pools
 from .images import IMAGE_EXTENSIONS

@@ -20,7 +20,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import basemodels, baselines, detectors, dif, distributed, fusion
+from . import basemodels, baselines, detectors, distributed, fusion
+from .detectors import dif
 from .config import load
 from .data import ImageStore
 from .features import features_many

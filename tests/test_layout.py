@@ -14,20 +14,38 @@ LAZY = {
 }
 
 
-def imports(path: Path) -> list[tuple[str, bool]]:
-    """(dfxlib module imported, whether at module level) for every relative import of one module."""
+def module_name(path: Path) -> str:
+    """A dfxlib file's dotted name below the package: 'cli', 'detectors' (a package), 'detectors.dif'."""
+    parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path, modules: set[str]) -> list[tuple[str, bool]]:
+    """(dfxlib module imported, whether at module level) for every relative import of one module; `from .x
+    import y` counts as importing `x.y` where that is a module, else `x`."""
     tree = ast.parse(path.read_text())
     top = {id(n) for n in tree.body} | {id(n) for s in tree.body if isinstance(s, ast.If) for n in s.body}
+    here = module_name(path).split(".") if path.stem == "__init__" else module_name(path).split(".")[:-1]
     out = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
-            names = [node.module] if node.module else [a.name for a in node.names]
-            out += [(n.split(".")[0], id(node) in top) for n in names]
+        if isinstance(node, ast.ImportFrom) and node.level >= 1:
+            base = here[:len(here) - (node.level - 1)] + (node.module.split(".") if node.module else [])
+            for alias in node.names:
+                sub = ".".join(base + [alias.name])
+                out.append((sub if sub in modules else ".".join(base), id(node) in top))
     return out
 
 
 def graph() -> dict[str, list[tuple[str, bool]]]:
-    return {p.stem: imports(p) for p in sorted(PACKAGE.glob("*.py")) if p.stem != "__init__"}
+    files = [p for p in sorted(PACKAGE.rglob("*.py")) if p != PACKAGE / "__init__.py"]
+    modules = {module_name(p) for p in files}
+    return {module_name(p): imports(p, modules) for p in files}
+
+
+def test_the_graph_sees_the_detectors_package():
+    g = graph()
+    assert ("detectors.training", True) in g["detectors.dif"] and ("run", True) in g["detectors.registry"]
+    assert ("detectors.dif", True) in g["units"]
 
 
 def cycle(g: dict[str, set[str]]) -> list[str]:

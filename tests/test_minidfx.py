@@ -9,7 +9,7 @@ import pytest
 
 from dfxlib import minidfx
 from dfxlib.audit import audit
-from dfxlib.fingerprints import check_sanity
+from dfxlib.spectra import check_sanity
 from dfxlib.index import build_index
 from dfxlib.split import make_split
 

@@ -73,7 +73,7 @@ def test_audit_notebook_numbers_match_the_index(smoke_run):
 
 @pytest.mark.notebook
 def test_minidfx_notebook_records_sound_baselines(smoke_run):
-    from dfxlib.fingerprints import check_sanity
+    from dfxlib.spectra import check_sanity
 
     table = pd.read_csv(smoke_run / "tables" / "minidfx_baselines.csv")
     assert set(table["baseline"]) == {"colour statistics", "residual spectrum"}

@@ -1,0 +1,79 @@
+"""The registry of compared detectors (`DETECTORS`: name -> network and transforms), where each one's
+checkpoint lives and what identifies it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..backbones import create_backbone, normalization_meta, resize_normalize
+from ..run import Run
+from ..split import Split, split_id
+from .nets import BackboneLogit, GANFingerprint, SimpleCNN, SSPNet
+from .transforms import (NO_BACKBONE, EvalTransform, Transform, crop_size, flip_train, norm_of, ssp_eval, ssp_train,
+                         wang_train)
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    """A detector: its name in tables, how to build it, and its training and evaluation transforms. (The paper's
+    Wang2020 row is the published model, trained elsewhere: shown apart, `paper.PAPER_ONLY`.)"""
+
+    name: str
+    display: str
+    build: Callable[[Run], nn.Module]
+    train_tf: Callable[[Run], Transform]
+    eval_tf: Callable[[Run], EvalTransform]
+
+
+
+def _backbone(run: Run, name: str) -> nn.Module:
+    """A detector's backbone with the detectors' weights setting (`detector_pretrained`)."""
+    return create_backbone(name, run.config.detector_pretrained)
+
+
+
+DETECTORS: dict[str, DetectorSpec] = {s.name: s for s in (
+    DetectorSpec("simplecnn", "SimpleCNN", lambda run: SimpleCNN(run.config.input_size),
+                 lambda run: (lambda img, seed, f=resize_normalize(run.config.input_size): f(img)),
+                 lambda run: resize_normalize(run.config.input_size)),
+    DetectorSpec("wang2020", "Wang2020 (ResNet, blur+JPEG)",
+                 lambda run: BackboneLogit(_backbone(run, run.config.detector_backbone)), wang_train,
+                 lambda run: resize_normalize(run.config.input_size, crop_size(run), *norm_of(run.config.detector_backbone))),
+    DetectorSpec("ganfingerprint", "GANFingerprint",
+                 lambda run: GANFingerprint(_backbone(run, run.config.fingerprint_backbone)), flip_train,
+                 lambda run: resize_normalize(run.config.input_size, 0, *norm_of(run.config.fingerprint_backbone))),
+    DetectorSpec("ssp", "SSP (simplest patch + SRM)",
+                 lambda run: SSPNet(_backbone(run, run.config.detector_backbone), run.config.input_size),
+                 ssp_train, ssp_eval),
+)}
+
+
+def spec_of(name: str) -> DetectorSpec:
+    """The detector called `name`; a clear error lists the known ones."""
+    if name not in DETECTORS:
+        raise ValueError(f"unknown detector {name!r}; known: {', '.join(DETECTORS)}")
+    return DETECTORS[name]
+
+
+def detector_folder(run: Run, name: str) -> Path:
+    """Checkpoint folder of the compared detector `name` (not created)."""
+    return run.dir / "checkpoints" / "detectors" / name
+
+
+def detector_meta(run: Run, split: Split, name: str) -> dict:
+    """What identifies a trained detector (checked when resuming or loading)."""
+    cfg = run.config
+    backbone = {"simplecnn": "", "ganfingerprint": cfg.fingerprint_backbone}.get(name, cfg.detector_backbone)
+    return {"model": "detector", "detector": name, "backbone": backbone, "input_size": cfg.input_size,
+            "pretrained": cfg.detector_pretrained, "normalization": normalization_meta(backbone or NO_BACKBONE),
+            "name": f"detectors/{name}", "split": split_id(split)}
+
+
+def new_detector(run: Run, name: str) -> nn.Module:
+    """A detector with its seeded initial weights (what 'before training' means in the PCA figure)."""
+    torch.manual_seed(run.config.seed)
+    return spec_of(name).build(run)

@@ -1,0 +1,105 @@
+"""The compared detectors' image transforms: Wang2020's blur+JPEG augmentation, SSP's simplest patch, and each
+detector's training transform (seeded per image and epoch) and evaluation transform."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image, ImageFilter
+
+from .. import perturb
+from ..backbones import normalization, resize_normalize
+from ..run import Run
+
+Transform = Callable[[Image.Image, int], torch.Tensor]  # (image, seed) -> tensor
+EvalTransform = Callable[[Image.Image], torch.Tensor]
+
+PATCH = 32
+
+
+def simplicity(patches: np.ndarray) -> np.ndarray:
+    """SSP's L_div of (N, h, w, 3) uint8 patches: absolute differences horizontally, vertically and along
+    both diagonals, summed over pixels and channels (lower = simpler)."""
+    p = patches.astype(np.int64)
+    return (np.abs(p[:, :, 1:] - p[:, :, :-1]).sum((1, 2, 3)) + np.abs(p[:, 1:] - p[:, :-1]).sum((1, 2, 3))
+            + np.abs(p[:, 1:, 1:] - p[:, :-1, :-1]).sum((1, 2, 3)) + np.abs(p[:, 1:, :-1] - p[:, :-1, 1:]).sum((1, 2, 3)))
+
+
+def simplest_patch(img: Image.Image, seed: int | None) -> Image.Image:
+    """The simplest 32x32 patch of 64 candidates at native resolution: random positions from `seed` (training)
+    or, with `seed=None`, an 8 x 8 grid (evaluation, deterministic). Images under 32 px are first resized to
+    256 (as the reference)."""
+    img = img.convert("RGB")
+    if min(img.size) < PATCH:
+        img = img.resize((256, 256), Image.Resampling.BILINEAR)
+    a = np.asarray(img)
+    h, w = a.shape[:2]
+    if seed is None:
+        ys, xs = np.meshgrid(np.linspace(0, h - PATCH, 8).round().astype(int),
+                             np.linspace(0, w - PATCH, 8).round().astype(int), indexing="ij")
+        ys, xs = ys.ravel(), xs.ravel()
+    else:
+        rng = np.random.default_rng(seed)
+        ys, xs = rng.integers(0, h - PATCH + 1, 64), rng.integers(0, w - PATCH + 1, 64)
+    cands = np.stack([a[y:y + PATCH, x:x + PATCH] for y, x in zip(ys, xs)])
+    return Image.fromarray(cands[int(np.argmin(simplicity(cands)))])
+
+
+def wang_augment(img: Image.Image, rng: np.random.Generator, prob: float = 0.5) -> Image.Image:
+    """CNNDetection's data_augment: blur (sigma ~ U[0, 3]) with `prob`, then JPEG (quality ~ U{30..100}) with
+    `prob` (PIL)."""
+    if rng.random() < prob:
+        img = img.filter(ImageFilter.GaussianBlur(radius=float(rng.uniform(0.0, 3.0))))
+    if rng.random() < prob:
+        img = perturb.jpeg(img, int(rng.integers(30, 101)))
+    return img
+
+
+def crop_size(run: Run) -> int:
+    return round(run.config.input_size * 224 / 256)
+
+
+#: whose normalisation SimpleCNN (no backbone, no pretrained weights) takes: ImageNet's, as every test model
+NO_BACKBONE = "test_resnet"
+
+
+def norm_of(backbone: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The mean and std of a detector backbone's weights (ImageNet's for SimpleCNN, which has none)."""
+    return normalization(backbone or NO_BACKBONE)
+
+
+
+def wang_train(run: Run) -> Transform:
+    size, crop = run.config.input_size, crop_size(run)
+    norm = resize_normalize(crop, 0, *norm_of(run.config.detector_backbone))  # already `crop`: resize is identity
+
+    def tf(img: Image.Image, seed: int) -> torch.Tensor:
+        rng = np.random.default_rng(seed)
+        img = wang_augment(img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR), rng)
+        y, x = rng.integers(0, size - crop + 1, 2)
+        img = img.crop((int(x), int(y), int(x) + crop, int(y) + crop))
+        if rng.random() < 0.5:
+            img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        return norm(img)
+    return tf
+
+
+def flip_train(run: Run) -> Transform:
+    norm = resize_normalize(run.config.input_size, 0, *norm_of(run.config.fingerprint_backbone))
+
+    def tf(img: Image.Image, seed: int) -> torch.Tensor:
+        x = norm(img)
+        return x.flip(-1) if np.random.default_rng(seed).random() < 0.5 else x
+    return tf
+
+
+def ssp_train(run: Run) -> Transform:
+    norm = resize_normalize(PATCH, 0, *norm_of(run.config.detector_backbone))
+    return lambda img, seed: norm(simplest_patch(img, seed))
+
+
+def ssp_eval(run: Run) -> Callable[[Image.Image], torch.Tensor]:
+    norm = resize_normalize(PATCH, 0, *norm_of(run.config.detector_backbone))
+    return lambda img: norm(simplest_patch(img, None))
