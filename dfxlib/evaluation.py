@@ -89,8 +89,7 @@ def robustness(run: Run, store: ImageStore, split: Split, detectors: Sequence[De
     rows = []
     for k, det in enumerate(detectors):
         for variant in variants:
-            cond = "RAW" if variant == "raw" else variant.replace("jpeg", "QF").upper() if variant.startswith(
-                "jpeg") else variant
+            cond = perturb.condition(variant)
             for task, df in (("multiclass", multi), ("binary", binary)):
                 r = evaluate(df["label"].to_numpy(), np.stack([probs[k, variant][p] for p in df["path"]]),
                              binary=task == "binary", n_boot=cfg.bootstrap, seed=cfg.seed)

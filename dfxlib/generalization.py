@@ -26,7 +26,7 @@ from .data import ImageStore
 from .features import features_many
 from .evaluation import GROUPS, Detector
 from .index import CLASS_INDEX, CLASSES, DataError, DatasetIndex
-from .metrics import evaluate, fmt_ci, pct
+from .metrics import balanced_accuracy, evaluate, fake_score, fmt_ci, pct, score_metrics, to_binary
 from .run import Run
 from .split import Split
 
@@ -169,8 +169,9 @@ def sources_note(table: pd.DataFrame) -> str:
 
 # --------------------------------------------------------------------------------------------- table 4
 def conditions(jpeg_quality: int) -> list[tuple[str, str]]:
-    """(condition label, perturbation variant): RAW, and JPEG at `jpeg_quality` when it is not 0."""
-    return [("RAW", "raw")] + ([(f"JPEG QF{jpeg_quality}", f"jpeg{jpeg_quality}")] if jpeg_quality else [])
+    """(condition label, perturbation variant): RAW, and JPEG at `jpeg_quality` (QF<q>) when it is not 0."""
+    variants = ["raw"] + ([f"jpeg{jpeg_quality}"] if jpeg_quality else [])
+    return [(perturb.condition(v), v) for v in variants]
 
 
 def evaluate_tsets(run: Run, store: ImageStore, sets: dict[str, pd.DataFrame], detectors: Sequence[Detector],
@@ -236,6 +237,11 @@ def table4(long: pd.DataFrame) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------------------------- wild
+#: what the wild tables' conditions mean (their notes)
+WILD_NOTES = ("Evaluation only: nothing was trained or tuned on these images. Condition RAW: the files as found; "
+              "QF<q>: every image re-encoded as JPEG at quality q (`wild_reencode`).")
+
+
 def evaluate_wild(run: Run, root: Path, detectors: Sequence[Detector],
                   reencode: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-image class probabilities, fake probability and prediction of every detector on the folder `root`
@@ -247,17 +253,16 @@ def evaluate_wild(run: Run, root: Path, detectors: Sequence[Detector],
     rels = list(usable["path"])
     y = (usable["family"] != "real").to_numpy().astype(int)
     out = []
-    for cond, variant in [("as found", "raw")] + ([(f"re-encoded JPEG QF{reencode}", f"jpeg{reencode}")]
-                                                  if reencode else []):
+    for cond, variant in conditions(reencode):
         fn = None if variant == "raw" else perturb.get(variant)
         features_many(run, store, [m for d in detectors for m in d.models], rels, variant, fn)
         for det in detectors:
             probs = det.predict(store, rels, variant, fn)
-            pred = (probs.argmax(1) != CLASSES.index("real")).astype(int)
+            pred = to_binary(probs.argmax(1))
             out.append(usable[["path", "family", "generator", "format"]].assign(
                 group=det.group, model=det.name, condition=cond, fake=y,
                 **{f"p_{c}": probs[:, k] for k, c in enumerate(CLASSES)},
-                p_fake=1.0 - probs[:, CLASSES.index("real")], pred_fake=pred, correct=(pred == y).astype(int)))
+                p_fake=fake_score(probs), pred_fake=pred, correct=(pred == y).astype(int)))
     return pd.concat(out, ignore_index=True), index.bad[["path", "error"]]
 
 
@@ -297,9 +302,8 @@ def format_bias(per_image: pd.DataFrame) -> pd.DataFrame:
         for cond in conds:
             c = g[g["condition"] == cond].set_index("path")
             preds[cond] = c["pred_fake"]
-            rec = c.groupby("fake")["correct"].mean()
-            row[f"balanced_accuracy ({cond})"] = pct(rec.mean())
-            row[f"auc ({cond})"] = pct(_auc(c["fake"], c["p_fake"]))
+            row[f"balanced_accuracy ({cond})"] = pct(balanced_accuracy(c["fake"], c["pred_fake"]))
+            row[f"auc ({cond})"] = pct(score_metrics(c["fake"].to_numpy(), c["p_fake"].to_numpy(), 0)["auc"])
             for fmt, part in c.groupby(c["format"].where(c["format"] == "JPEG", "not JPEG")):
                 row[f"mean p_fake {fmt} ({cond})"] = round(float(part["p_fake"].mean()), 3)
         if len(conds) == 2:
@@ -309,11 +313,5 @@ def format_bias(per_image: pd.DataFrame) -> pd.DataFrame:
     first = per_image.drop_duplicates("path")
     guess = (first["format"] != "JPEG").astype(int)
     rows.append({"detector": "file format alone (not JPEG = fake)",
-                 f"balanced_accuracy ({conds[0]})": pct(((guess == first["fake"]).groupby(first["fake"]).mean()).mean())})
+                 f"balanced_accuracy ({conds[0]})": pct(balanced_accuracy(first["fake"], guess))})
     return pd.DataFrame(rows)
-
-
-def _auc(y: pd.Series, score: pd.Series) -> float:
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score(y, score)) if y.nunique() == 2 else float("nan")

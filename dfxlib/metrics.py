@@ -166,6 +166,22 @@ def score_metrics(y: np.ndarray, score: np.ndarray, n_boot: int = 1000, seed: in
     return {"auc": float(auc[0]), "auc_ci": ci(aucs), "ap": float(ap[0]), "ap_ci": ci(aps)}
 
 
+def balanced_accuracy(y: np.ndarray, pred: np.ndarray) -> float:
+    """Mean recall over the classes present in `y` (labels 0..k-1), from the confusion matrix."""
+    y, pred = np.asarray(y, dtype=int), np.asarray(pred, dtype=int)
+    k = int(max(y.max(initial=0), pred.max(initial=0))) + 1
+    return float(_scores(_confusions(y, pred, k, np.arange(len(y))[None, :]), "balanced_accuracy")[0])
+
+
+def binary_scores(y: np.ndarray, score: np.ndarray, pred: np.ndarray, n_boot: int, seed: int) -> dict:
+    """The columns of every binary table (%): balanced accuracy of `pred` with its 95% bootstrap interval, ROC
+    AUC and average precision of `score` with theirs (fake = 1 positive)."""
+    s = score_metrics(y, score, n_boot, seed)
+    return {"balanced_accuracy": pct(balanced_accuracy(y, pred)),
+            "balanced_accuracy_ci95": fmt_ci(bootstrap_ci(y, pred, 2, "balanced_accuracy", n_boot, seed)),
+            "auc": pct(s["auc"]), "auc_ci95": fmt_ci(s["auc_ci"]), "ap": pct(s["ap"]), "ap_ci95": fmt_ci(s["ap_ci"])}
+
+
 def binary_metrics(y_main: np.ndarray, pred_main: np.ndarray) -> dict[str, float]:
     """Accuracy, recall, precision and F1 with the main class (1) as positive: the paper's Table 1."""
     pr, rc, f1, _ = precision_recall_fscore_support(y_main, pred_main, labels=[1], zero_division=0)

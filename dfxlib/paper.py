@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from .perturb import JPEG_QUALITIES, condition
+
 #: (family, architecture or source, type, images, distinct sizes)
 DATASET: tuple[tuple[str, str, str, int, str], ...] = (
     ("gan", "AttGAN", "FO", 6005, "256x256"),
@@ -98,7 +100,8 @@ TABLE3: dict[str, tuple[tuple[float, float], ...]] = {
     "ViT b16": ((89.49, 89.27), (89.75, 89.68), (88.40, 88.43), (87.19, 87.38), (85.36, 85.71), (82.25, 82.59)),
     "ViT b32": ((82.31, 81.15), (82.63, 81.45), (82.55, 81.38), (82.24, 81.09), (82.33, 80.96), (81.66, 80.20)),
 }
-CONDITIONS: tuple[str, ...] = ("RAW", "QF90", "QF80", "QF70", "QF60", "QF50")
+#: Tables 2-3's conditions, in the order of the rows above: RAW, then JPEG at each of perturb.JPEG_QUALITIES
+CONDITIONS: tuple[str, ...] = tuple(condition(v) for v in ["raw"] + [f"jpeg{q}" for q in JPEG_QUALITIES])
 
 
 def table1(backbone: str, main: str) -> dict[str, float]:

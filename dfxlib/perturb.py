@@ -113,3 +113,12 @@ def get(name: str) -> Perturbation:
     if q.isdigit() and 1 <= int(q) <= 100:  # any JPEG quality, e.g. the re-encoding of the wild evaluation
         return lambda img, seed, q=int(q): jpeg(img, q)
     raise ValueError(f"unknown perturbation {name!r}; known: {', '.join(PERTURBATIONS)}")
+
+
+def condition(variant: str) -> str:
+    """The one label of a test condition in every table: 'RAW' for the images as they are, 'QF<q>' for JPEG at
+    quality q (the paper's Tables 2-3), the perturbation's own name otherwise."""
+    if variant == "raw":
+        return "RAW"
+    q = variant[4:] if variant.startswith("jpeg") else ""
+    return f"QF{q}" if q.isdigit() else variant

@@ -9,6 +9,7 @@ import seaborn as sns
 
 from .images import ImageError, load_rgb
 from .index import DatasetIndex
+from .paper import CONDITIONS
 
 _FAMILY_ORDER = ["dm", "gan", "real", "fake"]
 
@@ -134,7 +135,7 @@ def confusion_matrices(items: list[tuple[str, np.ndarray, list[str]]], cols: int
 
 def quality_curves(rob: pd.DataFrame) -> plt.Figure:
     """Accuracy against JPEG quality factor, one line per backbone and kind, 3-class and binary side by side."""
-    order = ["RAW", "QF90", "QF80", "QF70", "QF60", "QF50"]
+    order = list(CONDITIONS)
     df = rob[rob["condition"].isin(order)]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
     for ax, task in zip(axes, ("multiclass", "binary")):

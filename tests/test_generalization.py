@@ -91,19 +91,19 @@ def test_wild_evaluation_per_group_and_format_bias(tmp_path, fixture_root):
     per, bad = gz.evaluate_wild(run, fixture_root, dets, reencode=80)
     n = 60
     assert len(per) == n * 2 * 2 and bad.empty
-    assert set(per["condition"]) == {"as found", "re-encoded JPEG QF80"}
+    assert set(per["condition"]) == {"RAW", "QF80"}
     s = gz.wild_summary(per, n_boot=50, seed=0).set_index(["model", "condition"])
-    assert s.loc[("const0.8", "as found"), "balanced_accuracy"] == 50.0
-    assert s.loc[("const0.8", "as found"), "recall_fake"] == 100.0
-    assert s.loc[("flip", "as found"), "accuracy"] == 100.0
-    assert s.loc[("flip", "re-encoded JPEG QF80"), "accuracy"] == 0.0
+    assert s.loc[("const0.8", "RAW"), "balanced_accuracy"] == 50.0
+    assert s.loc[("const0.8", "RAW"), "recall_fake"] == 100.0
+    assert s.loc[("flip", "RAW"), "accuracy"] == 100.0
+    assert s.loc[("flip", "QF80"), "accuracy"] == 0.0
     groups = gz.wild_groups(per).set_index("generator")
-    assert groups.loc["real_a", "Test const0.8 (as found)"] == 0.0 and groups.loc["real_a", "n"] == 10
+    assert groups.loc["real_a", "Test const0.8 (RAW)"] == 0.0 and groups.loc["real_a", "n"] == 10
     fb = gz.format_bias(per).set_index("detector")
     assert fb.loc["Test flip", "predictions flipped %"] == 100.0
     assert fb.loc["Test const0.8", "predictions flipped %"] == 0.0
     # every fixture file is PNG: format alone cannot tell real from fake here
-    assert fb.loc["file format alone (not JPEG = fake)", "balanced_accuracy (as found)"] == 50.0
+    assert fb.loc["file format alone (not JPEG = fake)", "balanced_accuracy (RAW)"] == 50.0
 
 
 def test_wild_evaluation_names_a_missing_folder(tmp_path):

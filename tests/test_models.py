@@ -255,3 +255,23 @@ def test_vectorised_auc_and_ap_match_sklearn_with_ties_and_resamples():
     assert m["auc"] == pytest.approx(roc_auc_score(y, score))
     assert m["ap"] == pytest.approx(average_precision_score(y, score))
     assert m["auc_ci"][0] <= m["auc"] <= m["auc_ci"][1] and m["ap_ci"][0] <= m["ap"] <= m["ap_ci"][1]
+
+
+def test_balanced_accuracy_and_the_binary_columns_match_sklearn():
+    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+
+    from dfxlib.metrics import balanced_accuracy, binary_scores
+
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 2, 90)
+    score = rng.random(90) + 0.4 * y
+    pred = (score > 0.7).astype(int)
+    assert balanced_accuracy(y, pred) == pytest.approx(balanced_accuracy_score(y, pred))
+    three, guess = rng.integers(0, 3, 60), rng.integers(0, 3, 60)
+    assert balanced_accuracy(three, guess) == pytest.approx(balanced_accuracy_score(three, guess))
+    row = binary_scores(y, score, pred, 200, 0)
+    assert list(row) == ["balanced_accuracy", "balanced_accuracy_ci95", "auc", "auc_ci95", "ap", "ap_ci95"]
+    assert row["balanced_accuracy"] == round(100 * balanced_accuracy_score(y, pred), 2)
+    assert row["auc"] == round(100 * roc_auc_score(y, score), 2)
+    lo, hi = (float(v) for v in row["auc_ci95"].strip("[]").split(","))
+    assert lo <= row["auc"] <= hi

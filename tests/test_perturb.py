@@ -79,3 +79,11 @@ def test_any_jpeg_quality_is_a_perturbation():
     img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8))
     assert np.array_equal(np.asarray(perturb.get("jpeg42")(img, 0)), np.asarray(perturb.jpeg(img, 42)))
     assert np.array_equal(np.asarray(perturb.get("jpeg90")(img, 0)), np.asarray(perturb.jpeg(img, 90)))
+
+
+def test_one_label_per_condition():
+    from dfxlib import generalization as gz, paper
+
+    assert [perturb.condition(v) for v in ("raw", "jpeg90", "jpeg75", "blur3")] == ["RAW", "QF90", "QF75", "blur3"]
+    assert paper.CONDITIONS == ("RAW",) + tuple(f"QF{q}" for q in perturb.JPEG_QUALITIES)
+    assert gz.conditions(80) == [("RAW", "raw"), ("QF80", "jpeg80")] and gz.conditions(0) == [("RAW", "raw")]

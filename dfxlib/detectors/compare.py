@@ -12,8 +12,7 @@ from PIL import Image, ImageDraw
 
 from ..data import ImageStore
 from ..gradcam import detector_cams, overlay
-from ..index import CLASSES
-from ..metrics import bootstrap_ci, fmt_ci, pct, score_metrics
+from ..metrics import binary_scores, fake_score, pct, to_binary
 from ..run import Run
 from ..split import Split
 from .registry import new_detector
@@ -38,10 +37,9 @@ def compare(store: ImageStore, rows: pd.DataFrame, detectors: Sequence) -> pd.Da
     out = []
     for det in detectors:
         probs = det.predict(store, rels, "raw", None)
-        pred = (probs.argmax(1) != CLASSES.index("real")).astype(int)
         out.append(rows[["path", "family", "generator", "role"]].assign(
             detector=f"{det.group}: {det.name}", fake=(rows["family"] != "real").astype(int).to_numpy(),
-            p_fake=1.0 - probs[:, CLASSES.index("real")], pred_fake=pred))
+            p_fake=fake_score(probs), pred_fake=to_binary(probs.argmax(1))))
     return pd.concat(out, ignore_index=True)
 
 
@@ -56,14 +54,9 @@ def comparison_table(per_image: pd.DataFrame, n_boot: int, seed: int) -> pd.Data
             row[f"acc {gen}"] = pct(float((part["pred_fake"] == part["fake"]).mean()))
         for group, roles in (("seen", ["seen"]), ("unseen", ["inner", "unseen"])):
             part = g[g["role"].isin(roles + ["real"])]
-            y, pred = part["fake"].to_numpy(), part["pred_fake"].to_numpy()
-            rec = [float((pred[y == c] == c).mean()) for c in (0, 1) if (y == c).any()]
-            s = score_metrics(y, part["p_fake"].to_numpy(), n_boot, seed)
-            row.update({f"{group} balanced_accuracy": pct(float(np.mean(rec))),
-                        f"{group} balanced_accuracy_ci95": fmt_ci(bootstrap_ci(y, pred, 2, "balanced_accuracy",
-                                                                                n_boot, seed)),
-                        f"{group} auc": pct(s["auc"]), f"{group} auc_ci95": fmt_ci(s["auc_ci"]),
-                        f"{group} ap": pct(s["ap"]), f"{group} ap_ci95": fmt_ci(s["ap_ci"])})
+            scores = binary_scores(part["fake"].to_numpy(), part["p_fake"].to_numpy(), part["pred_fake"].to_numpy(),
+                                   n_boot, seed)
+            row.update({f"{group} {k}": v for k, v in scores.items()})
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -48,7 +48,7 @@ from tqdm.auto import tqdm
 from ..data import ImageStore, order
 from ..evaluation import Detector, memoized
 from ..generalization import equal_sample
-from ..metrics import bootstrap_ci, fmt_ci, pct, score_metrics
+from ..metrics import binary_scores, pct
 from ..perturb import Perturbation
 from ..run import Run
 from ..split import Split, split_id, train_val
@@ -225,8 +225,8 @@ def as_detector(run: Run, det: Union, name: str = "DIF (one fingerprint per seen
 def fingerprint_table(run: Run, store: ImageStore, rows: pd.DataFrame,
                       fingerprints: dict[str, Sequence[Fingerprint]]) -> pd.DataFrame:
     """Per seen generator and training budget, its own fingerprint on its own test fakes and the real test
-    images of `rows` (comparison_rows): balanced accuracy with 95% interval and ROC AUC (%), training images
-    per class. `fingerprints` maps a budget tag to one fingerprint per generator."""
+    images of `rows` (comparison_rows): training images per class, then the binary columns (balanced
+    accuracy, ROC AUC and AP, each with its 95% interval; %). `fingerprints` maps a budget tag to one fingerprint per generator."""
     cfg = run.config
     rows = rows[rows["role"].isin(["seen", "real"])]
     out = []
@@ -237,12 +237,8 @@ def fingerprint_table(run: Run, store: ImageStore, rows: pd.DataFrame,
             y = (rows["family"] != "real").to_numpy()[part].astype(int)
             if len(np.unique(y)) < 2:
                 continue
-            sc, pred = s[part, j], (s[part, j] > 0).astype(int)
             out.append({"generator": fp.generator, "budget": tag, "train per class": fp.n_train // 2,
-                        "balanced_accuracy": pct(float(np.mean([(pred[y == c] == c).mean() for c in (0, 1)]))),
-                        "balanced_accuracy_ci95": fmt_ci(bootstrap_ci(y, pred, 2, "balanced_accuracy",
-                                                                      cfg.bootstrap, cfg.seed)),
-                        "auc": pct(score_metrics(y, sc, 0)["auc"])})
+                        **binary_scores(y, s[part, j], (s[part, j] > 0).astype(int), cfg.bootstrap, cfg.seed)})
     return pd.DataFrame(out)
 
 
