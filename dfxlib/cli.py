@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .config import STALL_TIMEOUT_S, ConfigError, load, resolve, runs_root
+from .config import BASE_KINDS, DEFAULT_PROFILE, PROFILES, STALL_TIMEOUT_S, ConfigError, load, resolve, runs_root
 from .index import CLASSES, DataError
 from .split import SplitMismatchError
 from .train import CheckpointMismatch
@@ -213,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="dfx", description="DeepFeatureX replication: notebooks, tables, audit.")
     sub = ap.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="execute the numbered notebooks with papermill and write REPORT.md")
-    r.add_argument("--profile", default="mini", help="smoke, mini (default) or paper")
+    r.add_argument("--profile", default=DEFAULT_PROFILE, help=f"{', '.join(PROFILES)} (default {DEFAULT_PROFILE})")
     r.add_argument("--only", help="comma-separated notebook numbers, e.g. 01,03")
     r.add_argument("--from", dest="start", help="run from this notebook number on")
     r.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
@@ -224,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start even when the plan says the disk cannot hold the run (user data only)")
     r.set_defaults(func=cmd_run)
     sb = sub.add_parser("submit", help="run the units of work (models, features) through submitit: local or Slurm")
-    sb.add_argument("--profile", default="mini", help="smoke, mini (default) or paper")
+    sb.add_argument("--profile", default=DEFAULT_PROFILE, help=f"{', '.join(PROFILES)} (default {DEFAULT_PROFILE})")
     sb.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
     sb.add_argument("--run-dir", help="submit what is left of an existing run folder, with its settings")
     sb.add_argument("--executor", default="slurm", choices=["slurm", "local"])
@@ -244,12 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="any other sbatch option, e.g. qos=high")
     sb.set_defaults(func=cmd_submit)
     st = sub.add_parser("status", help="where the units of a run stand (done, running, failed with its log)")
-    st.add_argument("--profile", default="mini")
+    st.add_argument("--profile", default=DEFAULT_PROFILE)
     st.add_argument("--run-dir", help="a run folder (default runs/<profile>)")
     st.add_argument("--all", action="store_true", help="list the finished units too")
     st.set_defaults(func=cmd_status)
     pl = sub.add_parser("plan", help="every unit of work a run implies: image passes, GPU hours, disk; what exists")
-    pl.add_argument("--profile", default="mini", help="smoke, mini (default) or paper")
+    pl.add_argument("--profile", default=DEFAULT_PROFILE, help=f"{', '.join(PROFILES)} (default {DEFAULT_PROFILE})")
     pl.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
     pl.add_argument("--calibrate", action="store_true",
                     help="price the units at rates measured here (a few training steps of every backbone)")
@@ -259,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--csv", default="", help="write the per-unit table to this CSV file")
     pl.set_defaults(func=cmd_plan)
     rep = sub.add_parser("report", help="rebuild REPORT.md from the tables on disk")
-    rep.add_argument("--profile", default="mini")
+    rep.add_argument("--profile", default=DEFAULT_PROFILE)
     rep.add_argument("--run-dir", help="a run folder (default runs/<profile>)")
     rep.set_defaults(func=cmd_report)
     a = sub.add_parser("audit", help="audit a dataset folder (or CSV manifest) without a notebook")
@@ -272,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", help="image files, folders (searched recursively) or glob patterns")
     p.add_argument("--model", default="", help="run folder, head folder or head checkpoint (default runs/mini)")
     p.add_argument("--backbone", default="", help="which backbone's model in a run folder (default: the first)")
-    p.add_argument("--kind", default="", choices=["", "unbalanced", "siamese"],
+    p.add_argument("--kind", default="", choices=["", *BASE_KINDS],
                    help="which base-model kind in a run folder (default: unbalanced)")
     p.add_argument("--out", default="-", help="CSV file to write (default: standard output)")
     p.add_argument("--batch-size", type=int, default=64)

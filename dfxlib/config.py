@@ -21,11 +21,19 @@ class ConfigError(ValueError):
     """A setting is unknown or has a bad value; the message names the key."""
 
 
+#: the largest image decoded (width x height): Pillow's own decompression-bomb warning threshold
+DEFAULT_MAX_PIXELS = 89_478_485
+#: the profile a command uses when none is named
+DEFAULT_PROFILE = "mini"
+#: the kinds of base model: DeepFeatureX's unbalanced training and DeepFeatureX-SN's Siamese one
+BASE_KINDS: tuple[str, ...] = ("unbalanced", "siamese")
+
+
 @dataclass(frozen=True)
 class Config:
     """Every setting of a run. Change values with `resolve(profile, overrides)`, never by editing."""
 
-    profile: str = "mini"
+    profile: str = DEFAULT_PROFILE
     #: dataset folder (paper layout, binary layout or a CSV manifest); "" = the profile's built-in data
     data_root: str = ""
     #: where outputs go; "" = runs/<profile> under the project root
@@ -54,13 +62,13 @@ class Config:
     #: "full" decodes every image while indexing (finds truncated files); "header" reads headers only
     index_check: str = "full"
     #: images with more pixels are refused as decompression bombs
-    max_pixels: int = 89_478_485
+    max_pixels: int = DEFAULT_MAX_PIXELS
     #: number of sample images per generator in audit figures
     audit_samples: int = 6
     #: backbones of the base models (names in dfxlib.backbones: the paper's 14, or small test_* ones)
     backbones: tuple[str, ...] = ("test_resnet", "test_efficientnet")
     #: base-model kinds: "unbalanced" (DeepFeatureX Net) and/or "siamese" (DeepFeatureX-SN)
-    base_kinds: tuple[str, ...] = ("unbalanced", "siamese")
+    base_kinds: tuple[str, ...] = BASE_KINDS
     #: backbone weights: "none", "imagenet" (downloads), a weights file, or a folder of <backbone>.safetensors
     pretrained: str = "none"
     #: side of the square network input (images are resized to it; ViTs take a 224/256 centre crop)
@@ -281,8 +289,8 @@ def _validate(cfg: Config) -> None:
         if name not in PERTURBATIONS:
             raise ConfigError(f"setting 'manipulations': unknown {name!r}; known: {', '.join(PERTURBATIONS)}")
     for kind in cfg.base_kinds:
-        if kind not in ("unbalanced", "siamese"):
-            raise ConfigError(f"setting 'base_kinds': unknown kind {kind!r} (use unbalanced, siamese)")
+        if kind not in BASE_KINDS:
+            raise ConfigError(f"setting 'base_kinds': unknown kind {kind!r} (use {', '.join(BASE_KINDS)})")
     for key in ("unbalanced_ratio", "val_fraction"):
         if not 0.0 < getattr(cfg, key) < 1.0:
             raise ConfigError(f"setting {key!r}: must be between 0 and 1 (exclusive), got {getattr(cfg, key)}")
@@ -307,7 +315,7 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("setting 'data_root': the paper profile needs your copy of the dataset (data_root=...)")
 
 
-def resolve(profile: str = "mini", overrides: Mapping[str, Any] | None = None, **more: Any) -> Config:
+def resolve(profile: str = DEFAULT_PROFILE, overrides: Mapping[str, Any] | None = None, **more: Any) -> Config:
     """Build the Config of `profile` with `overrides` (and keyword overrides) applied and validated.
 
     Values may be proper literals (from a notebook) or strings (from `dfx run -p key=value`).

@@ -21,8 +21,9 @@ from typing import Iterator
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from .config import DEFAULT_MAX_PIXELS
+
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
-DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own warning threshold
 MAX_FILE_BYTES = 512 * 2**20  # no image of the field comes near it; /dev/zero would fill memory
 
 _MODE_NOTES = {

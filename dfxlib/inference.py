@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .backbones import create_backbone, normalization_meta, preprocess
-from .config import runs_root
+from .config import DEFAULT_PROFILE, runs_root
 from .features import prepare_batch
 from .gradcam import complete_cams, heatmap_panel
 from .models import KINDS, BaseClassifier, CompleteModel, FusionHead, SiameseNet
@@ -68,7 +68,7 @@ def find_head(model: str | Path = "", backbone: str = "", kind: str = "") -> Pat
     """The head checkpoint (best.safetensors) named by `model`: a run folder (its first trained backbone, in
     the run's order, and the unbalanced kind, unless given), a head folder, or the file itself. Default:
     runs/mini."""
-    p = Path(model) if model else runs_root() / "mini"
+    p = Path(model) if model else runs_root() / DEFAULT_PROFILE
     if p.is_file():
         return p
     if (p / "best.safetensors").is_file():

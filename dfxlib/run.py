@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import pandas as pd
 
 from . import minidfx
-from .config import Config, ConfigError, checkout, project_root, resolve, run_dir_of, runs_root
+from .config import DEFAULT_PROFILE, Config, ConfigError, checkout, project_root, resolve, run_dir_of, runs_root
 from .index import CLASSES, DatasetIndex, build_index
 from .split import Split, fingerprint, load_or_make_split
 from .tables import atomic_write_text, write_table
@@ -244,7 +244,7 @@ def prepare_run_dir(cfg: Config) -> Path:
     return d
 
 
-def start(profile: str = "mini", run_dir: str = "", data_root: str = "",
+def start(profile: str = DEFAULT_PROFILE, run_dir: str = "", data_root: str = "",
           overrides: Mapping[str, Any] | None = None) -> Run:
     """Resolve the settings of a notebook's parameters cell, create the run folder and write config.json."""
     extra = {k: v for k, v in (("run_dir", run_dir), ("data_root", data_root)) if v}

@@ -13,7 +13,7 @@ from typing import Mapping, Sequence
 import papermill as pm
 
 from . import nbexec
-from .config import STALL_TIMEOUT_S, ConfigError, checkout, resolve
+from .config import DEFAULT_PROFILE, STALL_TIMEOUT_S, ConfigError, checkout, resolve
 from .run import prepare_run_dir
 from .tables import build_report
 
@@ -73,7 +73,7 @@ def _failure(nb: Path, out: Path, exc: Exception, profile: str) -> NotebookFailu
     return NotebookFailure(notebook=nb.name, cell=cell, error=f"{ename}: {evalue}", executed=out)
 
 
-def run_notebooks(profile: str = "mini", params: Mapping[str, str] | None = None, only: Sequence[str] = (),
+def run_notebooks(profile: str = DEFAULT_PROFILE, params: Mapping[str, str] | None = None, only: Sequence[str] = (),
                   start: str | None = None, folder: Path | None = None, log=print,
                   stall_timeout: float = STALL_TIMEOUT_S, heartbeat: float = 120.0) -> Path:
     """Execute the selected notebooks in order into `runs/<profile>/notebooks/`; stop at the first failure

@@ -11,6 +11,7 @@ import re
 
 import pandas as pd
 
+from .config import BASE_KINDS
 from .evaluation import GROUPS
 
 #: how a statement names each kind of model
@@ -69,7 +70,7 @@ def baselines(rob: pd.DataFrame) -> pd.DataFrame:
     """Does DeepFeatureX (Net and -SN) beat the plain classifier and the linear probe of the same backbone?
     From a Tables 2-3 table (`evaluation.robustness`: backbone, kind, condition, task, accuracy %), every
     condition and task it holds."""
-    return table(_pairs(rob, ("unbalanced", "siamese"), ("plain", "linear probe"),
+    return table(_pairs(rob, BASE_KINDS, ("plain", "linear probe"),
                         "DeepFeatureX beats {ref}"))
 
 
@@ -86,7 +87,7 @@ def generalization(wide: pd.DataFrame) -> pd.DataFrame:
     ours = wide[~wide["condition"].str.startswith("paper")]  # the paper's rows, and those it alone has
     for (cond, model), g in ours.groupby(["condition", "model"], sort=False):
         mean = g.set_index("group")["mean"]
-        for kind in ("unbalanced", "siamese"):
+        for kind in BASE_KINDS:
             for ref in ("plain", "linear probe"):
                 if GROUPS[kind] in mean and GROUPS[ref] in mean:
                     rows.append(_row(f"DeepFeatureX generalizes better than {NAMES[ref]}", model,
