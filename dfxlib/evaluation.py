@@ -18,7 +18,7 @@ from . import paper, perturb
 from .backbones import display_name
 from .data import ImageStore
 from .features import features_many, stacked_features
-from .fusion import Complete, predict_head, test_sets
+from .fusion import Fused, predict_head, test_sets
 from .metrics import evaluate, fmt_ci, pct
 from .models import BaseModel
 from .perturb import Perturbation
@@ -61,7 +61,7 @@ def memoized(predict: Predict) -> Predict:
     return wrapped
 
 
-def complete_detector(run: Run, c: Complete) -> Detector:
+def complete_detector(run: Run, c: Fused) -> Detector:
     """A complete model (frozen base models + fusion head) as a detector."""
     name = display_name(c.backbone)
 

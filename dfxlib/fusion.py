@@ -27,7 +27,7 @@ from .metrics import evaluate, pct, sample_groups
 from .models import BaseModel, FusionHead
 from .run import Run
 from .split import Split
-from .train import FitResult, classifier_step, device_of, fit, load_weights
+from .train import FINISHED, FitResult, classifier_step, device_of, fit, is_finished, load_weights
 
 
 def class_weights(labels: np.ndarray) -> torch.Tensor:
@@ -46,6 +46,12 @@ def balanced_val(df: pd.DataFrame, frac: float, seed: int) -> tuple[pd.DataFrame
 def head_folder(run: Run, backbone: str, kind: str) -> Path:
     """Checkpoint folder of the fusion head of (backbone, kind) (not created)."""
     return run.dir / "checkpoints" / "heads" / backbone / kind / "complete"
+
+
+def head_meta(backbone: str, kind: str, bases: list[BaseModel]) -> dict:
+    """What identifies a fusion head: its backbone and kind, and the weights of the three base models it fuses."""
+    return {"model": "head", "backbone": backbone, "kind": kind, "classes": list(CLASSES),
+            "bases": [b.id for b in bases]}
 
 
 def train_head(run: Run, folder: Path, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
@@ -106,13 +112,19 @@ def probe_proba(clf: Pipeline, x: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class Complete:
-    """A complete model for one backbone and base-model kind, with its evaluation on the test split."""
+class Fused:
+    """A complete model: the three frozen base models of (backbone, kind), DM, GAN, REAL, and their fusion head."""
 
     backbone: str
     kind: str
     bases: list[BaseModel]
     head: FusionHead
+
+
+@dataclass
+class TrainedComplete(Fused):
+    """A complete model as notebook 03 trains (or reuses) it, with its evaluation on the test split."""
+
     fit: FitResult
     multiclass: dict
     binary: dict
@@ -132,7 +144,7 @@ def test_sets(split: Split, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def train_complete(run: Run, store: ImageStore, split: Split, backbone: str, kind: str,
-                   ablation: bool = False) -> Complete:
+                   ablation: bool = False) -> TrainedComplete:
     """Fuse the three trained base models of (backbone, kind): features of the fusion split, head training
     with a balanced validation part, evaluation on the balanced test sets, and (`ablation`) each base model
     used alone (a linear probe on its frozen features; notebook 03's comparison)."""
@@ -145,8 +157,7 @@ def train_complete(run: Run, store: ImageStore, split: Split, backbone: str, kin
              for name, df in (("train", tr), ("val", va), ("multi", multi), ("binary", binary))}
     ys = {"train": tr["label"].to_numpy(), "val": va["label"].to_numpy(), "multi": multi["label"].to_numpy(),
           "binary": binary["label"].to_numpy()}
-    meta = {"model": "head", "backbone": backbone, "kind": kind, "classes": list(CLASSES),
-            "bases": [b.id for b in bases]}
+    meta = head_meta(backbone, kind, bases)
     head, result = train_head(run, head_folder(run, backbone, kind), feats["train"], ys["train"], feats["val"],
                               ys["val"], meta)
     m = evaluate(ys["multi"], predict_head(head, feats["multi"]), binary=False, n_boot=cfg.bootstrap, seed=cfg.seed)
@@ -158,17 +169,18 @@ def train_complete(run: Run, store: ImageStore, split: Split, backbone: str, kin
         r = evaluate(ys["multi"], probs, binary=False, n_boot=1, seed=cfg.seed)
         rows.append({"backbone": backbone, "kind": kind, "features": f"{c.upper()} base model alone",
                      "accuracy": r["accuracy"], "f1": r["f1"]})
-    return Complete(backbone=backbone, kind=kind, bases=bases, head=head, fit=result, multiclass=m, binary=b,
-                    ablation=pd.DataFrame(rows))
+    return TrainedComplete(backbone=backbone, kind=kind, bases=bases, head=head, fit=result, multiclass=m,
+                           binary=b, ablation=pd.DataFrame(rows))
 
 
-def train_complete_models(run: Run, store: ImageStore, split: Split, ablation: bool = False) -> list[Complete]:
+def train_complete_models(run: Run, store: ImageStore, split: Split,
+                          ablation: bool = False) -> list[TrainedComplete]:
     """A complete model for every (backbone, kind) of the run (trained, or reused once trained), evaluated on
     the test split; with `ablation`, each base model alone too (see `train_complete`)."""
     return [train_complete(run, store, split, b, k, ablation) for b, k in combos(run)]
 
 
-def per_class_table(completes: list[Complete]) -> pd.DataFrame:
+def per_class_table(completes: list[TrainedComplete]) -> pd.DataFrame:
     """Per-class precision, recall and F1 (%) of every complete model, 3-class and binary."""
     rows = []
     for c in completes:
@@ -178,3 +190,21 @@ def per_class_table(completes: list[Complete]) -> pd.DataFrame:
                              "precision": pct(m[f"precision_{name}"]), "recall": pct(m[f"recall_{name}"]),
                              "f1": pct(m[f"f1_{name}"])})
     return pd.DataFrame(rows)
+
+
+def load_complete(run: Run, split: Split, backbone: str, kind: str) -> Fused:
+    """The complete model of (backbone, kind) that notebook 03 trained, loaded without training or evaluating
+    anything: MissingPrerequisite when its head is not finished, CheckpointMismatch when the head was trained
+    on other base models."""
+    bases = [load_base_model(run, split, backbone, kind, c) for c in CLASSES]
+    folder = head_folder(run, backbone, kind)
+    if not is_finished(folder):
+        run.require(str((folder / FINISHED).relative_to(run.dir)), "03_complete_model")
+    head = FusionHead(in_channels=len(bases))
+    load_weights(head, folder / "best.safetensors", head_meta(backbone, kind, bases))
+    return Fused(backbone=backbone, kind=kind, bases=bases, head=head.to(device_of(run.config.device)).eval())
+
+
+def load_complete_models(run: Run, split: Split) -> list[Fused]:
+    """Every complete model of the run (`load_complete`): what notebooks 04-06 evaluate."""
+    return [load_complete(run, split, b, k) for b, k in combos(run)]
