@@ -211,7 +211,8 @@ def evaluate_base_models(run: Run, store: ImageStore, split: Split) -> list[dict
 # ---------------------------------------------------------------------------------------------- table 1
 def evaluate_base_model(run: Run, store: ImageStore, split: Split, model: BaseModel) -> dict[str, float]:
     """Main class vs others on the whole test split: the classifier's prediction for unbalanced base models;
-    for Siamese ones, the nearest of the main / others centres of the embeddings of the base split."""
+    for Siamese ones, the nearest of the main / others centres of the embeddings of the base split. With the
+    metrics, `main_share`: the main class's share of the test split."""
     test = split.rows("test")
     y = (test["family"] == model.main).astype(int).to_numpy()
     f_test = features(run, store, model, list(test["path"]))
@@ -226,7 +227,7 @@ def evaluate_base_model(run: Run, store: ImageStore, split: Split, model: BaseMo
         is_main = (base["family"] == model.main).to_numpy()
         centres = np.stack([f_base[~is_main].mean(0), f_base[is_main].mean(0)])
         pred = np.linalg.norm(f_test[:, None, :] - centres[None], axis=2).argmin(1)
-    return binary_metrics(y, pred)
+    return {**binary_metrics(y, pred), "main_share": float(y.mean()) if len(y) else float("nan")}
 
 
 def table1(rows: list[dict]) -> pd.DataFrame:

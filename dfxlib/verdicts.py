@@ -125,6 +125,61 @@ def seen_unseen(long: pd.DataFrame, seen: str, unseen: tuple[str, ...]) -> pd.Da
     return table(rows)
 
 
+def base_models(rows: list[dict]) -> pd.DataFrame:
+    """Does each base model find its main class, beyond always answering it? From notebook 02's evaluation
+    (`basemodels.evaluate_base_models`: backbone, kind, main, f1 and main_share as fractions): its F1 on the
+    main class against the F1 of a model that answers "main" for every image, 2p / (1 + p) with p the main
+    class's share of the test split."""
+    out = []
+    for r in rows:
+        p = float(r["main_share"])
+        out.append(_row("a base model finds its main class", f"{r['backbone']}, {NAMES.get(r['kind'], r['kind'])}, "
+                        f"{r['main'].upper()} base model", "test split, main class vs others", "F1 of the main class",
+                        round(100.0 * float(r["f1"]), 2), "always answering the main class",
+                        round(100.0 * 2 * p / (1 + p), 2)))
+    return table(out)
+
+
+def confounds(audit_confounds: pd.DataFrame) -> pd.DataFrame:
+    """Does no file attribute alone tell the classes apart? From notebook 01's confound table
+    (`audit.confounds`: attribute, task, rule_balanced_accuracy and chance as fractions, confounded): per
+    attribute and task, the best rule that reads only the attribute against chance (it holds when the audit
+    finds no confound)."""
+    out = []
+    for r in audit_confounds.itertuples():
+        value, ref = round(100.0 * r.rule_balanced_accuracy, 2), round(100.0 * r.chance, 2)
+        verdict = "is a shortcut a detector could learn" if r.confounded else "does not separate the classes"
+        out.append(_row("no file attribute alone separates the classes", str(r.attribute), str(r.task),
+                        f"balanced accuracy of a rule on {r.attribute} alone", value, "chance", ref,
+                        holds=not r.confounded,
+                        statement=f"{r.attribute} ({r.task}): a rule that reads only the {r.attribute} reaches "
+                                  f"{value:.2f}% balanced accuracy against {ref:.2f}% by chance: it {verdict}."))
+    return table(out)
+
+
+def noise(detectors_table: pd.DataFrame, noise_name: str = "SSP") -> pd.DataFrame:
+    """The comparative study's conclusion: does the noise-based detector (SSP: SRM noise residuals of the
+    simplest patch) generalize better? From notebook 06's table (`detectors.comparison_table`): its balanced
+    accuracy on unseen generators against the best other detector's; it holds only beyond both 95% intervals."""
+    col, ci = "unseen balanced_accuracy", "unseen balanced_accuracy_ci95"
+    mine = detectors_table[detectors_table["detector"].str.contains(noise_name, regex=False)]
+    others = detectors_table.drop(index=mine.index)
+    if mine.empty or others.empty:
+        return table([])
+    m, best = mine.iloc[0], others.loc[others[col].idxmax()]
+    lo, best_hi = _interval(str(m[ci]))[0], _interval(str(best[ci]))[1]
+    above = float(m[col]) > float(best[col])
+    verdict = ("yes: better than every other detector, beyond the intervals" if above and lo > best_hi else
+               "above every other detector, but within the intervals of the best one (not a clear yes)" if above
+               else "no")
+    text = (f"Does the noise-based detector generalize better? {verdict}. {m['detector']}: {float(m[col]):.2f} "
+            f"{m[ci]} on unseen generators; best other: {best['detector']} {float(best[col]):.2f} {best[ci]}.")
+    return table([_row("the noise-based detector generalizes better", str(m["detector"]),
+                       "unseen generators (inner + unseen)", "balanced accuracy", float(m[col]),
+                       f"the best other detector ({best['detector']})", float(best[col]),
+                       holds=above and lo > best_hi, statement=text)])
+
+
 def markdown(verdicts: pd.DataFrame) -> str:
     """The statements as a Markdown list, those that hold marked ✓ and the others ✗."""
     if verdicts.empty:

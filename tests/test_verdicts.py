@@ -72,3 +72,37 @@ def test_markdown_marks_each_verdict():
     md = verdicts.markdown(v).splitlines()
     assert md[0].startswith("- ✓") and md[1].startswith("- ✗")
     assert verdicts.markdown(verdicts.table([])).startswith("_Nothing to test")
+
+
+def test_a_base_model_must_beat_always_answering_its_main_class():
+    rows = [{"backbone": "B", "kind": "unbalanced", "main": "dm", "f1": 0.5, "main_share": 1 / 3},  # 2p/(1+p) = 0.5
+            {"backbone": "B", "kind": "siamese", "main": "real", "f1": 0.9, "main_share": 1 / 3}]
+    v = verdicts.base_models(rows)
+    assert list(v["holds"]) == [False, True] and list(v["reference_value"]) == [50.0, 50.0]
+    assert list(v["value"]) == [50.0, 90.0] and "DM base model" in v["subject"].iloc[0]
+
+
+def test_an_attribute_that_separates_the_classes_is_a_failed_claim():
+    conf = pd.DataFrame([{"attribute": "format", "task": "real vs fake", "rule_balanced_accuracy": 0.95,
+                          "chance": 0.5, "confounded": True},
+                         {"attribute": "size", "task": "real vs fake", "rule_balanced_accuracy": 0.52,
+                          "chance": 0.5, "confounded": False}])
+    v = verdicts.confounds(conf).set_index("subject")
+    assert not v.loc["format", "holds"] and v.loc["size", "holds"]
+    assert "95.00%" in v.loc["format", "statement"] and "shortcut" in v.loc["format", "statement"]
+
+
+def test_the_noise_claim_needs_intervals_apart():
+    def det(ssp: float, ssp_ci: str, other: float, other_ci: str) -> pd.DataFrame:
+        return pd.DataFrame([{"detector": "Detectors: SSP (simplest patch + SRM)", "unseen balanced_accuracy": ssp,
+                              "unseen balanced_accuracy_ci95": ssp_ci},
+                             {"detector": "Detectors: SimpleCNN", "unseen balanced_accuracy": other,
+                              "unseen balanced_accuracy_ci95": other_ci}])
+    clear = verdicts.noise(det(80.0, "[75.0, 85.0]", 60.0, "[55.0, 65.0]"))
+    assert clear["holds"].item() and "yes" in clear["statement"].item()
+    close = verdicts.noise(det(62.0, "[55.0, 70.0]", 60.0, "[55.0, 65.0]"))
+    assert not close["holds"].item() and "not a clear yes" in close["statement"].item()
+    below = verdicts.noise(det(50.0, "[45.0, 55.0]", 60.0, "[55.0, 65.0]"))
+    assert not below["holds"].item() and "? no." in below["statement"].item()
+    assert below["reference"].item() == "the best other detector (Detectors: SimpleCNN)"
+    assert verdicts.noise(det(50.0, "[45.0, 55.0]", 60.0, "[55.0, 65.0]").iloc[1:]).empty  # no SSP row

@@ -61,30 +61,6 @@ def comparison_table(per_image: pd.DataFrame, n_boot: int, seed: int) -> pd.Data
     return pd.DataFrame(rows)
 
 
-def noise_verdict(table: pd.DataFrame, noise: str = "SSP") -> str:
-    """The comparative study's conclusion tested on this data: does the noise-based detector (SSP: SRM
-    noise residuals of the simplest patch) generalize better, i.e. is its balanced accuracy on unseen
-    generators above every other detector's, beyond the 95% intervals?"""
-    col, ci = "unseen balanced_accuracy", "unseen balanced_accuracy_ci95"
-    mine = table[table["detector"].str.contains(noise, regex=False)]
-    if mine.empty:
-        return f"No {noise} row: the question cannot be answered here."
-    m = mine.iloc[0]
-    lo = float(m[ci].strip("[]").split(",")[0])
-    others = table.drop(index=mine.index)
-    best = others.loc[others[col].idxmax()]
-    best_hi = float(best[ci].strip("[]").split(",")[1])
-    if m[col] > best[col] and lo > best_hi:
-        verdict = "yes: better than every other detector, beyond the intervals"
-    elif m[col] > best[col]:
-        verdict = "above every other detector, but within the intervals of the best one (not a clear yes)"
-    else:
-        verdict = "no"
-    return (f"Does the noise-based detector generalize better? {verdict}. {m['detector']}: "
-            f"{m[col]:.2f} {m[ci]} on unseen generators; best other: {best['detector']} {best[col]:.2f} "
-            f"{best[ci]}.")
-
-
 def gradcam_grid(run: Run, dets: Sequence[TrainedDetector], images: Sequence[Image.Image],
                  target: str = "fake") -> Image.Image:
     """Grad-CAM overlays of class `target`: one row per image, one column per detector (SSP's column shows
