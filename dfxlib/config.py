@@ -6,7 +6,9 @@ by name. Unknown keys and bad values raise `ConfigError` naming the key.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -14,7 +16,7 @@ import re
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 
 class ConfigError(ValueError):
@@ -33,11 +35,13 @@ BASE_KINDS: tuple[str, ...] = ("unbalanced", "siamese")
 class Config:
     """Every setting of a run. Change values with `resolve(profile, overrides)`, never by editing."""
 
+    #: the set of values this run started from: smoke, mini or paper
     profile: str = DEFAULT_PROFILE
     #: dataset folder (paper layout, binary layout or a CSV manifest); "" = the profile's built-in data
     data_root: str = ""
     #: where outputs go; "" = runs/<profile> under the project root
     run_dir: str = ""
+    #: seeds the split, every sampling, initialisation and batch order (same seed, same numbers)
     seed: int = 0
     #: built-in MiniDFX world (used when data_root is ""): images per generator and per real source
     builtin_per_generator: int = 200
@@ -45,8 +49,11 @@ class Config:
     builtin_size: int = 64
     #: built-in MiniDFX world: training steps of each generator
     builtin_train_steps: int = 600
+    #: share of each generator's and source's images for base-model training (the paper's 40)
     split_base: float = 0.4
+    #: share for fusion-head training (the paper's 40)
     split_fusion: float = 0.4
+    #: share for testing (the paper's 20)
     split_test: float = 0.2
     #: generators kept out of every training split ("unseen"); for user data, name them here
     holdout_generators: tuple[str, ...] = ()
@@ -73,21 +80,29 @@ class Config:
     pretrained: str = "none"
     #: side of the square network input (images are resized to it; ViTs take a 224/256 centre crop)
     input_size: int = 64
+    #: images per training batch (evaluation uses larger ones)
     batch_size: int = 32
+    #: base models' learning rate (Adam)
     lr: float = 1e-3
+    #: base models' and fusion heads' weight decay
     weight_decay: float = 1e-3
     #: main class : others in each unbalanced base-model set (0.9 = the paper's 90:10)
     unbalanced_ratio: float = 0.9
     #: share of each training set held out for validation (model selection by minimum validation loss)
     val_fraction: float = 0.2
+    #: most epochs of an unbalanced base model (the minimum-validation-loss one is kept)
     base_epochs: int = 15
+    #: most epochs of a Siamese base model
     siamese_epochs: int = 8
     #: pairs per Siamese epoch (0 = one pair per anchor)
     siamese_pairs: int = 0
+    #: contrastive loss margin on the Euclidean distance of two embeddings (the SN paper's 2)
     siamese_margin: float = 2.0
     #: early stopping after this many epochs without a better validation loss (0 = off)
     patience: int = 6
+    #: most epochs of a fusion head
     head_epochs: int = 12
+    #: fusion heads' learning rate
     head_lr: float = 1e-3
     #: manipulations of the extended robustness table (names in dfxlib.perturb; JPEG QF 90..50 always run)
     manipulations: tuple[str, ...] = ("blur3", "blur7", "blur15", "noise5", "noise10", "scale50", "scale200",
@@ -100,9 +115,11 @@ class Config:
     detector_backbone: str = "test_resnet"
     #: ResNet split into streams by GANFingerprint: the paper profile's "resnet34", small ones on mini
     fingerprint_backbone: str = "test_resnet"
+    #: most epochs of each compared detector (GANFingerprint: fingerprint_epochs)
     detector_epochs: int = 10
     #: GANFingerprint's epochs (its spectrum branch makes it the costliest detector; the others: detector_epochs)
     fingerprint_epochs: int = 5
+    #: compared detectors' learning rate
     detector_lr: float = 1e-3
     #: DIF: centre crop at native resolution (the paper's 256; a multiple of 16; smaller images are zero-padded)
     dif_crop: int = 64
@@ -114,6 +131,7 @@ class Config:
     dif_epochs: int = 30
     #: DIF's gray-image experiment: image side and optimisation steps (the paper's 128 and 1000)
     dif_gray_size: int = 64
+    #: steps of DIF's gray-image experiment
     dif_gray_steps: int = 200
     #: fakes in each generalization test set (as many reals; fewer when the data has fewer)
     tset_fakes: int = 2000
@@ -333,6 +351,40 @@ def resolve(profile: str = DEFAULT_PROFILE, overrides: Mapping[str, Any] | None 
     cfg = Config(**values)
     _validate(cfg)
     return cfg
+
+
+@functools.lru_cache(maxsize=1)
+def setting_docs() -> dict[str, str]:
+    """What each setting means: the `#:` comment above its field in `Config` ("" where there is none)."""
+    lines = Path(__file__).read_text().splitlines()
+    cls = next(n for n in ast.parse("\n".join(lines)).body if isinstance(n, ast.ClassDef) and n.name == "Config")
+    docs = {}
+    for node in cls.body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            i, comment = node.lineno - 2, []
+            while i >= 0 and lines[i].strip().startswith("#:"):
+                comment.insert(0, lines[i].strip()[2:].strip())
+                i -= 1
+            docs[node.target.id] = " ".join(comment)
+    return docs
+
+
+def describe(cfg: Config, names: Sequence[str]) -> list[dict[str, str]]:
+    """The settings `names` of `cfg` as rows: its value, the profile's value, whether this run changed it,
+    and what it means. ConfigError for a name that is no setting."""
+    fields = {f.name: f for f in dataclasses.fields(Config)}
+    unknown = [n for n in names if n not in fields]
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {', '.join(map(repr, unknown))}; known: {', '.join(sorted(fields))}")
+
+    def show(v: Any) -> str:
+        return ", ".join(map(str, v)) if isinstance(v, (tuple, list)) else str(v)
+    rows = []
+    for n in names:
+        value, default = getattr(cfg, n), PROFILES[cfg.profile].get(n, fields[n].default)
+        rows.append({"setting": n, "value": show(value), f"{cfg.profile} profile": show(default),
+                     "changed": "yes" if show(value) != show(default) else "", "meaning": setting_docs()[n]})
+    return rows
 
 
 def load(path: str | Path) -> Config:

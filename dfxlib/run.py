@@ -8,12 +8,13 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import pandas as pd
 
 from . import minidfx
-from .config import DEFAULT_PROFILE, Config, ConfigError, checkout, project_root, resolve, run_dir_of, runs_root
+from .config import (DEFAULT_PROFILE, Config, ConfigError, checkout, describe, project_root, resolve, run_dir_of,
+                     runs_root)
 from .index import CLASSES, DatasetIndex, build_index
 from .split import Split, fingerprint, load_or_make_split
 from .tables import atomic_write_text, write_table
@@ -164,6 +165,11 @@ class Run:
             groups = index.usable["path"].map(meta)
         return load_or_make_split(index.usable, self.dir, cfg.seed, (cfg.split_base, cfg.split_fusion, cfg.split_test),
                                   holdout, rebuild=cfg.rebuild_split, groups=groups, write=write)
+
+    def settings(self, names: Sequence[str]) -> pd.DataFrame:
+        """The settings a notebook reads (`names`): this run's value, the profile's, whether it was changed, and
+        what each means."""
+        return pd.DataFrame(describe(self.config, names))
 
     def save_table(self, df: Any, name: str, title: str = "", notes: str = "") -> Path:
         """Write a table as CSV and Markdown under `tables/`."""

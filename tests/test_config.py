@@ -72,3 +72,19 @@ def test_an_absent_gpu_is_refused_before_anything_runs(tmp_path):
     with pytest.raises(ConfigError, match="'device': cuda:0 is not available"):
         run_notebooks("smoke", {"run_dir": str(tmp_path / "r"), "device": "cuda:0"}, log=lambda *_: None)
     assert not (tmp_path / "r").exists()
+
+
+def test_settings_say_their_value_the_profiles_and_what_they_mean():
+    import dataclasses
+
+    from dfxlib.config import Config, ConfigError, describe, resolve, setting_docs
+
+    assert set(setting_docs()) == {f.name for f in dataclasses.fields(Config)} and all(setting_docs().values())
+    rows = {r["setting"]: r for r in describe(resolve("smoke", {"base_epochs": 3}), ["base_epochs", "backbones",
+                                                                                      "split_test"])}
+    assert rows["base_epochs"]["value"] == "3" and rows["base_epochs"]["smoke profile"] == "1"
+    assert rows["base_epochs"]["changed"] == "yes" and rows["backbones"]["changed"] == ""
+    assert rows["backbones"]["value"] == "efficientnet_lite0" and rows["split_test"]["smoke profile"] == "0.2"
+    assert "unbalanced base model" in rows["base_epochs"]["meaning"]
+    with pytest.raises(ConfigError, match="unknown setting.*'epochs'"):
+        describe(resolve("smoke"), ["epochs"])
