@@ -43,6 +43,30 @@ def test_parameters_cell_holds_plain_literals(path):
     assert [p.name for p in parsed] == list(names), f"{path.name}: put parameter comments on their own line"
 
 
+def test_every_table_is_written_by_one_notebook():
+    writers: dict[str, list[str]] = {}
+    for nb in NOTEBOOKS:
+        code = "".join("".join(c["source"]) for c in json.loads(nb.read_text())["cells"] if c["cell_type"] == "code")
+        for name in re.findall(r'save_table\([^,]+,\s*"([a-z0-9_]+)"', code):
+            writers.setdefault(name, []).append(nb.stem)
+    assert len(writers) >= 30 and "table2_multiclass" in writers
+    assert {n: w for n, w in writers.items() if len(w) > 1} == {}
+
+
+def test_every_notebook_lists_the_settings_it_reads():
+    from dfxlib.config import resolve
+
+    cfg = resolve("smoke")
+    for nb in NOTEBOOKS:
+        code = "".join("".join(c["source"]) for c in json.loads(nb.read_text())["cells"] if c["cell_type"] == "code")
+        listed = re.findall(r"run\.settings\(\[([^\]]*)\]\)", code)
+        assert len(listed) == 1, f"{nb.name}: one run.settings([...]) cell"
+        names = re.findall(r'"([a-z_0-9]+)"', listed[0])
+        read = set(re.findall(r"(?:cfg|run\.config)\.([a-z_0-9]+)", code)) - {"profile"}
+        assert read <= set(names), f"{nb.name} reads {sorted(read - set(names))} without listing them"
+        assert all(hasattr(cfg, n) for n in names)
+
+
 @pytest.mark.notebook
 def test_smoke_run_writes_config_notebooks_and_report(smoke_run):
     cfg = json.loads((smoke_run / "config.json").read_text())
@@ -69,6 +93,10 @@ def test_audit_notebook_numbers_match_the_index(smoke_run):
     seen = summary[~held]
     assert (seen["test"] > 0).all() and (seen["base"] > seen["test"]).all()
     assert (smoke_run / "figures" / "audit_samples.png").stat().st_size > 0
+    conf = pd.read_csv(smoke_run / "tables" / "audit_confounds.csv", keep_default_na=False)
+    v = pd.read_csv(smoke_run / "tables" / "verdicts_audit.csv", keep_default_na=False)
+    assert len(v) == len(conf) and list(v["holds"]) == [c == "False" for c in conf["confounded"].astype(str)]
+    assert list(v["value"]) == [round(100 * a, 2) for a in conf["rule_balanced_accuracy"]]
 
 
 @pytest.mark.notebook
@@ -112,6 +140,10 @@ def test_model_notebooks_write_tables_1_2_3(smoke_run):
     t1 = pd.read_csv(smoke_run / "tables" / "table1_base_models.csv", keep_default_na=False)
     assert len(t1) == 3 * combos and set(t1["base_model"]) == {"DM", "GAN", "REAL"}
     assert t1[["accuracy", "recall", "precision", "f1"]].apply(lambda c: c.between(0, 100)).all().all()
+    v1 = pd.read_csv(smoke_run / "tables" / "verdicts_base_models.csv", keep_default_na=False)
+    check_verdicts(v1)
+    assert list(v1["value"]) == list(t1["f1"])  # each base model's F1 from Table 1, against always answering main
+    assert (v1["reference_value"].between(0, 100)).all() and len(set(v1["reference_value"])) == 3  # one per class
     for name in ("table2_multiclass", "table3_binary"):
         t = pd.read_csv(smoke_run / "tables" / f"{name}.csv", keep_default_na=False)
         assert len(t) == 6 * models  # written by notebook 04 only: RAW and JPEG QF 90..50
@@ -220,6 +252,12 @@ def test_detectors_notebook_compares_on_one_convention(smoke_run):
     for group in ("seen", "unseen"):
         assert t[f"{group} balanced_accuracy"].between(0, 100).all()
         assert t[f"{group} auc_ci95"].str.match(r"^\[").all() and t[f"{group} ap"].between(0, 100).all()
+    noise = pd.read_csv(smoke_run / "tables" / "verdicts_detectors.csv", keep_default_na=False)
+    ssp = t[t["detector"].str.contains("SSP")]
+    assert len(noise) == 1 and noise["value"].item() == ssp["unseen balanced_accuracy"].item()
+    best_other = t.drop(index=ssp.index)["unseen balanced_accuracy"].max()
+    assert noise["reference_value"].item() == best_other
+    assert noise["statement"].item().startswith("Does the noise-based detector generalize better?")
     acc_cols = [c for c in t.columns if c.startswith("acc ")]
     split = pd.read_csv(smoke_run / "split.csv")
     assert {c[4:] for c in acc_cols} == set(split["generator"])  # every generator and real source
