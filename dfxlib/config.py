@@ -264,22 +264,10 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
     raise ConfigError(f"setting {key!r}: unsupported type {typ!r}")  # pragma: no cover
 
 
-def _validate(cfg: Config) -> None:
-    for key, choices in _CHOICES.items():
-        if getattr(cfg, key) not in choices:
-            raise ConfigError(f"setting {key!r}: must be one of {', '.join(choices)}, got {getattr(cfg, key)!r}")
-    for key in ("split_base", "split_fusion", "split_test"):
-        if not 0.0 <= getattr(cfg, key) <= 1.0:
-            raise ConfigError(f"setting {key!r}: must be between 0 and 1, got {getattr(cfg, key)}")
-    total = cfg.split_base + cfg.split_fusion + cfg.split_test
-    if abs(total - 1.0) > 1e-6:
-        raise ConfigError(f"settings 'split_base', 'split_fusion', 'split_test' must sum to 1, got {total:g}")
-    for key in ("builtin_per_generator", "builtin_train_steps", "max_pixels", "bootstrap", "input_size",
-                "batch_size", "base_epochs", "siamese_epochs", "head_epochs", "detector_epochs", "fingerprint_epochs",
-                "tset_fakes", "dif_train_size", "dif_epochs", "dif_gray_steps"):
-        if getattr(cfg, key) < 1:
-            raise ConfigError(f"setting {key!r}: must be at least 1, got {getattr(cfg, key)}")
-    from .backbones import BACKBONES  # a plain registry: no torch import
+def _check_names(cfg: Config) -> None:
+    """Every name a setting holds is one the registries know: backbones, detectors, manipulations, kinds."""
+    from .backbones import BACKBONES  # plain registries: no torch import
+    from .perturb import PERTURBATIONS
 
     for name in cfg.backbones:
         if name not in BACKBONES:
@@ -292,6 +280,27 @@ def _validate(cfg: Config) -> None:
     for name in cfg.detectors:
         if name not in DETECTOR_NAMES:
             raise ConfigError(f"setting 'detectors': unknown {name!r}; known: {', '.join(DETECTOR_NAMES)}")
+    for name in cfg.manipulations:
+        if name not in PERTURBATIONS:
+            raise ConfigError(f"setting 'manipulations': unknown {name!r}; known: {', '.join(PERTURBATIONS)}")
+    for kind in cfg.base_kinds:
+        if kind not in BASE_KINDS:
+            raise ConfigError(f"setting 'base_kinds': unknown kind {kind!r} (use {', '.join(BASE_KINDS)})")
+
+
+def _check_numbers(cfg: Config) -> None:
+    """Every number is in its range: split shares, counts, rates, sizes, JPEG qualities, the seed."""
+    for key in ("split_base", "split_fusion", "split_test"):
+        if not 0.0 <= getattr(cfg, key) <= 1.0:
+            raise ConfigError(f"setting {key!r}: must be between 0 and 1, got {getattr(cfg, key)}")
+    total = cfg.split_base + cfg.split_fusion + cfg.split_test
+    if abs(total - 1.0) > 1e-6:
+        raise ConfigError(f"settings 'split_base', 'split_fusion', 'split_test' must sum to 1, got {total:g}")
+    for key in ("builtin_per_generator", "builtin_train_steps", "max_pixels", "bootstrap", "input_size",
+                "batch_size", "base_epochs", "siamese_epochs", "head_epochs", "detector_epochs", "fingerprint_epochs",
+                "tset_fakes", "dif_train_size", "dif_epochs", "dif_gray_steps"):
+        if getattr(cfg, key) < 1:
+            raise ConfigError(f"setting {key!r}: must be at least 1, got {getattr(cfg, key)}")
     for key in ("dif_crop", "dif_gray_size"):
         if getattr(cfg, key) < 16 or getattr(cfg, key) % 16:
             raise ConfigError(f"setting {key!r}: a multiple of 16 (the U-Net halves it four times), got "
@@ -301,14 +310,6 @@ def _validate(cfg: Config) -> None:
     for key in ("tset_jpeg", "wild_reencode"):
         if not 0 <= getattr(cfg, key) <= 100:
             raise ConfigError(f"setting {key!r}: a JPEG quality 1-100, or 0 for none; got {getattr(cfg, key)}")
-    from .perturb import PERTURBATIONS
-
-    for name in cfg.manipulations:
-        if name not in PERTURBATIONS:
-            raise ConfigError(f"setting 'manipulations': unknown {name!r}; known: {', '.join(PERTURBATIONS)}")
-    for kind in cfg.base_kinds:
-        if kind not in BASE_KINDS:
-            raise ConfigError(f"setting 'base_kinds': unknown kind {kind!r} (use {', '.join(BASE_KINDS)})")
     for key in ("unbalanced_ratio", "val_fraction"):
         if not 0.0 < getattr(cfg, key) < 1.0:
             raise ConfigError(f"setting {key!r}: must be between 0 and 1 (exclusive), got {getattr(cfg, key)}")
@@ -329,6 +330,15 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"setting 'builtin_size': must be at least 32, got {cfg.builtin_size}")
     if cfg.audit_samples < 0:
         raise ConfigError(f"setting 'audit_samples': must be >= 0, got {cfg.audit_samples}")
+
+
+def _validate(cfg: Config) -> None:
+    """ConfigError naming the first setting that is wrong and why."""
+    for key, choices in _CHOICES.items():
+        if getattr(cfg, key) not in choices:
+            raise ConfigError(f"setting {key!r}: must be one of {', '.join(choices)}, got {getattr(cfg, key)!r}")
+    _check_names(cfg)
+    _check_numbers(cfg)
     if cfg.profile == "paper" and not cfg.data_root:
         raise ConfigError("setting 'data_root': the paper profile needs your copy of the dataset (data_root=...)")
 
