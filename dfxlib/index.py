@@ -190,21 +190,7 @@ def build_index(root: str | Path, layout: str = "auto", families: Mapping[str, s
     if not root.exists():
         raise DataError(f"{root}: data root does not exist")
     layout = detect_layout(root) if layout == "auto" else layout
-    problems: list[str] = []
-    if layout == "manifest":
-        base = root.parent
-        placed = _read_manifest(root)
-    elif layout in ("paper", "binary"):
-        base = root
-        files = _walk(root)
-        placed = []
-        for rel in files:
-            if "/" not in rel and Path(rel).suffix.lower() not in IMAGE_EXTENSIONS:
-                continue  # top-level metadata (README, MANIFEST.csv, ...)
-            fam, gen, err = _place_paper(rel) if layout == "paper" else _place_binary(rel, families)
-            placed.append((rel, fam, gen, err))
-    else:
-        raise DataError(f"{root}: unknown layout {layout!r} (use auto, paper, binary or manifest)")
+    base, placed = _place_all(root, layout, families)
 
     cache_path = Path(cache) if cache else None
     cached = _load_cache(cache_path)
@@ -242,6 +228,28 @@ def build_index(root: str | Path, layout: str = "auto", families: Mapping[str, s
         _save_cache(cache_path, new_cache)
 
     table = pd.DataFrame(rows, columns=COLUMNS)
+    return DatasetIndex(root=root if layout != "manifest" else base, layout=layout, table=table,
+                        problems=_class_problems(table, root, layout))
+
+
+def _place_all(root: Path, layout: str, families: Mapping[str, str] | None) -> tuple[Path, list[tuple]]:
+    """The folder paths are relative to, and (path, family, generator, error) for every file of the layout."""
+    if layout == "manifest":
+        return root.parent, _read_manifest(root)
+    if layout not in ("paper", "binary"):
+        raise DataError(f"{root}: unknown layout {layout!r} (use auto, paper, binary or manifest)")
+    placed = []
+    for rel in _walk(root):
+        if "/" not in rel and Path(rel).suffix.lower() not in IMAGE_EXTENSIONS:
+            continue  # top-level metadata (README, MANIFEST.csv, ...)
+        fam, gen, err = _place_paper(rel) if layout == "paper" else _place_binary(rel, families)
+        placed.append((rel, fam, gen, err))
+    return root, placed
+
+
+def _class_problems(table: pd.DataFrame, root: Path, layout: str) -> list[str]:
+    """What keeps an index from being used: a class (or, binary, real / fake) without a usable image, no file."""
+    problems = []
     if layout in ("paper", "manifest"):
         for fam in CLASSES:
             if not ((table["family"] == fam) & (table["error"] == "")).any():
@@ -254,7 +262,7 @@ def build_index(root: str | Path, layout: str = "auto", families: Mapping[str, s
                 problems.append(f"{root}: no usable images in any {folder}/ folder")
     if table.empty:
         problems.append(f"{root}: no files found")
-    return DatasetIndex(root=root if layout != "manifest" else base, layout=layout, table=table, problems=problems)
+    return problems
 
 
 def _row(rel: str, fam: str, gen: str, err: str, info: ImageInfo) -> dict:

@@ -185,6 +185,14 @@ def _curves(history: pd.DataFrame, path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def _optimizer(name: str, params: Iterable[nn.Parameter], lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """Adam, or AdamW (decoupled weight decay); ValueError for any other name."""
+    if name not in ("adam", "adamw"):
+        raise ValueError(f"optimizer: 'adam' or 'adamw', got {name!r}")
+    return (torch.optim.AdamW if name == "adamw" else torch.optim.Adam)(params, lr=lr, weight_decay=weight_decay,
+                                                                         betas=(0.9, 0.999))
+
+
 def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], Iterable[Batch]],
         val_batches: Callable[[], Iterable[Batch]], folder: str | Path, meta: dict, *, epochs: int,
         lr: float, weight_decay: float, seed: int, patience: int = 0, device: torch.device | None = None,
@@ -206,17 +214,13 @@ def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], Iterable[
     meta = {**meta, "epochs": epochs, "lr": lr, "weight_decay": weight_decay, "seed": seed, "patience": patience}
     if optimizer != "adam":  # recorded only when not the default, so existing checkpoints still match
         meta["optimizer"] = optimizer
-    meta_path = folder / "meta.json"
-    if optimizer not in ("adam", "adamw"):
-        raise ValueError(f"optimizer: 'adam' or 'adamw', got {optimizer!r}")
-    opt = (torch.optim.AdamW if optimizer == "adamw" else torch.optim.Adam)(
-        params if params is not None else [p for p in model.parameters() if p.requires_grad],
-        lr=lr, weight_decay=weight_decay, betas=(0.9, 0.999))
+    opt = _optimizer(optimizer, params if params is not None else [p for p in model.parameters() if p.requires_grad],
+                     lr, weight_decay)
     st = _resume(folder, meta, model, opt, device)
     resumed_from = st.start - 1
     dist = current()
     if dist.main:
-        atomic_write(meta_path, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
+        atomic_write(folder / "meta.json", lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
         if config_json:
             atomic_write(folder / "config.json", lambda tmp: Path(tmp).write_text(config_json))
     net = dist.wrap(model, device)
