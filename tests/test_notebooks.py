@@ -21,7 +21,10 @@ def test_there_are_notebooks():
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_committed_without_outputs(path):
+    raw = json.loads(path.read_text())
+    assert all("id" in c for c in raw["cells"]), f"{path.name}: every cell needs an id (nbformat 4.5)"
     nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
     for cell in nb.cells:
         if cell.cell_type == "code":
             assert not cell.outputs and cell.execution_count is None, f"{path.name}: strip outputs"
