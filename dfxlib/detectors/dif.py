@@ -3,8 +3,9 @@ the fingerprint, trained so that the Pearson correlation of F with the noise res
 one generator's fakes from real images; an image is then given the class of the nearer of two centres.
 
 The reference's settings (Sergo2020/DIF_pytorch_official, summarised in section 4 of
-`../shared/reference/METHODS.md`) are the module constants below. Where the reference leaves a gap or has a bug, this
-implementation chooses:
+`../shared/reference/METHODS.md`) are the constants of `difnet`, which holds the network and the residuals; this
+module trains and applies the fingerprints. Where the reference leaves a gap or has a bug, this implementation
+chooses:
 
 - Residual extractor: the reference's DnCNN weights are not public, so the residual here is that of a fixed,
   training-free local Wiener denoiser (Lee's adaptive filter, the rule of ``scipy.signal.wiener``): per channel,
