@@ -1,5 +1,5 @@
 """The comparison of notebook 06: which images, every detector's per-image predictions, the table with 95%
-intervals, the noise question, Grad-CAM grids, confusion matrices and the PCA panels."""
+intervals, Grad-CAM grids, confusion matrices and the PCA panels."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from ..split import Split
 from .registry import new_detector
 from .training import TrainedDetector, outputs
 from .transforms import simplest_patch
+
 
 def comparison_rows(run: Run, index, split: Split) -> pd.DataFrame:
     """Images of the comparison: the test split (seen generators and real images) and the held-out inner and

@@ -58,6 +58,7 @@ from .difnet import (BATCH, LR, PASSES, SIGMA0, WEIGHT_DECAY, DIFNet, centre_sco
                      fourier_picture, margin_for, residuals, step, stretch)
 from .training import training_rows
 
+
 # -------------------------------------------------------------------------------------------- training
 @dataclass
 class Fingerprint:

@@ -11,6 +11,7 @@ from torch import nn
 
 from ..backbones import feature_dim
 
+
 class SimpleCNN(nn.Module):
     """Four conv blocks (32-64-128-256), FC 512, dropout 0.5, one logit."""
 

@@ -17,6 +17,7 @@ from .nets import BackboneLogit, GANFingerprint, SimpleCNN, SSPNet
 from .transforms import (NO_BACKBONE, EvalTransform, Transform, crop_size, flip_train, norm_of, ssp_eval, ssp_train,
                          wang_train)
 
+
 @dataclass(frozen=True)
 class DetectorSpec:
     """A detector: its name in tables, how to build it, and its training and evaluation transforms. (The paper's
@@ -29,11 +30,9 @@ class DetectorSpec:
     eval_tf: Callable[[Run], EvalTransform]
 
 
-
 def _backbone(run: Run, name: str) -> nn.Module:
     """A detector's backbone with the detectors' weights setting (`detector_pretrained`)."""
     return create_backbone(name, run.config.detector_pretrained)
-
 
 
 DETECTORS: dict[str, DetectorSpec] = {s.name: s for s in (

@@ -22,6 +22,7 @@ from ..split import Split, train_val
 from ..train import FitResult, device_of, fit, load_weights
 from .registry import DetectorSpec, detector_folder, detector_meta, new_detector, spec_of
 
+
 @dataclass
 class TrainedDetector:
     """A detector's network (best weights, eval mode) and where it lives."""
@@ -30,8 +31,6 @@ class TrainedDetector:
     net: nn.Module
     folder: Path
     fit: FitResult | None = None
-
-
 
 
 def training_rows(split: Split) -> pd.DataFrame:

@@ -70,7 +70,6 @@ def norm_of(backbone: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     return normalization(backbone or NO_BACKBONE)
 
 
-
 def wang_train(run: Run) -> Transform:
     size, crop = run.config.input_size, crop_size(run)
     norm = resize_normalize(crop, 0, *norm_of(run.config.detector_backbone))  # already `crop`: resize is identity
