@@ -149,7 +149,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from . import inference
+    from . import inference, predict_io
 
     pred = inference.load_predictor(args.model, args.backbone, args.kind, args.device)
     print(f"dfx predict: {pred.name} from {pred.head_path.parent} ({pred.input_size} px, {pred.device})",
@@ -177,7 +177,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     where = "standard output" if out is None else str(out)
     sink = None
     try:
-        sink = inference.CsvOut(fh, cols)
+        sink = predict_io.CsvOut(fh, cols)
         n = sink.write(counted(rows))
     except (KeyboardInterrupt, OSError) as exc:
         if sink and isinstance(exc, OSError) and not isinstance(exc, BrokenPipeError):

@@ -29,10 +29,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
+
+from .generators import Denoiser, UpsampleAE, ae_loss, alpha_bar, make_dm_loss, sdedit, train
 
 #: bump when anything below changes what is built
 MINIDFX_VERSION = "1"
@@ -51,7 +52,6 @@ PHOTO_LICENCES: dict[str, str] = {
     "immunohistochemistry": "no known copyright restrictions", "retina": "CC0 1.0 (Häggström)",
 }
 REGION_GRID = (2, 4)  # rows x columns of regions per photo
-TRAIN_PATCH, TRAIN_BATCH = 32, 16  # generators train on random patches (they are fully convolutional)
 
 
 @dataclass(frozen=True)
@@ -154,113 +154,6 @@ def real_crops(n_per_source: int, size: int, rng: np.random.Generator) -> pd.Dat
 
 
 # -------------------------------------------------------------------------------------------- generators
-class UpsampleAE(nn.Module):
-    """Encoder (3 stride-2 convs) and a decoder whose 3 upsampling stages use one architecture."""
-
-    def __init__(self, upsample: str, width: int = 16):
-        super().__init__()
-        w = width
-        self.enc = nn.Sequential(nn.Conv2d(3, w, 3, 2, 1), nn.ReLU(), nn.Conv2d(w, 2 * w, 3, 2, 1), nn.ReLU(),
-                                 nn.Conv2d(2 * w, 4 * w, 3, 2, 1), nn.ReLU())
-        chans = [4 * w, 2 * w, w, w]
-        layers: list[nn.Module] = []
-        for cin, cout in zip(chans[:-1], chans[1:]):
-            if upsample == "tconv":
-                layers += [nn.ConvTranspose2d(cin, cout, 4, 2, 1)]
-            elif upsample == "pixelshuffle":
-                layers += [nn.Conv2d(cin, cout * 4, 3, 1, 1), nn.PixelShuffle(2)]
-            elif upsample in ("nearest", "bilinear"):
-                layers += [nn.Upsample(scale_factor=2, mode=upsample), nn.Conv2d(cin, cout, 3, 1, 1)]
-            else:
-                raise ValueError(f"unknown upsampling {upsample!r}")
-            layers.append(nn.ReLU())
-        layers += [nn.Conv2d(w, 3, 3, 1, 1)]
-        self.dec = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor, noise: float = 0.0) -> torch.Tensor:
-        z = self.enc(x)
-        if noise:
-            z = z + noise * torch.randn_like(z) * z.std()
-        return torch.sigmoid(self.dec(z))
-
-
-class Denoiser(nn.Module):
-    """A small U-Net predicting the noise of x_t, conditioned on t by a per-channel embedding."""
-
-    def __init__(self, width: int = 16):
-        super().__init__()
-        w = width
-        self.temb = nn.Sequential(nn.Linear(1, w), nn.SiLU(), nn.Linear(w, 2 * w))
-        self.inp = nn.Conv2d(3, w, 3, 1, 1)
-        self.down = nn.Conv2d(w, 2 * w, 3, 2, 1)
-        self.mid = nn.Conv2d(2 * w, 2 * w, 3, 1, 1)
-        self.up = nn.ConvTranspose2d(2 * w, w, 4, 2, 1)
-        self.out = nn.Sequential(nn.SiLU(), nn.Conv2d(2 * w, w, 3, 1, 1), nn.SiLU(), nn.Conv2d(w, 3, 3, 1, 1))
-
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        h0 = F.silu(self.inp(x))
-        h = F.silu(self.down(h0)) + self.temb(t[:, None])[:, :, None, None]
-        h = F.silu(self.mid(h))
-        h = F.silu(self.up(h))
-        return self.out(torch.cat([h, h0], dim=1))
-
-
-def alpha_bar(schedule: str, T: int = 1000) -> torch.Tensor:
-    """Cumulative signal fraction for a linear (DDPM) or cosine (improved DDPM) schedule."""
-    if schedule == "linear":
-        betas = torch.linspace(1e-4, 0.02, T)
-        return torch.cumprod(1 - betas, 0)
-    s = 0.008
-    t = torch.linspace(0, 1, T + 1)
-    f = torch.cos((t + s) / (1 + s) * torch.pi / 2) ** 2
-    return (f[1:] / f[0]).clamp(1e-5, 1.0)
-
-
-def _train(model: nn.Module, loss_fn, data: torch.Tensor, steps: int, gen: torch.Generator) -> float:
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    loss = torch.tensor(0.0)
-    patch = min(TRAIN_PATCH, data.shape[-1])
-    for _ in range(steps):
-        idx = torch.randint(len(data), (TRAIN_BATCH,), generator=gen)
-        y, x = (int(v) for v in torch.randint(data.shape[-1] - patch + 1, (2,), generator=gen))
-        loss = loss_fn(model, data[idx, :, y:y + patch, x:x + patch], gen)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return float(loss.detach())
-
-
-def _ae_loss(model: nn.Module, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    return F.l1_loss(model(x), x)
-
-
-def _make_dm_loss(abar: torch.Tensor):
-    def loss(model: nn.Module, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        t = torch.randint(len(abar), (len(x),), generator=gen)
-        eps = torch.randn(x.shape, generator=gen)
-        a = abar[t][:, None, None, None]
-        xt = a.sqrt() * (2 * x - 1) + (1 - a).sqrt() * eps
-        return F.mse_loss(model(xt, t.float() / len(abar)), eps)
-    return loss
-
-
-@torch.no_grad()
-def sdedit(model: Denoiser, x: torch.Tensor, abar: torch.Tensor, strength: float, steps: int,
-           gen: torch.Generator) -> torch.Tensor:
-    """Noise `x` (in [0,1]) to t = strength*T, then denoise with a deterministic DDIM sampler in `steps`."""
-    T = len(abar)
-    ts = torch.linspace(int(strength * (T - 1)), 0, steps + 1).long()
-    y = 2 * x - 1
-    a = abar[ts[0]]
-    y = a.sqrt() * y + (1 - a).sqrt() * torch.randn(y.shape, generator=gen)
-    for t, t_next in zip(ts[:-1], ts[1:]):
-        a, a_next = abar[t], abar[t_next] if t_next > 0 else torch.tensor(1.0)
-        eps = model(y, torch.full((len(y),), float(t) / T))
-        y0 = ((y - (1 - a).sqrt() * eps) / a.sqrt()).clamp(-1, 1)
-        y = a_next.sqrt() * y0 + (1 - a_next).sqrt() * eps
-    return ((y + 1) / 2).clamp(0, 1)
-
-
 def colour_match(fake: np.ndarray, source: np.ndarray) -> np.ndarray:
     """Give `fake` the per-channel mean and std of `source` (keeps its fine structure, removes colour cues)."""
     mf, sf = fake.mean(axis=(0, 1)), fake.std(axis=(0, 1)) + 1e-6
@@ -280,11 +173,11 @@ def generate(spec: GeneratorSpec, pool: pd.DataFrame, recipe: Recipe, n: int) ->
     data = torch.from_numpy(np.stack(pool["pixels"].to_list())).permute(0, 3, 1, 2).contiguous()
     if spec.family == "gan":
         model: nn.Module = UpsampleAE(spec.upsample, spec.width)
-        loss = _train(model, _ae_loss, data, recipe.train_steps, gen)
+        loss = train(model, ae_loss, data, recipe.train_steps, gen)
     else:
         abar = alpha_bar(spec.schedule)
         model = Denoiser(spec.width)
-        loss = _train(model, _make_dm_loss(abar), data, recipe.train_steps, gen)
+        loss = train(model, make_dm_loss(abar), data, recipe.train_steps, gen)
     model.eval()
     pick = rng.integers(len(pool), size=n)
     src = data[pick]

@@ -8,7 +8,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "dfxlib"
 
 #: imports kept inside functions, and why: `dfx --help`, `dfx report` and the settings check must not load torch
 LAZY = {
-    ("cli", "runner"), ("cli", "tables"), ("cli", "audit"), ("cli", "index"), ("cli", "inference"), ("cli", "lab"),
+    ("cli", "runner"), ("cli", "tables"), ("cli", "audit"), ("cli", "index"), ("cli", "inference"), ("cli", "predict_io"), ("cli", "lab"),
     ("cli", "config"), ("cli", "plan"), ("cli", "run"), ("cli", "submit"), ("config", "backbones"), ("config", "perturb"), ("run", "data"), ("run", "pixels"),
     ("runner", "train"),
 }
