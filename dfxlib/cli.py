@@ -70,8 +70,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def _submit_params(args: argparse.Namespace) -> dict:
     extra = _params(args.slurm_option)  # key=value, checked like -p
     return {"timeout_min": args.timeout_min, "parallelism": args.parallelism, "gpus": args.gpus,
-            "cpus": args.cpus, "units_per_job": args.units_per_job, "slurm_partition": args.partition,
-            "slurm_account": args.account, "slurm_additional_parameters": extra, "wait_timeout_s": args.wait_timeout}
+            "tasks": args.tasks, "cpus": args.cpus, "units_per_job": args.units_per_job,
+            "slurm_partition": args.partition, "slurm_account": args.account, "slurm_additional_parameters": extra,
+            "wait_timeout_s": args.wait_timeout}
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -235,7 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--partition", default="", help="Slurm partition")
     sb.add_argument("--account", default="", help="Slurm account")
     sb.add_argument("--gpus", type=int, default=0, help="GPUs per job")
-    sb.add_argument("--cpus", type=int, default=1, help="CPUs per job")
+    sb.add_argument("--tasks", type=int, default=0, metavar="N",
+                    help="processes per job, training one model together (DDP); default one per GPU")
+    sb.add_argument("--cpus", type=int, default=1, help="CPUs per process")
     sb.add_argument("--timeout-min", type=int, default=24 * 60, help="time limit per job (requeued when reached)")
     sb.add_argument("--parallelism", type=int, default=2, help="jobs of a stage running at once")
     sb.add_argument("--units-per-job", type=int, default=1, metavar="N",

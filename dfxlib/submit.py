@@ -54,8 +54,9 @@ def _executor(run: Run, executor: str, stage: str, params: dict) -> submitit.Exe
     if executor == "slurm":
         extra = dict(params.get("slurm_additional_parameters", {}))
         gpus = int(params.get("gpus", 0))
+        tasks = int(params.get("tasks", 0)) or max(1, gpus)  # processes training one model together
         ex.update_parameters(slurm_array_parallelism=int(params.get("parallelism", 8)), gpus_per_node=gpus,
-                             tasks_per_node=max(1, gpus), cpus_per_task=int(params.get("cpus", 1)),
+                             tasks_per_node=tasks, cpus_per_task=int(params.get("cpus", 1)),
                              slurm_additional_parameters=extra,
                              **{k: params[k] for k in ("slurm_partition", "slurm_account") if params.get(k)})
     return ex
@@ -69,7 +70,8 @@ def submit(run: Run, executor: str = "slurm", wait: bool = True, params: dict | 
     from an earlier call is still queued or running is not submitted again (later stages wait for that job),
     and a job left pending on a unit that failed is cancelled and submitted anew. `params`: timeout_min,
     max_requeue, parallelism, units_per_job (units run one after another in one job, for small units whose
-    start-up would dominate), gpus, cpus, slurm_partition, slurm_account, slurm_additional_parameters,
+    start-up would dominate), gpus, tasks (processes per job training one model together with DDP; default
+    one per GPU), cpus (per process), slurm_partition, slurm_account, slurm_additional_parameters,
     wait_timeout_s (0: wait as long as it takes). Returns the jobs this call follows."""
     if executor not in ("local", "slurm"):
         raise ValueError(f"executor: 'local' or 'slurm', got {executor!r}")

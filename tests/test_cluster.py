@@ -4,12 +4,15 @@ cluster (started by the `slurm_cluster` fixture), with the same models as the no
 import json
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import submitit
+import torch
+from safetensors.torch import load_file
 
 import dfxlib
 from dfxlib import submit as sb
@@ -110,6 +113,33 @@ def test_the_smoke_run_through_slurm_has_the_inline_tables(slurm_cluster, smoke_
     reference.pop("base_models_training.csv")  # its training seconds differ
     assert sorted(tables) == sorted(reference) and len(tables) > 25
     assert [name for name in tables if tables[name] != reference[name]] == []
+
+
+def test_a_unit_as_two_slurm_tasks_trains_as_torchrun_does(slurm_cluster, tmp_path, fixture_root):
+    """`dfx submit --tasks 2`: one base model trained by two Slurm tasks together (submitit's torch environment,
+    gloo on CPU) ends with the weights `torchrun --nproc_per_node=2 -m dfxlib.units` gives the same unit."""
+    over = {"progress": False, "backbones": ["test_resnet"], "pretrained": "none", "base_kinds": ["unbalanced"],
+            "detectors": [], "base_epochs": 2, "patience": 0}
+    name = "base/test_resnet/unbalanced/dm"
+    runs = {k: dfxlib.start("smoke", run_dir=str(tmp_path / k), data_root=str(fixture_root), overrides=over)
+            for k in ("slurm", "torchrun")}
+    (job,) = sb.submit(runs["slurm"], "slurm", params={"tasks": 2, "timeout_min": 30}, only=[name],
+                       log=lambda *_: None)
+    assert {r["unit"]: r["state"] for r in sb.status(runs["slurm"])}[name] == "done"
+    assert len(list(Path(job.folder).glob(f"{job.job_id}_*_log.err"))) == 2, f"not two tasks; see {job.folder}"
+    units.prepare(runs["torchrun"])
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "dfxlib.units", str(runs["torchrun"].dir), name], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    best = {k: load_file(str(r.dir / "checkpoints" / "base" / "test_resnet" / "unbalanced" / "dm" / "best.safetensors"))
+            for k, r in runs.items()}
+    assert set(best["slurm"]) == set(best["torchrun"]) and not any(k.startswith("module.") for k in best["slurm"])
+    for k, v in best["torchrun"].items():
+        torch.testing.assert_close(best["slurm"][k], v, rtol=1e-5, atol=1e-6)
+    logs = [json.loads(line) for line in (runs["slurm"].dir / "checkpoints" / "base" / "test_resnet" / "unbalanced"
+                                          / "dm" / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in logs] == [1, 2]
 
 
 def test_a_preempted_job_is_requeued_and_resumes(slurm_cluster, tmp_path, fixture_root):
