@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .images import DEFAULT_MAX_PIXELS, load_rgb
+from .config import DEFAULT_MAX_PIXELS
+from .images import load_rgb
 from .perturb import Perturbation
 
 

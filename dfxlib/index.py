@@ -21,8 +21,9 @@ from typing import Mapping
 import pandas as pd
 from tqdm.auto import tqdm
 
+from .config import DEFAULT_MAX_PIXELS
+from .images import IMAGE_EXTENSIONS, ImageInfo, inspect_file
 from .tables import atomic_write
-from .images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageInfo, inspect_file
 
 CLASSES: tuple[str, ...] = ("dm", "gan", "real")
 CLASS_INDEX: dict[str, int] = {c: i for i, c in enumerate(CLASSES)}

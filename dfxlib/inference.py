@@ -25,11 +25,11 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .backbones import create_backbone, normalization_meta, preprocess
-from .config import DEFAULT_PROFILE, runs_root
+from .config import DEFAULT_MAX_PIXELS, DEFAULT_PROFILE, runs_root
 from .features import prepare_batch
 from .gradcam import complete_cams, heatmap_panel
 from .models import KINDS, BaseClassifier, CompleteModel, FusionHead, SiameseNet
-from .images import DEFAULT_MAX_PIXELS, ImageError, decode_rgb, load_rgb
+from .images import ImageError, decode_rgb, load_rgb
 from .index import CLASSES
 from .predict_io import iter_inputs
 from .train import CheckpointMismatch, device_of, load_weights, read_meta
