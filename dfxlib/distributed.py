@@ -60,7 +60,8 @@ class Dist:
 
     def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
         """The module to train: `model` itself alone, else DistributedDataParallel around it (batch norm
-        synchronised on CUDA). `model` keeps the weights: save it, not the wrapper."""
+        synchronised on CUDA). `model` keeps the weights: save it, not the wrapper. The graph is declared static,
+        which lets the Siamese step run the shared network twice before one backward."""
         if self.world == 1:
             return model
         if device.type == "cuda":
