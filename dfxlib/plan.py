@@ -16,6 +16,7 @@ import dataclasses
 import functools
 import json
 import shutil
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -124,9 +125,13 @@ def _image_sets(run: Run, split: Split, index) -> dict[str, set[str]]:
 
 
 @functools.cache
-def _wild_images(root: Path) -> int:
-    """Image files of the wild folder `root` (0 when there is none)."""
-    return sum(1 for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS) if root.is_dir() else 0
+def _wild_images(root: Path, per_group: int = 0) -> int:
+    """Image files of the wild folder `root` (0 when there is none); with `per_group`, at most that many per
+    generator or source folder (family/generator/)."""
+    if not root.is_dir():
+        return 0
+    groups = Counter(p.relative_to(root).parts[:2] for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+    return sum(min(n, per_group) if per_group else n for n in groups.values())
 
 
 #: how many notebooks read the features of a perturbed set (computed again by each when they are not cached):
@@ -144,7 +149,7 @@ def feature_rows(run: Run, sets: dict[str, set[str]], kind: str) -> tuple[int, i
     later = sets["fusion"] | sets["test"] | sets["holdout"] | sets["tsets"]
     raw = {"unbalanced": later, "siamese": later | sets["base"], "linear probe": later | sets["base"],
            "plain": sets["eval"] | sets["tsets"]}[kind]
-    wild = _wild_images(run.wild_root())
+    wild = _wild_images(run.wild_root(), cfg.wild_per_group)
     tset_variant = f"jpeg{cfg.tset_jpeg}" if cfg.tset_jpeg else ""
     perturbed = {f"jpeg{q}": ("jpeg", len(sets["eval"])) for q in JPEG_QUALITIES}
     perturbed.update({m: ("manipulation", len(sets["eval"])) for m in cfg.manipulations})

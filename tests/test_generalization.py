@@ -106,6 +106,22 @@ def test_wild_evaluation_per_group_and_format_bias(tmp_path, fixture_root):
     assert fb.loc["file format alone (not JPEG = fake)", "balanced_accuracy (RAW)"] == 50.0
 
 
+def test_wild_evaluation_takes_a_seeded_sample_per_group(tmp_path, fixture_root):
+    """`wild_per_group`: at most that many images of each generator and real source, the same ones for the
+    same seed (notebooks 05 and 06 see the same images), others for another; the plan counts what is read."""
+    from dfxlib.plan import _wild_images
+
+    paths = {}
+    for seed in (0, 0, 1):
+        run = dfxlib.start("smoke", run_dir=str(tmp_path / f"r{seed}"), overrides={"progress": False, "seed": seed})
+        per, _ = gz.evaluate_wild(run, fixture_root, [constant(0.8)], reencode=0, per_group=3)
+        assert per.groupby("generator").size().to_dict() == {g: 3 for g in set(per["generator"])}
+        assert per["generator"].nunique() == 6
+        paths.setdefault(seed, []).append(list(per["path"]))
+    assert paths[0][0] == paths[0][1] and paths[0][0] != paths[1][0]
+    assert _wild_images(fixture_root, 3) == 18 and _wild_images(fixture_root) == 60
+
+
 def test_wild_evaluation_names_a_missing_folder(tmp_path):
     run = dfxlib.start("smoke", run_dir=str(tmp_path / "r"), overrides={"progress": False})
     with pytest.raises(Exception, match="nowhere"):
