@@ -91,7 +91,19 @@ def setup() -> Dist:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not td.is_initialized():
         cuda = torch.cuda.is_available()
         if cuda:
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(gpu_index(int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()))
         td.init_process_group(backend="nccl" if cuda else "gloo")
     return current()
+
+
+def gpu_index(local_rank: int, visible: int) -> int:
+    """The GPU of the process `local_rank` of a node that sees `visible` GPUs: the one at its rank when every
+    process sees all of the node's GPUs (torchrun, submitit), the only one when the scheduler bound one GPU to
+    each process; ValueError, saying so, when there are fewer GPUs than processes."""
+    if visible == 1:
+        return 0
+    if local_rank >= visible:
+        raise ValueError(f"process {local_rank} of this node sees {visible} GPU(s): start at most {visible} "
+                         "processes per node (torchrun --nproc_per_node, dfx submit --tasks / --gpus)")
+    return local_rank
 

@@ -4,11 +4,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from dfxlib.distributed import Dist
+from dfxlib.distributed import Dist, gpu_index
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 
@@ -19,6 +20,13 @@ def test_shards_split_a_batch_among_processes():
     assert [p[1].tolist() for p in parts] == [[0, 1, 2], [3, 4]]
     assert torch.equal(Dist().shard(x), x)
     assert Dist(rank=1, world=4).shard((x[:2], y[:2]))[1].tolist() == [0, 1]  # too small to split: kept whole
+
+
+def test_each_process_takes_its_own_gpu_or_the_one_it_was_given():
+    assert [gpu_index(r, 4) for r in range(4)] == [0, 1, 2, 3]  # every process sees the node's four GPUs
+    assert [gpu_index(r, 1) for r in range(4)] == [0, 0, 0, 0]  # Slurm bound one GPU to each task
+    with pytest.raises(ValueError, match="process 2 of this node sees 2 GPU"):
+        gpu_index(2, 2)
 
 
 def test_two_processes_train_one_model_as_one_process_with_their_batch(tmp_path):
