@@ -165,6 +165,18 @@ def test_metrics_collapse_to_binary_with_fake_positive():
     assert m3["confusion"].shape == (3, 3) and m3["accuracy"] == 0.5
 
 
+def test_fake_score_keeps_float32_probabilities_apart():
+    """1 - p(real) in float32 would merge scores one float32 step apart near 0.3 (half of these 50), and two
+    tables that score the same predictions from differently typed copies would give different AUCs."""
+    from dfxlib.metrics import fake_score
+
+    p_real = np.float32(0.3) + np.arange(50, dtype=np.float32) * np.float32(3e-8)
+    probs = np.c_[np.zeros(50, np.float32), 1 - p_real, p_real]
+    assert len(np.unique(p_real)) == 50 and len(np.unique(np.float32(1) - p_real)) < 50
+    assert len(np.unique(fake_score(probs))) == 50
+    assert np.array_equal(fake_score(probs), fake_score(probs.astype(np.float64)))
+
+
 def test_training_a_base_model_is_reproducible(tmp_path, fixture_root):
     import dfxlib
     from dfxlib.split import load_or_make_split
