@@ -249,10 +249,9 @@ def evaluate_wild(run: Run, root: Path, detectors: Sequence[Detector], reencode:
     at that quality; with `per_group`, on at most that many images of each generator and real source (seeded
     by the run's seed). Returns the per-image table and the index's unusable files (path, error)."""
     index = run.index(root)
-    usable = index.usable
+    usable = index.usable.sort_values("path").reset_index(drop=True)  # the sample does not hang on listing order
     if per_group:
-        usable = sample_groups(usable, "generator", per_group, run.config.seed)
-    usable = usable.sort_values("path").reset_index(drop=True)
+        usable = sample_groups(usable, "generator", per_group, run.config.seed).reset_index(drop=True)
     store = run.images(index, keep=True)
     rels = list(usable["path"])
     y = (usable["family"] != "real").to_numpy().astype(int)
