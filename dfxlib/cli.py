@@ -91,6 +91,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
     try:
         submit(run, args.executor, wait=not args.no_wait, params=_submit_params(args),
                log=lambda s: print(f"dfx submit: {s}", file=sys.stderr), only=_numbers(args.only))
+    except ValueError as exc:  # settings that cannot make a job
+        print(f"dfx submit: {exc}", file=sys.stderr)
+        return 2
     except (RuntimeError, TimeoutError) as exc:
         print(f"dfx submit: {exc}", file=sys.stderr)
         return 1

@@ -53,13 +53,26 @@ def _executor(run: Run, executor: str, stage: str, params: dict) -> submitit.Exe
     ex.update_parameters(name=f"dfx-{stage}", timeout_min=int(params.get("timeout_min", 60 * 24)))
     if executor == "slurm":
         extra = dict(params.get("slurm_additional_parameters", {}))
-        gpus = int(params.get("gpus", 0))
-        tasks = int(params.get("tasks", 0)) or max(1, gpus)  # processes training one model together
-        ex.update_parameters(slurm_array_parallelism=int(params.get("parallelism", 8)), gpus_per_node=gpus,
-                             tasks_per_node=tasks, cpus_per_task=int(params.get("cpus", 1)),
+        ex.update_parameters(slurm_array_parallelism=int(params.get("parallelism", 8)),
+                             gpus_per_node=int(params.get("gpus", 0)), tasks_per_node=processes(params),
+                             cpus_per_task=int(params.get("cpus", 1)),
                              slurm_additional_parameters=extra,
                              **{k: params[k] for k in ("slurm_partition", "slurm_account") if params.get(k)})
     return ex
+
+
+def processes(params: dict) -> int:
+    """Processes per job training one model together: `tasks`, by default one per GPU (at least one).
+    ValueError, before anything is queued, when that is below one or above the job's GPUs (each process
+    trains on a GPU of its own)."""
+    gpus, tasks = int(params.get("gpus", 0)), int(params.get("tasks", 0))
+    n = tasks or max(1, gpus)
+    if tasks < 0 or gpus < 0:
+        raise ValueError(f"--tasks and --gpus must be at least 0, got tasks={tasks}, gpus={gpus}")
+    if gpus and n > gpus:
+        raise ValueError(f"--tasks {n} with --gpus {gpus}: each process needs a GPU of its own; ask for as many "
+                         "GPUs as processes, or leave --tasks out (one process per GPU)")
+    return n
 
 
 def submit(run: Run, executor: str = "slurm", wait: bool = True, params: dict | None = None,
@@ -75,6 +88,7 @@ def submit(run: Run, executor: str = "slurm", wait: bool = True, params: dict | 
     wait_timeout_s (0: wait as long as it takes). Returns the jobs this call follows."""
     if executor not in ("local", "slurm"):
         raise ValueError(f"executor: 'local' or 'slurm', got {executor!r}")
+    processes(params or {})  # a job shape Slurm would run and fail is refused here, not after the queue
     params = params or {}
     split, _ = prepare(run)
     todo = [u for u in all_units(run, split) if not is_done(run, u) and (not only or u.name.startswith(tuple(only)))]

@@ -199,6 +199,14 @@ def test_submit_again_names_a_run_folder_and_keeps_its_settings(tmp_path, capsys
     assert "takes no -p (the run keeps its settings)" in capsys.readouterr().err
 
 
+def test_a_job_shape_without_a_gpu_per_process_is_refused_before_queueing(tmp_path, capsys):
+    assert [sb.processes(p) for p in ({}, {"gpus": 4}, {"tasks": 2}, {"gpus": 2, "tasks": 2})] == [1, 4, 2, 2]
+    run = dfxlib.start("smoke", run_dir=str(tmp_path / "r"), overrides={"progress": False})
+    assert main(["submit", "--run-dir", str(run.dir), "--gpus", "2", "--tasks", "4"]) == 2
+    assert "--tasks 4 with --gpus 2: each process needs a GPU of its own" in capsys.readouterr().err
+    assert not (run.dir / "jobs").exists()  # nothing was submitted
+
+
 def test_a_queue_that_does_not_answer_ends_no_job(tmp_path, monkeypatch):
     """squeue failing once (a busy controller) must not make running jobs look ended, and failed."""
     job = submitit.SlurmJob(folder=tmp_path, job_id="999_0")
