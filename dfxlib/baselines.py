@@ -12,13 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from sklearn.pipeline import Pipeline
 
 from . import paper
 from .backbones import create_backbone, display_name, normalization_meta
@@ -32,6 +31,9 @@ from .models import BaseClassifier, BaseModel, SiameseNet
 from .perturb import Perturbation
 from .run import Run
 from .split import Split, split_id, train_val
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 from .train import load_weights, save_weights
 
 

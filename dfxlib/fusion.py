@@ -8,15 +8,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from .backbones import display_name
 from .basemodels import combos, load_base_model
@@ -28,6 +25,9 @@ from .models import BaseModel, FusionHead
 from .run import Run
 from .split import Split
 from .train import FINISHED, FitResult, classifier_step, device_of, fit, is_finished, load_weights
+
+if TYPE_CHECKING:  # sklearn is imported where it is used: it takes seconds
+    from sklearn.pipeline import Pipeline
 
 
 def class_weights(labels: np.ndarray) -> torch.Tensor:
@@ -98,6 +98,10 @@ def predict_head(head: FusionHead, x: np.ndarray, batch: int = 256) -> np.ndarra
 def fit_probe(x: np.ndarray, y: np.ndarray, seed: int) -> Pipeline:
     """A standardised, class-balanced logistic regression on frozen features (N, D) with labels in CLASSES:
     a base model used alone (notebook 03) and the linear-probe baseline (`dfxlib.baselines`)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, class_weight="balanced",
                                                              random_state=seed))
     return clf.fit(x, y)

@@ -11,7 +11,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import accuracy_score, precision_recall_fscore_support, roc_auc_score
 
 from .index import CLASSES
 
@@ -116,6 +115,8 @@ def evaluate(y_true: np.ndarray, probs: np.ndarray, binary: bool, n_boot: int = 
     f1s = np.divide(2 * tp, rows + cols, out=np.zeros(k), where=rows + cols > 0)
     for i, name in enumerate(names):
         out[f"precision_{name}"], out[f"recall_{name}"], out[f"f1_{name}"] = float(pr[i]), float(rc[i]), float(f1s[i])
+    from sklearn.metrics import roc_auc_score  # here: sklearn takes seconds to import, and most callers never come
+
     fake_t = to_binary(y_true)
     out["auc"] = float(roc_auc_score(fake_t, fake_score(probs))) if len(set(fake_t)) == 2 else nan
     out["accuracy_ci"], out["f1_ci"], out["balanced_accuracy_ci"] = _intervals(
@@ -185,6 +186,8 @@ def binary_scores(y: np.ndarray, score: np.ndarray, pred: np.ndarray, n_boot: in
 
 def binary_metrics(y_main: np.ndarray, pred_main: np.ndarray) -> dict[str, float]:
     """Accuracy, recall, precision and F1 with the main class (1) as positive: the paper's Table 1."""
+    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+
     pr, rc, f1, _ = precision_recall_fscore_support(y_main, pred_main, labels=[1], zero_division=0)
     return {"accuracy": float(accuracy_score(y_main, pred_main)), "recall": float(rc[0]),
             "precision": float(pr[0]), "f1": float(f1[0])}
