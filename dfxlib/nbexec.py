@@ -27,12 +27,14 @@ import time
 from queue import Empty  # noqa: F401  (raised by get_msg, as jupyter_client does)
 from typing import Any
 
+import nbformat
 import psutil
 from jupyter_client.asynchronous.client import AsyncKernelClient
 from jupyter_client.channels import AsyncZMQSocketChannel
 from jupyter_client.manager import AsyncKernelManager
 from nbclient.exceptions import DeadKernelError
 from nbclient.util import ensure_async, run_sync
+from nbformat.sign import NotebookNotary
 from papermill.clientwrap import PapermillNotebookClient
 from papermill.engines import NBClientEngine, papermill_engines
 from papermill.log import logger as papermill_logger
@@ -188,3 +190,16 @@ class WatchedEngine(NBClientEngine):
 
 
 papermill_engines.register(ENGINE, WatchedEngine)
+
+
+def trust(path: str | os.PathLike) -> str | None:
+    """Sign an executed notebook as trusted with Jupyter's notary (as JupyterLab signs a notebook its user
+    saves), so that it opens with its widgets and HTML drawn rather than as text. Returns why it could not be
+    signed (a read-only Jupyter data folder, a bad file), or None."""
+    try:
+        nb = nbformat.read(path, as_version=4)
+        with NotebookNotary() as notary:
+            notary.sign(nb)
+    except Exception as exc:  # the notebook ran; an unsigned copy only shows its widgets as text
+        return f"{path}: not signed as trusted ({type(exc).__name__}: {exc})"
+    return None

@@ -58,6 +58,12 @@ def select(only: Sequence[str] = (), start: str | None = None, folder: Path | No
     return [found[k] for k in keys]
 
 
+def _trust(executed: Path, log) -> None:
+    """Sign the executed copy (when there is one) as trusted: the user ran it, so it opens with its widgets."""
+    if executed.is_file() and (why := nbexec.trust(executed)):
+        log(f"warning: {why}")
+
+
 def _failure(nb: Path, out: Path, exc: Exception, profile: str) -> NotebookFailure:
     if isinstance(exc, nbexec.NotebookStalled):
         number = nb.name[:2]
@@ -105,7 +111,9 @@ def run_notebooks(profile: str = DEFAULT_PROFILE, params: Mapping[str, str] | No
                                     stall_after=stall_timeout, heartbeat=0 if interactive else heartbeat,
                                     announce=lambda line, name=nb.stem: log(f"    {name}: {line}"))
             except Exception as exc:  # papermill raises its own and kernel errors
+                _trust(out, log)
                 raise _failure(nb, out, exc, profile) from exc
+            _trust(out, log)
             log(f"[{i}/{len(books)}] {nb.stem} done in {time.perf_counter() - t0:.1f} s")
     finally:
         if batch_before is None:

@@ -19,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import nbformat
+from nbformat.sign import NotebookNotary
 import pytest
 
 from conftest import REPO
@@ -39,10 +40,13 @@ def artifacts() -> Path:
 @pytest.mark.notebook
 def test_every_widget_output_has_its_state_saved(smoke_run):
     """The cheap check: a widget shown by an executed notebook renders later only if its model's state was
-    saved in the notebook's metadata."""
+    saved in the notebook's metadata and the notebook is trusted (signed by the run, as JupyterLab signs what
+    its user saves); otherwise JupyterLab shows the widget's text, e.g. `VBox(children=...)`."""
     shown = 0
     for path in sorted((smoke_run / "notebooks").glob("*.ipynb")):
         nb = nbformat.read(path, as_version=4)
+        with NotebookNotary() as notary:
+            assert notary.check_signature(nb), f"{path.name} is not signed as trusted"
         state = nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
         for cell in nb.cells:
             for out in cell.get("outputs", []):
@@ -113,6 +117,12 @@ def _open(browser, url: str, name: str):
     return page
 
 
+def _shows_widgets(path: Path) -> bool:
+    """Whether an executed notebook has a widget among its outputs."""
+    return any(WIDGET_VIEW in out.get("data", {}) for cell in nbformat.read(path, as_version=4).cells
+               for out in cell.get("outputs", []))
+
+
 def _errors(page) -> list[str]:
     """Texts JupyterLab shows for broken output: widget errors and tracebacks."""
     body = page.inner_text(PANEL)
@@ -122,22 +132,41 @@ def _errors(page) -> list[str]:
 
 @pytest.mark.notebook
 def test_every_notebook_opens_in_jupyterlab(browser, lab_url, smoke_run):
+    """Each executed notebook opens as a reader sees it, all in one JupyterLab page: its outputs drawn (HTML and
+    widgets too: the run signed it as trusted) and no error shown. Only a notebook with widgets gets a kernel:
+    JupyterLab's widget manager draws their saved state once a kernel is connected; the others open as
+    "Notebook (no kernel)"."""
     shots = artifacts()
     names = sorted(p.name for p in (smoke_run / "notebooks").glob("*.ipynb"))
     assert len(names) == 8
-    for name in names:
-        page = _open(browser, lab_url, name)
-        page.wait_for_selector(f"{PANEL} .jp-OutputArea-output", state="attached", timeout=30_000)  # outputs follow the cells
-        page.wait_for_timeout(1000)
+    widgets = {name: _shows_widgets(smoke_run / "notebooks" / name) for name in names}
+    assert widgets["07_inspect.ipynb"]
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{lab_url}/lab?reset")
+    page.wait_for_function("() => window.jupyterapp && window.jupyterapp.serviceManager", timeout=60_000)
+    page.evaluate("() => window.jupyterapp.restored.then(() => true)")  # every plugin (and command) is there
+    ids = page.evaluate("""opens => Promise.all(opens.map(([path, kernel]) => window.jupyterapp.commands.execute(
+                               'docmanager:open', {path, factory: 'Notebook',
+                                                   kernelPreference: {shouldStart: kernel, shouldReuse: false}})))
+                               .then(panels => panels.map(p => p.id))""",
+                        [[f"notebooks/{name}", widgets[name]] for name in names])  # together: seconds each alone
+    for name, panel in zip(names, ids):
+        page.evaluate("id => window.jupyterapp.shell.activateById(id)", panel)
+        assert page.evaluate("() => window.jupyterapp.shell.currentWidget.context.path") == f"notebooks/{name}"
+        page.wait_for_selector(f"{PANEL} .jp-OutputArea-output", state="attached", timeout=30_000)
+        if widgets[name]:
+            page.wait_for_selector(f"{PANEL} .widget-dropdown", state="attached", timeout=60_000)
+            page.locator(f"{PANEL} .widget-dropdown").first.scroll_into_view_if_needed()  # in the screenshot
+        page.wait_for_timeout(500)  # figures and widgets settle after the outputs are attached
         page.screenshot(path=str(shots / f"{Path(name).stem}.png"))
         assert _errors(page) == [], name
-        assert page.locator("text=official Jupyter news").count() == 0  # announcements are off
-        page.close()
-    shutdown = browser.new_page()  # opening a notebook starts its kernel: stop them before the next test
-    shutdown.goto(f"{lab_url}/lab")
-    shutdown.wait_for_function("() => window.jupyterapp && window.jupyterapp.serviceManager", timeout=60_000)
-    shutdown.evaluate("() => window.jupyterapp.serviceManager.sessions.shutdownAll()")
-    shutdown.close()
+        assert page.locator(f"{PANEL} .jp-OutputArea-output:has-text('Loading widget...')").count() == 0, name
+    assert page.locator("text=official Jupyter news").count() == 0  # announcements are off
+    running = page.evaluate("() => window.jupyterapp.serviceManager.sessions.refreshRunning()"
+                            ".then(() => Array.from(window.jupyterapp.serviceManager.sessions.running(), s => s.path))")
+    assert sorted(running) == [f"notebooks/{n}" for n in names if widgets[n]]  # the others started no kernel
+    page.evaluate("() => window.jupyterapp.serviceManager.sessions.shutdownAll()")  # before the next test
+    page.close()
 
 
 @pytest.mark.notebook
