@@ -251,7 +251,7 @@ def evaluate_wild(run: Run, root: Path, detectors: Sequence[Detector], reencode:
     index = run.index(root)
     usable = index.usable.sort_values("path").reset_index(drop=True)  # the sample does not hang on listing order
     if per_group:
-        usable = sample_groups(usable, "generator", per_group, run.config.seed).reset_index(drop=True)
+        usable = sample_groups(usable, ["family", "generator"], per_group, run.config.seed).reset_index(drop=True)
     store = run.images(index, keep=True)
     rels = list(usable["path"])
     y = (usable["family"] != "real").to_numpy().astype(int)

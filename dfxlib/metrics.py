@@ -17,9 +17,9 @@ from .index import CLASSES
 REAL = CLASSES.index("real")
 
 
-def sample_groups(df: pd.DataFrame, by: str, n: int | Callable[[int], int], seed: int) -> pd.DataFrame:
-    """A seeded sample of `n` rows (or `n(group size)`) from every value of `by`, rows kept in `df`'s order
-    and index."""
+def sample_groups(df: pd.DataFrame, by: str | list[str], n: int | Callable[[int], int], seed: int) -> pd.DataFrame:
+    """A seeded sample of `n` rows (or `n(group size)`) from every value of `by` (a column, or columns taken
+    together), rows kept in `df`'s order and index."""
     picked = []
     for _, g in df.groupby(by, sort=True):
         k = n(len(g)) if callable(n) else n

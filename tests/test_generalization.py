@@ -1,5 +1,6 @@
 """Generalization test sets, detectors on a folder in the wild, and the format-bias report."""
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -120,6 +121,18 @@ def test_wild_evaluation_takes_a_seeded_sample_per_group(tmp_path, fixture_root)
         paths.setdefault(seed, []).append(list(per["path"]))
     assert paths[0][0] == paths[0][1] and paths[0][0] != paths[1][0]
     assert _wild_images(fixture_root, 3) == 18 and _wild_images(fixture_root) == 60
+
+
+def test_wild_sample_keeps_a_real_source_and_a_generator_of_one_name_apart(tmp_path, fixture_root):
+    """A real source folder named like a generator (real/gan_a beside gan_generated/gan_a) gets its own quota."""
+    root = tmp_path / "wild"
+    shutil.copytree(fixture_root, root)
+    (root / "real" / "real_a").rename(root / "real" / "gan_a")
+    run = dfxlib.start("smoke", run_dir=str(tmp_path / "r"), overrides={"progress": False})
+    per, _ = gz.evaluate_wild(run, root, [constant(0.8)], reencode=0, per_group=3)
+    assert per.groupby(["family", "generator"]).size().to_dict() == {
+        (f, g): 3 for f, g in [("dm", "dm_a"), ("dm", "dm_b"), ("gan", "gan_a"),
+                               ("gan", "gan_b"), ("real", "gan_a"), ("real", "real_b")]}
 
 
 def test_wild_evaluation_names_a_missing_folder(tmp_path):
