@@ -21,10 +21,14 @@ import submitit
 
 from .run import Run
 from .tables import atomic_write_text
-from .units import STAGES, Unit, all_units, execute, is_done, prepare
+from .units import Unit, all_units, execute, is_done, prepare
 
 #: the stages each stage needs finished first
 NEEDS: dict[str, tuple[str, ...]] = {"features": ("base",), "head": ("features",)}
+
+#: the order stages are submitted in: Slurm starts waiting jobs oldest first, so the chain to the complete
+#: models (the paper's main tables) goes ahead of the plain baselines, detectors and DIF fingerprints
+SUBMIT_ORDER: tuple[str, ...] = ("base", "features", "head", "plain", "detector", "dif")
 
 
 class UnitJob(submitit.helpers.Checkpointable):
@@ -95,7 +99,7 @@ def submit(run: Run, executor: str = "slurm", wait: bool = True, params: dict | 
     record = _load_record(run)
     live = _live_jobs(run, record, todo, log) if executor == "slurm" else {}
     jobs: dict[str, list] = {}
-    for stage in STAGES:
+    for stage in SUBMIT_ORDER:
         units = [u for u in todo if u.stage == stage]
         if not units:
             continue

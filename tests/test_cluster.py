@@ -41,6 +41,8 @@ def test_units_list_every_model_and_parse_back(tmp_path, fixture_root):
     assert names[-2:] == ["head/efficientnet_lite0/unbalanced", "head/efficientnet_lite0/siamese"]
     stages = [n.split("/")[0] for n in names]
     assert stages == sorted(stages, key=units.STAGES.index)  # inputs before what needs them
+    assert sorted(sb.SUBMIT_ORDER) == sorted(units.STAGES)  # every stage submitted, each after what it needs
+    assert all(sb.SUBMIT_ORDER.index(n) < sb.SUBMIT_ORDER.index(s) for s, needs in sb.NEEDS.items() for n in needs)
     assert all(units.Unit.parse(n).name == n for n in names)
     with pytest.raises(ValueError, match="unknown stage 'train'"):
         units.Unit.parse("train/x")
@@ -87,6 +89,10 @@ def test_the_smoke_run_through_slurm_has_the_inline_tables(slurm_cluster, smoke_
     jobs = {j.unit: j for j in sb.submit(run, "slurm", wait=False, params={"parallelism": 2, "timeout_min": 30,
                                                                          "units_per_job": 3})}
     victim = jobs["base/efficientnet_lite0/siamese/real"]  # the second job of base models: the first goes on
+    firsts = ("base/efficientnet_lite0/unbalanced/dm", "features/efficientnet_lite0", "head/efficientnet_lite0/siamese",
+              "plain/efficientnet_lite0", "detector/ssp", "dif/all/gan_tconv")
+    order = [jobs[u].job_id.split("_")[0] for u in firsts]
+    assert order == sorted(order, key=int)  # the chain to the complete models queued first: Slurm starts it first
     deadline = time.time() + 300
     while time.time() < deadline and _queue_state(victim.job_id) != "RUNNING":
         time.sleep(0.2)
