@@ -31,10 +31,10 @@ from .models import BaseClassifier, BaseModel, SiameseNet
 from .perturb import Perturbation
 from .run import Run
 from .split import Split, split_id, train_val
-
-if TYPE_CHECKING:
-    from sklearn.pipeline import Pipeline
 from .train import load_weights, save_weights
+
+if TYPE_CHECKING:  # sklearn is imported where it is used (fusion.fit_probe): it takes seconds
+    from sklearn.pipeline import Pipeline
 
 
 def seen_images(split: Split) -> pd.DataFrame:

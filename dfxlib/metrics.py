@@ -115,7 +115,7 @@ def evaluate(y_true: np.ndarray, probs: np.ndarray, binary: bool, n_boot: int = 
     f1s = np.divide(2 * tp, rows + cols, out=np.zeros(k), where=rows + cols > 0)
     for i, name in enumerate(names):
         out[f"precision_{name}"], out[f"recall_{name}"], out[f"f1_{name}"] = float(pr[i]), float(rc[i]), float(f1s[i])
-    from sklearn.metrics import roc_auc_score  # here: sklearn takes seconds to import, and most callers never come
+    from sklearn.metrics import roc_auc_score  # imported here: it takes seconds, and most processes never need it
 
     fake_t = to_binary(y_true)
     out["auc"] = float(roc_auc_score(fake_t, fake_score(probs))) if len(set(fake_t)) == 2 else nan

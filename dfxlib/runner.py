@@ -8,7 +8,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import papermill as pm
 
@@ -58,7 +58,7 @@ def select(only: Sequence[str] = (), start: str | None = None, folder: Path | No
     return [found[k] for k in keys]
 
 
-def _trust(executed: Path, log) -> None:
+def _trust(executed: Path, log: Callable[[str], None]) -> None:
     """Sign the executed copy (when there is one) as trusted: the user ran it, so it opens with its widgets."""
     if executed.is_file() and (why := nbexec.trust(executed)):
         log(f"warning: {why}")
