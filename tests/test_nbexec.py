@@ -119,3 +119,21 @@ def test_kernel_sockets_live_in_a_private_folder_not_the_working_one():
     assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700
     asyncio.run(km.cleanup_resources())
     assert not os.path.exists(folder)
+
+
+def test_an_executed_notebook_is_signed_or_says_why_not(tmp_path, monkeypatch):
+    """`trust` signs with Jupyter's notary in the Jupyter data folder; where it cannot (here the data folder would
+    lie under a file), it returns a line naming the notebook instead of failing the run."""
+    from nbformat.sign import NotebookNotary
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1 + 1")])
+    path = tmp_path / "executed.ipynb"
+    nbformat.write(nb, path)
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "data"))
+    assert nbexec.trust(path) is None
+    with NotebookNotary() as notary:
+        assert notary.check_signature(nbformat.read(path, as_version=4))
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "a-file" / "data"))
+    why = nbexec.trust(path)
+    assert why is not None and why.startswith(f"{path}: not signed as trusted")
