@@ -19,8 +19,8 @@ import urllib.request
 from pathlib import Path
 
 import nbformat
-from nbformat.sign import NotebookNotary
 import pytest
+from nbformat.sign import NotebookNotary
 
 from conftest import REPO
 from dfxlib import inference, lab
@@ -155,8 +155,8 @@ def test_every_notebook_opens_in_jupyterlab(browser, lab_url, smoke_run):
         assert page.evaluate("() => window.jupyterapp.shell.currentWidget.context.path") == f"notebooks/{name}"
         page.wait_for_selector(f"{PANEL} .jp-OutputArea-output", state="attached", timeout=30_000)
         if widgets[name]:
-            page.wait_for_selector(f"{PANEL} .widget-dropdown", state="attached", timeout=60_000)
-            page.locator(f"{PANEL} .widget-dropdown").first.scroll_into_view_if_needed()  # in the screenshot
+            page.wait_for_selector(f"{PANEL} .jupyter-widgets", state="attached", timeout=60_000)  # any widget view
+            page.locator(f"{PANEL} .jupyter-widgets").first.scroll_into_view_if_needed()  # in the screenshot
         page.wait_for_timeout(500)  # figures and widgets settle after the outputs are attached
         page.screenshot(path=str(shots / f"{Path(name).stem}.png"))
         assert _errors(page) == [], name
