@@ -228,8 +228,10 @@ def packaged_weights(name: str) -> Path:
     out = weights_cache() / f"{name}-{src.stat().st_size}.safetensors"
     if not out.is_file():
         import timm
+        import torch
 
-        model = timm.create_model(s.timm_name, num_classes=0)
+        with torch.device("meta"):  # keys and shapes only: no allocation, and torch's random state is not drawn
+            model = timm.create_model(s.timm_name, num_classes=0)  # on, so a first run trains what later runs do
         state = _fit(read_state_dict(src), model, src, name)
         out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(out, lambda tmp: save_file({k: v.contiguous() for k, v in state.items()}, tmp,

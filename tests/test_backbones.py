@@ -47,6 +47,17 @@ def test_random_and_pretrained_differ_and_pretrained_is_deterministic(lite0):
     assert not torch.equal(lite0.state_dict()[k], rand.state_dict()[k])
 
 
+def test_converting_packaged_weights_leaves_the_random_state_alone(tmp_path, monkeypatch):
+    """The first run on a machine converts the package's weights: a model it then trains from a seed must be the
+    one every later run trains, so the conversion draws nothing from torch's random state."""
+    monkeypatch.setenv("DFX_CACHE", str(tmp_path))
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    path = bb.packaged_weights(LITE0)
+    assert path.parent == tmp_path / "weights" and path.is_file()  # converted here, now
+    assert torch.equal(torch.get_rng_state(), before)
+
+
 def test_paper_backbones_resolve_to_named_weights_and_their_normalisation():
     """Every paper backbone names timm weights that exist, and is fed the mean/std those weights expect."""
     assert len(bb.PAPER_BACKBONES) == 14
