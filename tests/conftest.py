@@ -96,7 +96,7 @@ def bad_root(tmp_path) -> tuple[Path, dict[str, str]]:
 
 
 @pytest.fixture(scope="session")
-def slurm_cluster(tmp_path_factory):
+def _slurm_daemons(tmp_path_factory):
     """A one-node Slurm cluster on the loopback address (Debian's slurmctld, slurmd and munge; started as root,
     stopped at the end), with SLURM_CONF pointing at it; skipped, saying why, where it cannot start."""
     import shutil
@@ -144,3 +144,17 @@ def slurm_cluster(tmp_path_factory):
         os.environ.pop("SLURM_CONF", None)
     else:
         os.environ["SLURM_CONF"] = old
+
+
+@pytest.fixture
+def slurm_cluster(_slurm_daemons):
+    """The one-node Slurm cluster (its configuration file), its queue emptied after the test: jobs a failing
+    test leaves behind would hold the next test's jobs back."""
+    import subprocess
+    import time
+
+    yield _slurm_daemons
+    subprocess.run(["scancel", "--user=root"], capture_output=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout.strip():
+        time.sleep(0.5)

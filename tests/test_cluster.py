@@ -96,9 +96,11 @@ def test_the_smoke_run_through_slurm_has_the_inline_tables(slurm_cluster, smoke_
     deadline = time.time() + 300
     while time.time() < deadline and _queue_state(victim.job_id) != "RUNNING":
         time.sleep(0.2)
-    time.sleep(2)  # into its start-up or training
+    time.sleep(1)  # into its start-up
     assert _queue_state(victim.job_id) == "RUNNING", f"job {victim.job_id} was not running; see {victim.folder}"
-    subprocess.run(["scancel", victim.job_id], check=True)
+    # killed at once: a plain scancel sends SIGTERM, which submitit ignores, and kills only after the cluster's
+    # KillWait (5 s at least), time enough for a fast machine to finish the job's three small units
+    subprocess.run(["scancel", "--signal=KILL", victim.job_id], check=True)
     while _queue_state(victim.job_id):
         time.sleep(0.2)
     assert {r["unit"]: r["state"] for r in sb.status(run)}[victim.unit] == "lost"
