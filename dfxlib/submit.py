@@ -200,7 +200,8 @@ def _failure(job: submitit.Job) -> str | None:
 
 
 def _wait(run: Run, jobs: Sequence, log: Callable[[str], None], every: float = 1.0, timeout_s: float = 0) -> None:
-    """Until every job has ended: a progress line when it changes, each failure with its log as it appears;
+    """Until every job has ended: a progress line when it changes (the jobs' units done, running, pending and
+    failed, and the jobs ended), each failure with its log as it appears;
     RuntimeError naming the failures at the end; TimeoutError after `timeout_s` seconds (0: no limit) with jobs
     still queued or running."""
     last, start, told = "", time.time(), set()
@@ -211,7 +212,7 @@ def _wait(run: Run, jobs: Sequence, log: Callable[[str], None], every: float = 1
             continue
         ended = [_ended(j, queue) for j in jobs]
         failed = [f for j, e in zip(jobs, ended) if e and (f := _failure(j))]
-        line = f"jobs: {sum(ended)} of {len(jobs)} ended ({len(failed)} failed)"
+        line = _units_line(run, jobs, ended, queue) + f"jobs: {sum(ended)} of {len(jobs)} ended ({len(failed)} failed)"
         if line != last:
             log(line)
             last = line
@@ -230,6 +231,26 @@ def _wait(run: Run, jobs: Sequence, log: Callable[[str], None], every: float = 1
         time.sleep(every)
     if failed:
         raise RuntimeError("units failed: " + "; ".join(failed))
+
+
+def _units_line(run: Run, jobs: Sequence, ended: Sequence[bool], queue: dict[str, tuple[str, str]]) -> str:
+    """The followed jobs' units by state, "units: 3 done, 2 running, 19 pending, 0 failed; " (a unit of a running
+    job counts as running until it is done; one of an ended job that is not done, as failed); "" when the run's
+    record names none of them."""
+    by_job: dict[str, list[str]] = {}
+    for name, r in _load_record(run).items():
+        by_job.setdefault(r["job_id"], []).append(name)
+    counts = dict.fromkeys(("done", "running", "pending", "failed"), 0)
+    for job, over in zip(jobs, ended):
+        for name in by_job.get(job.job_id, []):
+            if is_done(run, Unit.parse(name)):
+                counts["done"] += 1
+            else:
+                counts["failed" if over else "pending" if queue.get(job.job_id, ("",))[0] == "PENDING" else
+                       "running"] += 1
+    if not sum(counts.values()):
+        return ""
+    return "units: " + ", ".join(f"{n} {state}" for state, n in counts.items()) + "; "
 
 
 def _error(log: Path) -> str:

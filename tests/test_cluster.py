@@ -58,7 +58,7 @@ def test_local_executor_trains_what_inline_code_trains(tmp_path, fixture_root):
     rows = {r["unit"]: r["state"] for r in sb.status(run)}
     assert rows.pop("plain/test_resnet") == "not submitted"  # left out by `only`
     assert set(rows.values()) == {"done"} and len(rows) == 3 + 1 + 1  # base x3, features, head
-    assert logs[-1] == "jobs: 4 of 4 ended (0 failed)"  # the base models two to a job
+    assert logs[-1] == "units: 5 done, 0 running, 0 pending, 0 failed; jobs: 4 of 4 ended (0 failed)"  # base: 2/job
     inline = dfxlib.start("smoke", run_dir=str(tmp_path / "inline"), data_root=str(fixture_root), overrides=over)
     split, _ = units.prepare(inline)
     for u in units.all_units(inline, split):  # the same functions in this process, one after another
@@ -112,6 +112,9 @@ def test_the_smoke_run_through_slurm_has_the_inline_tables(slurm_cluster, smoke_
     assert "cancelled 2 pending job(s) that waited on units submitted again" in err  # features, heads
     assert "unit(s) already queued or running: not submitted again" in err  # detectors, DIF
     assert re.search(r"submitted [123] base unit\(s\)", err) and "submitted 1 features unit(s)" in err
+    progress = [line for line in err.splitlines() if line.startswith("dfx submit: units: ")]
+    assert re.fullmatch(r"dfx submit: units: \d+ done, 0 running, 0 pending, 0 failed; jobs: (\d+) of \1 ended "
+                        r"\(0 failed\)", progress[-1]) and len(progress) > 2, progress
     assert main(["status", "--run-dir", str(run_dir)]) == 0
     assert capsys.readouterr().out.strip().endswith(": 26 units: 26 done")
     ours = _weights(run_dir)
@@ -198,9 +201,13 @@ def test_a_failed_unit_is_reported_with_its_log(tmp_path, fixture_root):
             "detectors": []}  # timm's test models have no ImageNet weights: the unit fails
     run = dfxlib.start("smoke", run_dir=str(tmp_path / "r"), data_root=str(fixture_root), overrides=over)
     name = "base/test_resnet/unbalanced/dm"
+    logs: list[str] = []
     with pytest.raises(RuntimeError, match=r"units failed: job \d+: .*BackboneError: backbone 'test_resnet' has no "
                                            r"ImageNet weights.*\(log .*_log.err\)"):
-        sb.submit(run, "local", log=lambda _: None, only=[name])
+        sb.submit(run, "local", log=logs.append, only=[name])
+    progress = [line for line in logs if line.startswith("units: ")]
+    assert progress[-1] == "units: 0 done, 0 running, 0 pending, 1 failed; jobs: 1 of 1 ended (1 failed)", logs
+    assert logs[-1].startswith("failed: job ")  # then the failure, with its log
     rows = {r["unit"]: r for r in sb.status(run)}
     assert rows[name]["state"] == "failed" and Path(rows[name]["log"]).is_file()
     assert rows["head/test_resnet/unbalanced"]["state"] == "not submitted"
