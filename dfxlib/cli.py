@@ -67,17 +67,40 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0 if plan.fits else 1
 
 
-def _submit_params(args: argparse.Namespace) -> dict:
-    extra = _params(args.slurm_option)  # key=value, checked like -p
-    return {"timeout_min": args.timeout_min, "parallelism": args.parallelism, "gpus": args.gpus,
-            "tasks": args.tasks, "cpus": args.cpus, "units_per_job": args.units_per_job,
-            "slurm_partition": args.partition, "slurm_account": args.account, "slurm_additional_parameters": extra,
-            "wait_timeout_s": args.wait_timeout}
+#: `dfx submit`'s job settings: flag -> (key of `submit.submit`'s params, default)
+SUBMIT_FLAGS = {"executor": ("executor", "slurm"), "partition": ("slurm_partition", ""),
+                "account": ("slurm_account", ""), "gpus": ("gpus", 0), "tasks": ("tasks", 0), "cpus": ("cpus", 1),
+                "timeout_min": ("timeout_min", 24 * 60), "parallelism": ("parallelism", 2),
+                "units_per_job": ("units_per_job", 1), "slurm_option": ("slurm_additional_parameters", {})}
+
+
+def _submit_params(args: argparse.Namespace, last: dict) -> dict:
+    """The job settings of this submission: the flags given, else those of the run's last submission (`last`),
+    else the defaults."""
+    params = {"wait_timeout_s": args.wait_timeout}
+    for flag, (key, default) in SUBMIT_FLAGS.items():
+        given = getattr(args, flag)
+        if flag == "slurm_option" and given:
+            given = _params(given)  # key=value, checked like -p
+        params[key] = given if given not in (None, []) else last.get(key, default)
+    return params
+
+
+def _kept_flags(args: argparse.Namespace, last: dict) -> list[str]:
+    """The flags left out of this submission that take the last submission's value (not its empty ones)."""
+    kept = []
+    for flag, (key, _) in SUBMIT_FLAGS.items():
+        value = last.get(key)
+        if getattr(args, flag) not in (None, []) or value in (None, "", 0, {}):
+            continue
+        values = [f"{a}={b}" for a, b in value.items()] if isinstance(value, dict) else [value]
+        kept += [f"--{flag.replace('_', '-')} {v}" for v in values]
+    return kept
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
     from .run import Run, start
-    from .submit import submit
+    from .submit import last_params, submit
 
     if args.run_dir:  # an existing run, with the settings it was started with
         run_dir = Path(args.run_dir)
@@ -88,8 +111,13 @@ def cmd_submit(args: argparse.Namespace) -> int:
         run = Run(config=load(run_dir / "config.json"), dir=run_dir)
     else:
         run = start(args.profile, overrides=_params(args.param))
+    last = last_params(run) if args.run_dir else {}
+    params = _submit_params(args, last)
+    kept = _kept_flags(args, last)
+    if kept:
+        print(f"dfx submit: as this run's last submission: {' '.join(kept)}", file=sys.stderr)
     try:
-        submit(run, args.executor, wait=not args.no_wait, params=_submit_params(args),
+        submit(run, params.pop("executor"), wait=not args.no_wait, params=params,
                log=lambda s: print(f"dfx submit: {s}", file=sys.stderr), only=_numbers(args.only))
     except ValueError as exc:  # settings that cannot make a job
         print(f"dfx submit: {exc}", file=sys.stderr)
@@ -231,22 +259,24 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--profile", default=DEFAULT_PROFILE, help=f"{', '.join(PROFILES)} (default {DEFAULT_PROFILE})")
     sb.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
     sb.add_argument("--run-dir", help="submit what is left of an existing run folder, with its settings")
-    sb.add_argument("--executor", default="slurm", choices=["slurm", "local"])
+    sb.add_argument("--executor", choices=["slurm", "local"],
+                    help="default slurm; with --run-dir, each job setting left out is the run's last submission's")
     sb.add_argument("--no-wait", action="store_true", help="return once submitted (follow with dfx status)")
     sb.add_argument("--wait-timeout", type=float, default=0, metavar="SECONDS",
                     help="stop waiting after this long (the jobs go on); default: as long as it takes")
     sb.add_argument("--only", help="comma-separated unit name prefixes, e.g. base,head/densenet121")
-    sb.add_argument("--partition", default="", help="Slurm partition")
-    sb.add_argument("--account", default="", help="Slurm account")
-    sb.add_argument("--gpus", type=int, default=0, help="GPUs per job")
-    sb.add_argument("--tasks", type=int, default=0, metavar="N",
+    sb.add_argument("--partition", help="Slurm partition")
+    sb.add_argument("--account", help="Slurm account")
+    sb.add_argument("--gpus", type=int, help="GPUs per job")
+    sb.add_argument("--tasks", type=int, metavar="N",
                     help="processes per job, training one model together (DDP); default one per GPU")
-    sb.add_argument("--cpus", type=int, default=1, help="CPUs per process")
-    sb.add_argument("--timeout-min", type=int, default=24 * 60, help="time limit per job (requeued when reached)")
-    sb.add_argument("--parallelism", type=int, default=2, help="jobs of a stage running at once")
-    sb.add_argument("--units-per-job", type=int, default=1, metavar="N",
+    sb.add_argument("--cpus", type=int, help="CPUs per process (default 1)")
+    sb.add_argument("--timeout-min", type=int,
+                    help="time limit per job in minutes (requeued when reached; default 1440)")
+    sb.add_argument("--parallelism", type=int, help="jobs of a stage running at once (default 2)")
+    sb.add_argument("--units-per-job", type=int, metavar="N",
                     help="run up to N units of a stage one after another in one job (small units: less start-up)")
-    sb.add_argument("--slurm-option", action="append", default=[], metavar="KEY=VALUE",
+    sb.add_argument("--slurm-option", action="append", metavar="KEY=VALUE",
                     help="any other sbatch option, e.g. qos=high")
     sb.set_defaults(func=cmd_submit)
     st = sub.add_parser("status", help="where the units of a run stand (done, running, failed with its log)")

@@ -57,7 +57,7 @@ def _executor(run: Run, executor: str, stage: str, params: dict) -> submitit.Exe
     ex.update_parameters(name=f"dfx-{stage}", timeout_min=int(params.get("timeout_min", 60 * 24)))
     if executor == "slurm":
         extra = dict(params.get("slurm_additional_parameters", {}))
-        ex.update_parameters(slurm_array_parallelism=int(params.get("parallelism", 8)),
+        ex.update_parameters(slurm_array_parallelism=int(params.get("parallelism", 2)),
                              gpus_per_node=int(params.get("gpus", 0)), tasks_per_node=processes(params),
                              cpus_per_task=int(params.get("cpus", 1)),
                              slurm_additional_parameters=extra,
@@ -99,6 +99,7 @@ def submit(run: Run, executor: str = "slurm", wait: bool = True, params: dict | 
     record = _load_record(run)
     live = _live_jobs(run, record, todo, log) if executor == "slurm" else {}
     jobs: dict[str, list] = {}
+    saved = False
     for stage in SUBMIT_ORDER:
         units = [u for u in todo if u.stage == stage]
         if not units:
@@ -118,7 +119,16 @@ def submit(run: Run, executor: str = "slurm", wait: bool = True, params: dict | 
             ex.update_parameters(slurm_dependency="afterok:" + ":".join(ids))
         per_job = max(1, int(params.get("units_per_job", 1)))
         groups = [new[i:i + per_job] for i in range(0, len(new), per_job)]
-        submitted = _submit_units(ex, executor, run, groups, int(params.get("parallelism", 2)), log)
+        try:
+            submitted = _submit_units(ex, executor, run, groups, int(params.get("parallelism", 2)), log)
+        except submitit.core.utils.FailedJobError as exc:  # sbatch said no: a partition, account or GPU request
+            queued = [s for s in jobs if jobs[s]]
+            raise RuntimeError(f"Slurm refused the {stage} job(s): {str(exc).strip()}. Nothing of that stage was "
+                               "queued" + (f"; the {', '.join(queued)} jobs queued before it go on" if queued else "")
+                               + f" (dfx status --run-dir {run.dir})") from None
+        if not saved:  # the job settings of a submission that queued jobs: `dfx submit --run-dir` reuses them
+            _save_settings(run, executor, params)
+            saved = True
         jobs[stage] += submitted
         for group, j in zip(groups, submitted):
             for u in group:
@@ -261,6 +271,22 @@ def _error(log: Path) -> str:
         return "no log"
     errors = [s for s in lines if s and not s[0].isspace() and ": " in s and not s.startswith(("srun", "submitit"))]
     return errors[-1] if errors else "see the log"
+
+
+def _settings_path(run: Run) -> Path:
+    return run.dir / "jobs" / "settings.json"
+
+
+def _save_settings(run: Run, executor: str, params: dict) -> None:
+    keep = {k: v for k, v in params.items() if k != "wait_timeout_s"}
+    atomic_write_text(_settings_path(run), json.dumps({"executor": executor, **keep}, indent=1))
+
+
+def last_params(run: Run) -> dict:
+    """The executor and job settings (`submit`'s params) of the run's last submission that queued jobs; {}
+    before any."""
+    p = _settings_path(run)
+    return json.loads(p.read_text()) if p.is_file() else {}
 
 
 def _record_path(run: Run) -> Path:

@@ -196,6 +196,49 @@ def test_a_preempted_job_is_requeued_and_resumes(slurm_cluster, tmp_path, fixtur
     assert _weights(run.dir)[key] == _weights(inline.dir)[key]
 
 
+def _job_fields(job_id: str) -> dict[str, str]:
+    out = subprocess.run(["scontrol", "show", "job", job_id.split("_")[0]], capture_output=True, text=True,
+                         check=True).stdout
+    return dict(kv.split("=", 1) for kv in out.split() if "=" in kv)
+
+
+def _cancel_all() -> None:
+    subprocess.run(["scancel", "--user=root"], check=True)
+    while subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout.strip():
+        time.sleep(0.2)
+
+
+def test_job_settings_reach_slurm_and_a_resubmission_keeps_them(slurm_cluster, tmp_path, fixture_root, capsys):
+    """Partition, account, time limit, array throttle and any sbatch option are what Slurm queues; `dfx submit
+    --run-dir` without them submits with the run's last ones; a request Slurm refuses says so, by stage."""
+    over = {"progress": False, "backbones": ["test_resnet"], "pretrained": "none", "base_kinds": ["unbalanced"],
+            "detectors": []}
+    run = dfxlib.start("smoke", run_dir=str(tmp_path / "r"), data_root=str(fixture_root), overrides=over)
+    again = ["submit", "--run-dir", str(run.dir), "--no-wait", "--only", "base"]
+    first = again + ["--partition", "debug", "--account", "dfxlab", "--timeout-min", "7", "--parallelism", "1",
+                     "--slurm-option", "comment=dfx-settings", "--slurm-option", "begin=now+1hour"]  # held: pending
+    queued = []
+    for args in (first, again):
+        assert main(args) == 0, capsys.readouterr().err
+        (job,) = {r["job"].split("_")[0] for r in sb.status(run) if r["unit"].startswith("base/")}  # one array
+        fields = _job_fields(job)
+        assert (fields["Partition"], fields["Account"], fields["TimeLimit"], fields["Comment"],
+                fields["ArrayTaskThrottle"], fields["JobState"]) == ("debug", "dfxlab", "00:07:00", "dfx-settings",
+                                                                      "1", "PENDING"), fields
+        assert fields["EligibleTime"] > fields["SubmitTime"], fields  # begin=now+1hour
+        queued.append(job)
+        _cancel_all()
+    assert queued[0] != queued[1]
+    err = capsys.readouterr().err
+    assert ("as this run's last submission: --executor slurm --partition debug --account dfxlab --cpus 1 "
+            "--timeout-min 7 --parallelism 1 --units-per-job 1 --slurm-option comment=dfx-settings "
+            "--slurm-option begin=now+1hour" in err), err
+    assert main(again + ["--gpus", "1"]) == 1  # this node has no GPU: sbatch refuses
+    err = capsys.readouterr().err
+    assert "dfx submit: Slurm refused the base job(s): sbatch: error: Invalid generic resource" in err, err
+    assert sb.last_params(run)["gpus"] == 0  # a refused submission's settings are not the ones kept
+
+
 def test_a_failed_unit_is_reported_with_its_log(tmp_path, fixture_root):
     over = {"progress": False, "backbones": ["test_resnet"], "pretrained": "imagenet", "base_kinds": ["unbalanced"],
             "detectors": []}  # timm's test models have no ImageNet weights: the unit fails
