@@ -111,12 +111,12 @@ def cmd_submit(args: argparse.Namespace) -> int:
         run = Run(config=load(run_dir / "config.json"), dir=run_dir)
     else:
         run = start(args.profile, overrides=_params(args.param))
-    last = last_params(run) if args.run_dir else {}
-    params = _submit_params(args, last)
-    kept = _kept_flags(args, last)
-    if kept:
-        print(f"dfx submit: as this run's last submission: {' '.join(kept)}", file=sys.stderr)
     try:
+        last = last_params(run) if args.run_dir else {}
+        params = _submit_params(args, last)
+        kept = _kept_flags(args, last)
+        if kept:
+            print(f"dfx submit: as this run's last submission: {' '.join(kept)}", file=sys.stderr)
         submit(run, params.pop("executor"), wait=not args.no_wait, params=params,
                log=lambda s: print(f"dfx submit: {s}", file=sys.stderr), only=_numbers(args.only))
     except ValueError as exc:  # settings that cannot make a job

@@ -286,7 +286,15 @@ def last_params(run: Run) -> dict:
     """The executor and job settings (`submit`'s params) of the run's last submission that queued jobs; {}
     before any."""
     p = _settings_path(run)
-    return json.loads(p.read_text()) if p.is_file() else {}
+    try:
+        last = json.loads(p.read_text()) if p.is_file() else {}
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{p}: the last submission's job settings cannot be read ({exc}); delete the file and "
+                         "give the job settings again") from None
+    if not isinstance(last, dict):
+        raise ValueError(f"{p}: the last submission's job settings are not a JSON object; delete the file and give "
+                         "the job settings again")
+    return last
 
 
 def _record_path(run: Run) -> Path:

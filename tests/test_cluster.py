@@ -237,6 +237,10 @@ def test_job_settings_reach_slurm_and_a_resubmission_keeps_them(slurm_cluster, t
     err = capsys.readouterr().err
     assert "dfx submit: Slurm refused the base job(s): sbatch: error: Invalid generic resource" in err, err
     assert sb.last_params(run)["gpus"] == 0  # a refused submission's settings are not the ones kept
+    (run.dir / "jobs" / "settings.json").write_text('{"gpus": ')  # cut short
+    assert main(again) == 2
+    assert f"{run.dir / 'jobs' / 'settings.json'}: the last submission's job settings cannot be read" in \
+        capsys.readouterr().err
 
 
 def test_a_failed_unit_is_reported_with_its_log(tmp_path, fixture_root):
