@@ -67,29 +67,31 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0 if plan.fits else 1
 
 
-#: `dfx submit`'s job settings: flag -> (key of `submit.submit`'s params, default)
-SUBMIT_FLAGS = {"executor": ("executor", "slurm"), "partition": ("slurm_partition", ""),
-                "account": ("slurm_account", ""), "gpus": ("gpus", 0), "tasks": ("tasks", 0), "cpus": ("cpus", 1),
-                "timeout_min": ("timeout_min", 24 * 60), "parallelism": ("parallelism", 2),
-                "units_per_job": ("units_per_job", 1), "slurm_option": ("slurm_additional_parameters", {})}
+#: `dfx submit`'s executor and job-setting flags -> the keys of `submit.submit`'s params
+SUBMIT_FLAGS = {"executor": "executor", "partition": "slurm_partition", "account": "slurm_account", "gpus": "gpus",
+                "tasks": "tasks", "cpus": "cpus", "timeout_min": "timeout_min", "parallelism": "parallelism",
+                "units_per_job": "units_per_job", "slurm_option": "slurm_additional_parameters"}
 
 
 def _submit_params(args: argparse.Namespace, last: dict) -> dict:
     """The job settings of this submission: the flags given, else those of the run's last submission (`last`),
-    else the defaults."""
+    else the defaults (`submit.JOB_DEFAULTS`, executor slurm)."""
+    from .submit import JOB_DEFAULTS
+
+    defaults = {"executor": "slurm", **JOB_DEFAULTS}
     params = {"wait_timeout_s": args.wait_timeout}
-    for flag, (key, default) in SUBMIT_FLAGS.items():
+    for flag, key in SUBMIT_FLAGS.items():
         given = getattr(args, flag)
         if flag == "slurm_option" and given:
             given = _params(given)  # key=value, checked like -p
-        params[key] = given if given not in (None, []) else last.get(key, default)
+        params[key] = given if given not in (None, []) else last.get(key, defaults[key])
     return params
 
 
 def _kept_flags(args: argparse.Namespace, last: dict) -> list[str]:
     """The flags left out of this submission that take the last submission's value (not its empty ones)."""
     kept = []
-    for flag, (key, _) in SUBMIT_FLAGS.items():
+    for flag, key in SUBMIT_FLAGS.items():
         value = last.get(key)
         if getattr(args, flag) not in (None, []) or value in (None, "", 0, {}):
             continue

@@ -26,6 +26,10 @@ from .units import Unit, all_units, execute, is_done, prepare
 #: the stages each stage needs finished first
 NEEDS: dict[str, tuple[str, ...]] = {"features": ("base",), "head": ("features",)}
 
+#: the job settings `submit` takes from `params`, and their defaults (`dfx submit` flags: --timeout-min, ...)
+JOB_DEFAULTS: dict = {"timeout_min": 24 * 60, "parallelism": 2, "gpus": 0, "tasks": 0, "cpus": 1, "units_per_job": 1,
+                      "slurm_partition": "", "slurm_account": "", "slurm_additional_parameters": {}}
+
 #: the order stages are submitted in: Slurm starts waiting jobs oldest first, so the chain to the complete
 #: models (the paper's main tables) goes ahead of the plain baselines, detectors and DIF fingerprints
 SUBMIT_ORDER: tuple[str, ...] = ("base", "features", "head", "plain", "detector", "dif")
@@ -92,8 +96,8 @@ def submit(run: Run, executor: str = "slurm", wait: bool = True, params: dict | 
     wait_timeout_s (0: wait as long as it takes). Returns the jobs this call follows."""
     if executor not in ("local", "slurm"):
         raise ValueError(f"executor: 'local' or 'slurm', got {executor!r}")
-    processes(params or {})  # a job shape Slurm would run and fail is refused here, not after the queue
-    params = params or {}
+    params = {**JOB_DEFAULTS, **(params or {})}
+    processes(params)  # a job shape Slurm would run and fail is refused here, not after the queue
     split, _ = prepare(run)
     todo = [u for u in all_units(run, split) if not is_done(run, u) and (not only or u.name.startswith(tuple(only)))]
     record = _load_record(run)
