@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fixture import make_fixture
+from fixture import empty_slurm_queue, make_fixture
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_WILD = REPO.parent / "shared" / "wild"
@@ -150,11 +150,5 @@ def _slurm_daemons(tmp_path_factory):
 def slurm_cluster(_slurm_daemons):
     """The one-node Slurm cluster (its configuration file), its queue emptied after the test: jobs a failing
     test leaves behind would hold the next test's jobs back."""
-    import subprocess
-    import time
-
     yield _slurm_daemons
-    subprocess.run(["scancel", "--user=root"], capture_output=True)
-    deadline = time.time() + 60
-    while time.time() < deadline and subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout.strip():
-        time.sleep(0.5)
+    empty_slurm_queue()

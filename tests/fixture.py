@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+import subprocess
+import time
 import zlib
 from pathlib import Path
 
@@ -126,3 +128,11 @@ def make_paper_tree(root: str | Path, scale: float = 1.0) -> Path:
         for i in range(max(1, round(images * scale))):
             (folder / f"{i:05d}.png").write_bytes(_png_header(*sides[i % len(sides)], f"{gen}/{i}"))
     return root
+
+
+def empty_slurm_queue(timeout_s: float = 60) -> None:
+    """Cancel every job of the test cluster and wait (at most `timeout_s`) until the queue is empty."""
+    subprocess.run(["scancel", "--user=root"], capture_output=True)
+    deadline = time.time() + timeout_s
+    while time.time() < deadline and subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout.strip():
+        time.sleep(0.2)

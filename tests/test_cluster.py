@@ -20,6 +20,7 @@ from dfxlib import submit as sb
 from dfxlib import units
 from dfxlib.cli import main
 from dfxlib.runner import run_notebooks
+from fixture import empty_slurm_queue
 
 
 #: the tables of notebooks 00 and 01 (with the audit's `audit_*`): they describe the dataset, not a unit's result
@@ -202,12 +203,6 @@ def _job_fields(job_id: str) -> dict[str, str]:
     return dict(kv.split("=", 1) for kv in out.split() if "=" in kv)
 
 
-def _cancel_all() -> None:
-    subprocess.run(["scancel", "--user=root"], check=True)
-    while subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout.strip():
-        time.sleep(0.2)
-
-
 def test_job_settings_reach_slurm_and_a_resubmission_keeps_them(slurm_cluster, tmp_path, fixture_root, capsys):
     """Partition, account, time limit, array throttle and any sbatch option are what Slurm queues; `dfx submit
     --run-dir` without them submits with the run's last ones; a request Slurm refuses says so, by stage."""
@@ -227,7 +222,8 @@ def test_job_settings_reach_slurm_and_a_resubmission_keeps_them(slurm_cluster, t
                                                                       "1", "PENDING"), fields
         assert fields["EligibleTime"] > fields["SubmitTime"], fields  # begin=now+1hour
         queued.append(job)
-        _cancel_all()
+        empty_slurm_queue()
+        assert not _queue_state(job), f"job {job} is still queued"
     assert queued[0] != queued[1]
     err = capsys.readouterr().err
     assert ("as this run's last submission: --executor slurm --partition debug --account dfxlab --cpus 1 "
