@@ -1,5 +1,14 @@
 """MiniDFX's generators: auto-encoders whose decoders upsample one way (the GAN family) and small denoising
-U-Nets sampled with DDIM from partial noise (SDEdit; the DM family), and how they are trained."""
+U-Nets sampled with DDIM from partial noise (SDEdit; the DM family), and how they are trained.
+
+Two kinds exist only among the held-out ("unseen") generators, so that a detector meets a generator that
+differs in kind from every one it trained on, as in the field:
+- `UNetTranslator`: an image-to-image translator (pix2pix / CycleGAN's U-Net) whose skip connection carries
+  half-resolution detail past the bottleneck: it lacks the softness every seen GAN (a plain auto-encoder)
+  shares, and leaves a fingerprint of its own.
+- latent diffusion (`LatentAE` + a `Denoiser` over its latents, as Stable Diffusion is built): the DM's
+  noise and sampler act on a 4x smaller latent, and the pixels come from an auto-encoder's decoder.
+"""
 
 from __future__ import annotations
 
@@ -27,6 +36,7 @@ class UpsampleAE(nn.Module):
                 layers += [nn.Conv2d(cin, cout * 4, 3, 1, 1), nn.PixelShuffle(2)]
             elif upsample in ("nearest", "bilinear"):
                 layers += [nn.Upsample(scale_factor=2, mode=upsample), nn.Conv2d(cin, cout, 3, 1, 1)]
+
             else:
                 raise ValueError(f"unknown upsampling {upsample!r}")
             layers.append(nn.ReLU())
@@ -40,18 +50,70 @@ class UpsampleAE(nn.Module):
         return torch.sigmoid(self.dec(z))
 
 
+class UNetTranslator(nn.Module):
+    """An image-to-image translator (pix2pix / CycleGAN's U-Net): the auto-encoder's path plus a skip connection
+    that carries the input's half-resolution features past the bottleneck (dropout on it while generating, as
+    pix2pix's noise); `full_skip` adds one at full resolution."""
+
+    def __init__(self, width: int = 16, full_skip: bool = False):
+        super().__init__()
+        w = width
+        self.e1 = nn.Sequential(nn.Conv2d(3, w, 3, 1, 1), nn.ReLU())
+        self.e2 = nn.Sequential(nn.Conv2d(w, 2 * w, 3, 2, 1), nn.ReLU())
+        self.e3 = nn.Sequential(nn.Conv2d(2 * w, 4 * w, 3, 2, 1), nn.ReLU())
+        self.d3 = nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear"), nn.Conv2d(4 * w, 2 * w, 3, 1, 1), nn.ReLU())
+        self.d2 = nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear"), nn.Conv2d(4 * w, w, 3, 1, 1), nn.ReLU())
+        self.out = nn.Conv2d(2 * w if full_skip else w, 3, 3, 1, 1)
+        self.full_skip = full_skip
+
+    def forward(self, x: torch.Tensor, noise: float = 0.0) -> torch.Tensor:
+        h1 = self.e1(x)
+        h2 = self.e2(h1)
+        z = self.e3(h2)
+        if noise:  # in training and in generation alike
+            z = z + noise * torch.randn_like(z) * z.std()
+            h2 = F.dropout(h2, 0.5, training=True)
+        h = self.d2(torch.cat([self.d3(z), h2], 1))
+        if self.full_skip:
+            h = torch.cat([h, F.dropout(h1, 0.5, training=bool(noise))], 1)
+        return torch.sigmoid(self.out(h))
+
+
+class LatentAE(nn.Module):
+    """The auto-encoder of a latent diffusion model: 4x smaller latents with `channels` channels, decoded by
+    two pixel-shuffle stages."""
+
+    def __init__(self, width: int = 16, channels: int = 4):
+        super().__init__()
+        w = width
+        self.enc = nn.Sequential(nn.Conv2d(3, w, 3, 2, 1), nn.SiLU(), nn.Conv2d(w, 2 * w, 3, 2, 1), nn.SiLU(),
+                                 nn.Conv2d(2 * w, channels, 3, 1, 1))
+        self.dec = nn.Sequential(nn.Conv2d(channels, 2 * w, 3, 1, 1), nn.SiLU(),
+                                 nn.Conv2d(2 * w, 4 * w, 3, 1, 1), nn.PixelShuffle(2), nn.SiLU(),
+                                 nn.Conv2d(w, 4 * w, 3, 1, 1), nn.PixelShuffle(2), nn.SiLU(), nn.Conv2d(w, 3, 3, 1, 1))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.enc(x)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.dec(z))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))
+
+
 class Denoiser(nn.Module):
     """A small U-Net predicting the noise of x_t, conditioned on t by a per-channel embedding."""
 
-    def __init__(self, width: int = 16):
+    def __init__(self, width: int = 16, channels: int = 3):
         super().__init__()
         w = width
         self.temb = nn.Sequential(nn.Linear(1, w), nn.SiLU(), nn.Linear(w, 2 * w))
-        self.inp = nn.Conv2d(3, w, 3, 1, 1)
+        self.inp = nn.Conv2d(channels, w, 3, 1, 1)
         self.down = nn.Conv2d(w, 2 * w, 3, 2, 1)
         self.mid = nn.Conv2d(2 * w, 2 * w, 3, 1, 1)
         self.up = nn.ConvTranspose2d(2 * w, w, 4, 2, 1)
-        self.out = nn.Sequential(nn.SiLU(), nn.Conv2d(2 * w, w, 3, 1, 1), nn.SiLU(), nn.Conv2d(w, 3, 3, 1, 1))
+        self.out = nn.Sequential(nn.SiLU(), nn.Conv2d(2 * w, w, 3, 1, 1), nn.SiLU(), nn.Conv2d(w, channels, 3, 1, 1))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         h0 = F.silu(self.inp(x))
@@ -92,29 +154,41 @@ def ae_loss(model: nn.Module, x: torch.Tensor, gen: torch.Generator) -> torch.Te
     return F.l1_loss(model(x), x)
 
 
-def make_dm_loss(abar: torch.Tensor):
-    """A denoiser's loss for schedule `abar`: MSE of the predicted noise at a random step."""
+#: the bottleneck noise (and skip dropout) of the translator, in training and generation
+TRANSLATOR_NOISE = 0.3
+
+
+def translator_loss(model: nn.Module, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """A translator's L1 reconstruction loss through its noisy bottleneck and dropped-out skip."""
+    return F.l1_loss(model(x, noise=TRANSLATOR_NOISE), x)
+
+
+def make_dm_loss(abar: torch.Tensor, pixels: bool = True):
+    """A denoiser's loss for schedule `abar`: MSE of the predicted noise at a random step. `pixels`: the data
+    are images in [0, 1] (mapped to [-1, 1]); else latents already scaled to unit variance."""
     def loss(model: nn.Module, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         t = torch.randint(len(abar), (len(x),), generator=gen)
         eps = torch.randn(x.shape, generator=gen)
         a = abar[t][:, None, None, None]
-        xt = a.sqrt() * (2 * x - 1) + (1 - a).sqrt() * eps
+        xt = a.sqrt() * (2 * x - 1 if pixels else x) + (1 - a).sqrt() * eps
         return F.mse_loss(model(xt, t.float() / len(abar)), eps)
     return loss
 
 
 @torch.no_grad()
 def sdedit(model: Denoiser, x: torch.Tensor, abar: torch.Tensor, strength: float, steps: int,
-           gen: torch.Generator) -> torch.Tensor:
-    """Noise `x` (in [0,1]) to t = strength*T, then denoise with a deterministic DDIM sampler in `steps`."""
+           gen: torch.Generator, pixels: bool = True) -> torch.Tensor:
+    """Noise `x` (in [0,1], or unit-variance latents when not `pixels`) to t = strength*T, then denoise with a
+    deterministic DDIM sampler in `steps`."""
     T = len(abar)
     ts = torch.linspace(int(strength * (T - 1)), 0, steps + 1).long()
-    y = 2 * x - 1
+    y = 2 * x - 1 if pixels else x
     a = abar[ts[0]]
     y = a.sqrt() * y + (1 - a).sqrt() * torch.randn(y.shape, generator=gen)
     for t, t_next in zip(ts[:-1], ts[1:]):
         a, a_next = abar[t], abar[t_next] if t_next > 0 else torch.tensor(1.0)
         eps = model(y, torch.full((len(y),), float(t) / T))
-        y0 = ((y - (1 - a).sqrt() * eps) / a.sqrt()).clamp(-1, 1)
+        y0 = (y - (1 - a).sqrt() * eps) / a.sqrt()
+        y0 = y0.clamp(-1, 1) if pixels else y0.clamp(-4, 4)
         y = a_next.sqrt() * y0 + (1 - a_next).sqrt() * eps
-    return ((y + 1) / 2).clamp(0, 1)
+    return ((y + 1) / 2).clamp(0, 1) if pixels else y
