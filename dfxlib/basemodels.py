@@ -3,8 +3,9 @@ split, then frozen; and Table 1 (each base model's main class vs others on the t
 
 - Unbalanced (DeepFeatureX Net): for class c, a binary classifier c vs others, others sampled per generator so
   that main : others is exactly `unbalanced_ratio` (90:10 by default).
-- Siamese (DeepFeatureX-SN): one shared backbone embeds two images, contrastive loss with margin 2 on the
-  Euclidean distance, half the pairs same class (main / others), pairs redrawn every epoch.
+- Siamese (DeepFeatureX-SN): one shared backbone embeds two images, contrastive loss on the Euclidean distance
+  of their unit-norm embeddings (margin 1: dissimilar pairs pushed 60 degrees apart), half the pairs same class
+  (main / others), pairs redrawn every epoch.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from .data import ImageStore, labelled_batches, order
 from .features import features
 from .index import CLASSES
 from .metrics import binary_metrics, pct, sample_groups
-from .models import BaseClassifier, BaseModel, SiameseNet, contrastive_loss
+from .models import BaseClassifier, BaseModel, SiameseNet, contrastive_loss, embedding
 from .run import Run
 from .split import Split, split_id, train_val
 from .train import FitResult, StepFn, classifier_step, device_of, fit, load_weights
@@ -93,11 +94,11 @@ def _new_net(run: Run, backbone: str, kind: str) -> nn.Module:
 
 
 def siamese_step(margin: float) -> StepFn:
-    """The training step of a Siamese base model: contrastive loss on the distance of each pair's embeddings;
-    a pair counts as correct when its distance falls on its side of margin / 2."""
+    """The training step of a Siamese base model: contrastive loss on the distance of each pair's unit-norm
+    embeddings; a pair counts as correct when its distance falls on its side of margin / 2."""
     def step(model: nn.Module, batch) -> tuple[torch.Tensor, float, int]:
         xa, xb, y = batch
-        d = F.pairwise_distance(model(xa), model(xb))
+        d = F.pairwise_distance(embedding(model(xa)), embedding(model(xb)))
         return contrastive_loss(d, y, margin), float(((d > margin / 2).long() == y).sum()), len(y)
     return step
 
@@ -191,7 +192,7 @@ def train_base_models(run: Run, store: ImageStore, split: Split) -> pd.DataFrame
             m = train_base_model(run, store, split, backbone, kind, main)
             h = m.fit.history if m.fit is not None else pd.DataFrame()
             rows.append({"backbone": backbone, "kind": kind, "main": main, "best_epoch": m.fit.best_epoch,
-                         "best_val_loss": m.fit.best_val_loss, "epochs_run": len(h),
+                         "best_val_loss": m.fit.best_val_loss, "epochs_run": len(h), "cut_short": m.fit.cut_short,
                          "seconds": float(h["seconds"].sum()) if len(h) else 0.0,
                          "resumed_from": m.fit.resumed_from})
     return pd.DataFrame(rows)
@@ -211,7 +212,7 @@ def evaluate_base_models(run: Run, store: ImageStore, split: Split) -> list[dict
 # ---------------------------------------------------------------------------------------------- table 1
 def evaluate_base_model(run: Run, store: ImageStore, split: Split, model: BaseModel) -> dict[str, float]:
     """Main class vs others on the whole test split: the classifier's prediction for unbalanced base models;
-    for Siamese ones, the nearest of the main / others centres of the embeddings of the base split. With the
+    for Siamese ones, the nearest of the main / others centres of the (unit-norm) embeddings of the base split. With the
     metrics, `main_share`: the main class's share of the test split."""
     test = split.rows("test")
     y = (test["family"] == model.main).astype(int).to_numpy()
@@ -223,7 +224,8 @@ def evaluate_base_model(run: Run, store: ImageStore, split: Split, model: BaseMo
         pred = logits.argmax(1).numpy()
     else:
         base = split.rows("base")
-        f_base = features(run, store, model, list(base["path"]))
+        f_base = embedding(torch.as_tensor(features(run, store, model, list(base["path"])))).numpy()
+        f_test = embedding(torch.as_tensor(f_test)).numpy()
         is_main = (base["family"] == model.main).to_numpy()
         centres = np.stack([f_base[~is_main].mean(0), f_base[is_main].mean(0)])
         pred = np.linalg.norm(f_test[:, None, :] - centres[None], axis=2).argmin(1)

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .backbones import create_backbone, normalization_meta, preprocess
+from .backbones import create_backbone, feature_dim, normalization_meta, preprocess
 from .config import DEFAULT_MAX_PIXELS, DEFAULT_PROFILE, runs_root
 from .features import prepare_batch
 from .gradcam import complete_cams, heatmap_panel
@@ -119,7 +119,7 @@ def load_predictor(model: str | Path = "", backbone: str = "", kind: str = "", d
         net = (BaseClassifier if kd == "unbalanced" else SiameseNet)(create_backbone(bb, "none"))
         load_weights(net, path, {"model": "base", "backbone": bb, "kind": kd, "main": main})
         bases.append(net.backbone)
-    head = FusionHead(in_channels=meta["in_channels"])
+    head = FusionHead(in_channels=meta["in_channels"], feature_dim=feature_dim(bases[0]))
     load_weights(head, head_path, {"model": "head", "backbone": bb, "kind": kd})
     dev = device_of(device)
     model = CompleteModel(bases, head).to(dev).eval()

@@ -66,7 +66,7 @@ def make_run(root: Path, backbone: str = "test_resnet", kind: str = "unbalanced"
     import torch
 
     from dfxlib import models
-    from dfxlib.backbones import create_backbone
+    from dfxlib.backbones import create_backbone, feature_dim
     from dfxlib.index import CLASSES
     from dfxlib.train import save_weights
 
@@ -81,7 +81,7 @@ def make_run(root: Path, backbone: str = "test_resnet", kind: str = "unbalanced"
                                  **({"normalization": normalization} if normalization else {})})
         ids.append(f"{backbone}-{kind}-{main_}-{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}")
     torch.manual_seed(5)
-    head = models.FusionHead()
+    head = models.FusionHead(feature_dim=feature_dim(net.backbone))
     save_weights(head, root / "checkpoints" / "heads" / backbone / kind / "complete" / "best.safetensors",
                  {"model": "head", "backbone": backbone, "kind": kind, "classes": list(CLASSES), "bases": ids,
                   "in_channels": 3})

@@ -306,7 +306,8 @@ def test_notebooks_04_to_06_load_the_complete_models_without_training(tmp_path, 
     trained = fusion.train_complete(run, store, split, "test_resnet", "unbalanced")
     (loaded,) = fusion.load_complete_models(run, split)
     assert type(loaded) is fusion.Fused and [b.id for b in loaded.bases] == [b.id for b in trained.bases]
-    x = np.random.default_rng(0).standard_normal((5, 3, 64), dtype=np.float32)
+    dim = feature_dim(trained.bases[0].features_net)
+    x = np.random.default_rng(0).standard_normal((5, 3, dim), dtype=np.float32)
     trained.head.eval()
     assert np.array_equal(fusion.predict_head(loaded.head, x), fusion.predict_head(trained.head, x))
     base = run.dir / "checkpoints" / "base" / "test_resnet" / "unbalanced" / "gan" / "best.safetensors"
@@ -316,3 +317,33 @@ def test_notebooks_04_to_06_load_the_complete_models_without_training(tmp_path, 
     save_weights(net, base, read_meta(base))
     with pytest.raises(CheckpointMismatch, match="bases"):
         fusion.load_complete(run, split, "test_resnet", "unbalanced")
+
+
+def test_siamese_embeddings_are_unit_norm_so_scale_cannot_collapse_the_loss():
+    f = torch.randn(6, 32)
+    e = models.embedding(f)
+    assert torch.allclose(e.norm(dim=1), torch.ones(6))
+    assert torch.allclose(models.embedding(1e-3 * f), e, atol=1e-6)  # shrinking every feature changes nothing
+    d = torch.nn.functional.pairwise_distance(e[:3], e[3:])
+    y = torch.tensor([0, 1, 1])
+    step = basemodels.siamese_step(1.0)
+    net = models.SiameseNet(torch.nn.Identity())
+    loss, _, n = step(net, (f[:3], f[3:], y))
+    assert n == 3 and torch.isclose(loss, models.contrastive_loss(d, y, 1.0))
+
+
+def test_the_fusion_head_standardises_its_inputs_whatever_their_scale():
+    torch.manual_seed(0)
+    x = torch.randn(64, 3, 40) * torch.tensor([1.0, 1e-3, 30.0])[None, :, None] + 5.0
+    heads = []
+    for scale in (1.0, 1000.0):
+        torch.manual_seed(1)
+        head = models.FusionHead(in_channels=3, feature_dim=40).eval()
+        head.set_input_stats(x * scale)
+        heads.append(head(x * scale))
+    assert torch.allclose(heads[0], heads[1], atol=1e-4)  # same logits for features 1000x larger
+    assert {"in_mean", "in_std"} <= set(models.FusionHead(3, feature_dim=40).state_dict())
+    const = torch.ones(8, 3, 40)
+    head = models.FusionHead(3, feature_dim=40)
+    head.set_input_stats(const)  # a constant feature keeps std 1: no division by zero
+    assert torch.isfinite(head.eval()(const)).all()
