@@ -88,7 +88,7 @@ def plain_detector(run: Run, model: BaseModel) -> Detector:
             return F.softmax(F.linear(x, fc.weight.detach().cpu(), fc.bias.detach().cpu()), dim=1).numpy()
     name = display_name(model.backbone)
     return Detector(group=GROUPS["plain"], name=name, predict=predict, models=[model],
-                    paper_row=name if name in paper.TABLE4 else "", kind="plain")
+                    paper_row=name if name in paper.TABLE4 else "", kind="plain", trained=[model.folder])
 
 
 # --------------------------------------------------------------------------------------------- linear probe

@@ -8,7 +8,9 @@ compared detectors all become Detectors, so one loop evaluates them all on one c
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -18,12 +20,13 @@ from . import paper, perturb
 from .backbones import display_name
 from .data import ImageStore
 from .features import features_many, stacked_features
-from .fusion import Fused, predict_head, test_sets
-from .metrics import evaluate, fmt_ci, pct
+from .fusion import Fused, head_folder, predict_head, test_sets
+from .metrics import evaluate, fmt_ci, outcomes, pct, to_binary
 from .models import BaseModel
 from .perturb import Perturbation
 from .run import Run
 from .split import Split
+from .train import cut_short
 
 Predict = Callable[[ImageStore, Sequence[str], str, Perturbation | None], np.ndarray]
 
@@ -45,6 +48,38 @@ class Detector:
     paper_row: str = ""
     #: "unbalanced", "siamese", "plain", "linear probe" for models built on one backbone; "" for the detectors
     kind: str = ""
+    #: the training folders of the fits it rests on (base models, head; the plain classifier), to flag a cut
+    trained: list[Path] = field(default_factory=list)
+
+
+def correct(labels: np.ndarray, probs: np.ndarray, binary: bool) -> np.ndarray:
+    """Per image: is the argmax prediction right (fake vs real when `binary`)?"""
+    pred = np.asarray(probs).argmax(1)
+    labels = np.asarray(labels)
+    return to_binary(pred) == to_binary(labels) if binary else pred == labels
+
+
+def untestable(detectors: Sequence[Detector], table: pd.DataFrame) -> dict[tuple[str, str], str]:
+    """Why a claim about a detector cannot be decided, keyed by (kind, name): a fit it rests on ran out of epochs
+    while still improving, or on the test split (`table`: `robustness` rows, or `evaluate_sets` rows with group
+    and model) its RAW accuracy is not above chance (the lower end of its 95% interval at or below 1/classes)."""
+    out = {}
+    for det in detectors:
+        short = ["/".join(Path(f).parts[-2:]) for f in det.trained if cut_short(f)]
+        why = [f"cut short, still improving when its epochs ran out ({', '.join(short)})"] if short else []
+        rows = (table[(table["kind"] == det.kind) & (table["backbone"] == det.name)] if "kind" in table
+                else table[(table["group"] == det.group) & (table["model"] == det.name)])
+        chance_rows = []
+        for r in rows[rows["condition"] == "RAW"].itertuples():
+            chance = 100 / 3 if getattr(r, "task", "binary") == "multiclass" else 50.0
+            lo = float(re.findall(r"-?\d+(?:\.\d+)?", str(r.accuracy_ci95))[0])
+            if lo <= chance:
+                chance_rows.append(f"{getattr(r, 'task', 'binary')} {r.accuracy:.2f}% {r.accuracy_ci95}")
+        if chance_rows:
+            why.append(f"at chance on the test split ({'; '.join(chance_rows)})")
+        if why:
+            out[det.kind, det.name] = "; ".join(why)
+    return out
 
 
 def memoized(predict: Predict) -> Predict:
@@ -69,7 +104,7 @@ def complete_detector(run: Run, c: Fused) -> Detector:
         return predict_head(c.head, stacked_features(run, store, c.bases, rels, variant, fn))
     paper_row = "Our" if c.kind == "unbalanced" and name == "DenseNet 121" else ""
     return Detector(group=GROUPS[c.kind], name=name, predict=predict, models=list(c.bases), paper_row=paper_row,
-                    kind=c.kind)
+                    kind=c.kind, trained=[b.folder for b in c.bases] + [head_folder(run, c.backbone, c.kind)])
 
 
 def robustness(run: Run, store: ImageStore, split: Split, detectors: Sequence[Detector],
@@ -91,8 +126,8 @@ def robustness(run: Run, store: ImageStore, split: Split, detectors: Sequence[De
         for variant in variants:
             cond = perturb.condition(variant)
             for task, df in (("multiclass", multi), ("binary", binary)):
-                r = evaluate(df["label"].to_numpy(), np.stack([probs[k, variant][p] for p in df["path"]]),
-                             binary=task == "binary", n_boot=cfg.bootstrap, seed=cfg.seed)
+                p_all = np.stack([probs[k, variant][p] for p in df["path"]])
+                r = evaluate(df["label"].to_numpy(), p_all, binary=task == "binary", n_boot=cfg.bootstrap, seed=cfg.seed)
                 ref = (paper.table23(task, det.name, cond) if det.kind == "unbalanced" and cond in paper.CONDITIONS
                        else {"accuracy": paper.SN_DETECTION} if det.kind == "siamese" and (task, cond) == (
                            "binary", "RAW") else {})
@@ -100,5 +135,6 @@ def robustness(run: Run, store: ImageStore, split: Split, detectors: Sequence[De
                              "accuracy": pct(r["accuracy"]), "accuracy_ci95": fmt_ci(r["accuracy_ci"]),
                              "f1": pct(r["f1"]), "f1_ci95": fmt_ci(r["f1_ci"]),
                              "balanced_accuracy": pct(r["balanced_accuracy"]), "auc": pct(r["auc"]), "n": r["n"],
-                             "paper_accuracy": ref.get("accuracy", ""), "paper_f1": ref.get("f1", "")})
+                             "paper_accuracy": ref.get("accuracy", ""), "paper_f1": ref.get("f1", ""),
+                             "outcomes": outcomes(correct(df["label"].to_numpy(), p_all, task == "binary"))})
     return pd.DataFrame(rows)

@@ -15,12 +15,12 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .backbones import display_name
+from .backbones import display_name, feature_dim
 from .basemodels import combos, load_base_model
 from .data import ImageStore, order
 from .features import TIMES, stacked_features
 from .index import CLASS_INDEX, CLASSES
-from .metrics import evaluate, pct, sample_groups
+from .metrics import evaluate, outcomes, pct, sample_groups
 from .models import BaseModel, FusionHead
 from .run import Run
 from .split import Split
@@ -60,7 +60,8 @@ def train_head(run: Run, folder: Path, x_train: np.ndarray, y_train: np.ndarray,
     cfg = run.config
     dev = device_of(cfg.device)
     torch.manual_seed(cfg.seed)
-    head = FusionHead(in_channels=x_train.shape[1])
+    head = FusionHead(in_channels=x_train.shape[1], feature_dim=x_train.shape[2])
+    head.set_input_stats(torch.as_tensor(x_train))
     weight = class_weights(y_train).to(dev)
     xt, yt = torch.as_tensor(x_train), torch.as_tensor(y_train, dtype=torch.long)
     xv, yv = torch.as_tensor(x_val), torch.as_tensor(y_val, dtype=torch.long)
@@ -164,15 +165,16 @@ def train_complete(run: Run, store: ImageStore, split: Split, backbone: str, kin
     meta = head_meta(backbone, kind, bases)
     head, result = train_head(run, head_folder(run, backbone, kind), feats["train"], ys["train"], feats["val"],
                               ys["val"], meta)
-    m = evaluate(ys["multi"], predict_head(head, feats["multi"]), binary=False, n_boot=cfg.bootstrap, seed=cfg.seed)
+    p_multi = predict_head(head, feats["multi"])
+    m = evaluate(ys["multi"], p_multi, binary=False, n_boot=cfg.bootstrap, seed=cfg.seed)
     b = evaluate(ys["binary"], predict_head(head, feats["binary"]), binary=True, n_boot=cfg.bootstrap, seed=cfg.seed)
     rows = [{"backbone": backbone, "kind": kind, "features": "DM + GAN + REAL (complete)",
-             "accuracy": m["accuracy"], "f1": m["f1"]}]
+             "accuracy": m["accuracy"], "f1": m["f1"], "outcomes": outcomes(p_multi.argmax(1) == ys["multi"])}]
     for k, c in enumerate(CLASSES if ablation else ()):
         probs = probe_proba(fit_probe(feats["train"][:, k], ys["train"], cfg.seed), feats["multi"][:, k])
         r = evaluate(ys["multi"], probs, binary=False, n_boot=1, seed=cfg.seed)
         rows.append({"backbone": backbone, "kind": kind, "features": f"{c.upper()} base model alone",
-                     "accuracy": r["accuracy"], "f1": r["f1"]})
+                     "accuracy": r["accuracy"], "f1": r["f1"], "outcomes": outcomes(probs.argmax(1) == ys["multi"])})
     return TrainedComplete(backbone=backbone, kind=kind, bases=bases, head=head, fit=result, multiclass=m,
                            binary=b, ablation=pd.DataFrame(rows))
 
@@ -204,7 +206,7 @@ def load_complete(run: Run, split: Split, backbone: str, kind: str) -> Fused:
     folder = head_folder(run, backbone, kind)
     if not is_finished(folder):
         run.require(str((folder / FINISHED).relative_to(run.dir)), "03_complete_model")
-    head = FusionHead(in_channels=len(bases))
+    head = FusionHead(in_channels=len(bases), feature_dim=feature_dim(bases[0].features_net))
     load_weights(head, folder / "best.safetensors", head_meta(backbone, kind, bases))
     return Fused(backbone=backbone, kind=kind, bases=bases, head=head.to(device_of(run.config.device)).eval())
 

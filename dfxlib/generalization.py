@@ -3,8 +3,9 @@
 - Nine test sets T_{G,D,G/D}^{i,o,i/o}: fakes of GAN and/or DM generators that are `inner` (a seen
   architecture with other initial conditions) and/or `unseen`, divided equally among the generators of the set,
   with as many real images (equally from the real sources) from the test split. Roles come from
-  `Run.generator_roles`. Without inner generators (user data that names none), `T^i` falls back to the test
-  split of the seen generators, and the sets table says so. With `generalization_root`, the sets come from
+  `Run.generator_roles`. A generator some model trained on never fills a set: without inner generators (user
+  data that names none) the T^i sets are empty and left out, and Table 4 says what to set. Reals are drawn per
+  set without reuse while unused ones remain. With `generalization_root`, the sets come from
   outside the dataset, as the paper built them: the reference's named folders (`inner_gan/0_real`, ...) used
   as found, or any dataset whose generators are all unseen, sampled like the run's own.
 - Every model is a `dfxlib.evaluation.Detector`: complete models, the baselines of `dfxlib.baselines` (plain
@@ -24,9 +25,10 @@ import pandas as pd
 from . import paper, perturb
 from .data import ImageStore
 from .features import features_many
-from .evaluation import GROUPS, Detector
+from .evaluation import GROUPS, Detector, correct
 from .index import CLASS_INDEX, CLASSES, DataError, DatasetIndex
-from .metrics import balanced_accuracy, evaluate, fake_score, fmt_ci, pct, sample_groups, score_metrics, to_binary
+from .metrics import (balanced_accuracy, evaluate, fake_score, fmt_ci, outcomes, pct, sample_groups, score_metrics,
+                      to_binary)
 from .run import Run
 from .split import Split
 
@@ -48,18 +50,22 @@ def equal_sample(df: pd.DataFrame, by: str, n: int, seed: int) -> pd.DataFrame:
 
 def tset_pools(run: Run, index, split: Split) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Candidate fakes (with their role) and reals of the test sets: fakes of `inner` and `unseen`
-    generators (never trained on), reals of the test and holdout splits. Without inner generators, the
-    test split of the seen fake generators stands in as `inner` (column `source` says where each row is from)."""
+    generators (never trained on: the holdout split), reals of the test and holdout splits. A generator that
+    was trained on never fills a set: without inner generators the T^i sets are empty, and left out."""
     roles = run.generator_roles(index).set_index("generator")["role"]
     rows = split.table.assign(role=lambda d: d["generator"].map(roles).fillna("seen"))
     fakes = rows[(rows["family"] != "real") & rows["role"].isin(["inner", "unseen"])
                  & (rows["split"] == "holdout")].assign(source="held-out generator")
-    if not (fakes["role"] == "inner").any():
-        stand_in = rows[(rows["family"] != "real") & (rows["role"] == "seen") & (rows["split"] == "test")]
-        fakes = pd.concat([fakes, stand_in.assign(role="inner", source="test split of a seen generator")])
     reals = rows[(rows["family"] == "real") & rows["split"].isin(["test", "holdout"])]
     reals = reals.assign(source=reals["split"].map({"test": "test split", "holdout": "held-out real source"}))
     return fakes.reset_index(drop=True), reals.reset_index(drop=True)
+
+
+#: what to set so that Table 4 has the sets it lacks (notebook 05 and `dfx plan` say it)
+MISSING_SETS = ("Table 4 needs generators no model trained on: set `generalization_root` to the paper's external test "
+            "sets (or any dataset of unseen generators), or hold generators out of training with "
+            "`holdout_generators` (unseen, the T^o sets), `inner_generators` (a seen architecture trained again, "
+            "the T^i sets) or `train_generators` (train on these only).")
 
 
 #: the reference's generalization folders (testing_generalization.py) -> dfx's test-set names
@@ -128,30 +134,48 @@ def tsets(run: Run, index: DatasetIndex, split: Split, store: ImageStore) -> tup
 def make_tsets(fakes: pd.DataFrame, reals: pd.DataFrame, n_fakes: int, seed: int) -> dict[str, pd.DataFrame]:
     """The nine test sets (name -> rows with path, family, generator, role, label). Each has n fakes divided
     equally among its generators and n reals equally from the real sources, n = min(n_fakes, fakes
-    available, reals available); a set without generators is empty."""
+    available, reals available); a set without generators is empty. Reals are drawn without reuse across the
+    sets while unused ones remain (the paper drew 2,000 per set), then from those already drawn: column
+    `reused` marks a real image that an earlier set also holds."""
     out = {}
+    used: set[str] = set()
     for name, fams, roles in TSETS:
         pool = fakes[fakes["family"].isin(fams) & fakes["role"].isin(roles)]
         gens = pool["generator"].nunique()
         if gens == 0:
-            out[name] = pool.assign(label=pd.Series(dtype=int))
+            out[name] = pool.assign(label=pd.Series(dtype=int), reused=pd.Series(dtype=bool))
             continue
         per_gen = min(n_fakes // gens, int(pool.groupby("generator").size().min()), len(reals) // gens)
         n = per_gen * gens
-        part = pd.concat([equal_sample(pool, "generator", n, seed), equal_sample(reals, "generator", n, seed)])
+        fresh = reals[~reals["path"].isin(used)]
+        picked = equal_sample(fresh, "generator", n, seed)
+        if len(picked) < n:
+            again = equal_sample(reals[reals["path"].isin(used)], "generator", n - len(picked), seed)
+            picked = pd.concat([picked.assign(reused=False), again.assign(reused=True)])
+        else:
+            picked = picked.assign(reused=False)
+        used |= set(picked["path"])
+        part = pd.concat([equal_sample(pool, "generator", n, seed).assign(reused=False), picked])
         out[name] = part.assign(label=part["family"].map(CLASS_INDEX)).sort_values("path").reset_index(drop=True)
     return out
 
 
 def tsets_table(sets: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """What each test set holds: fakes, reals, generators and real sources (with their counts) and where the
-    fakes and the reals come from."""
+    """What each test set holds: its fake generators with role and count, its real sources with count, where
+    each comes from, whether it is a true held-out set (no fake of a generator any model trained on) and how
+    many of its reals an earlier set also holds."""
     rows = []
     for name, df in sets.items():
         fake, real = df[df["family"] != "real"], df[df["family"] == "real"]
         source = (df["source"] if "source" in df else pd.Series("", index=df.index)).fillna("")
-        rows.append({"set": name, "fakes": len(fake), "reals": len(real),
-                     "generators": _counts(fake), "real sources": _counts(real),
+        role = (fake["role"] if "role" in fake else pd.Series("external", index=fake.index)).fillna("external")
+        gens = ", ".join(f"{g} ({r}, {n})" for (g, r), n in fake.assign(role=role).groupby(["generator", "role"])
+                         .size().items())
+        reused = int(real["reused"].sum()) if "reused" in real else 0
+        rows.append({"set": name, "fakes": len(fake), "reals": len(real), "generators": gens,
+                     "real sources": _counts(real), "held out": "yes" if len(fake) and not (role == "seen").any()
+                     else "no" if len(fake) else "",
+                     "reals shared with earlier sets": reused,
                      "fake source": ", ".join(sorted(set(source[fake.index]) - {""})),
                      "real source": ", ".join(sorted(set(source[real.index]) - {""}))})
     return pd.DataFrame(rows)
@@ -162,9 +186,18 @@ def _counts(df: pd.DataFrame) -> str:
 
 
 def sources_note(table: pd.DataFrame) -> str:
-    """One sentence per non-empty test set (rows of `tsets_table`): where its fakes and its reals come from."""
-    return " ".join(f"{r['set']}: fakes from {r['fake source']}, reals from {r['real source']}."
-                    for _, r in table.iterrows() if r["fakes"] or r["reals"])
+    """One footnote per non-empty test set (rows of `tsets_table`): its generators with role and count, its real
+    sources with count, whether it is a true held-out set, and the reals it shares with earlier sets."""
+    notes = []
+    for _, r in table.iterrows():
+        if not (r["fakes"] or r["reals"]):
+            continue
+        shared = f", {r['reals shared with earlier sets']} of them also in an earlier set" \
+            if r["reals shared with earlier sets"] else ""
+        held = {"yes": "a true held-out set", "no": "NOT a held-out set"}.get(r["held out"], "")
+        notes.append(f"{r['set']}: {r['fakes']} fakes of {r['generators']} ({r['fake source']}); {r['reals']} reals "
+                     f"of {r['real sources']} ({r['real source']}{shared}){'; ' + held if held else ''}.")
+    return " ".join(notes)
 
 
 # --------------------------------------------------------------------------------------------- table 4
@@ -196,11 +229,12 @@ def evaluate_sets(run: Run, store: ImageStore, sets: dict[str, pd.DataFrame], de
             for name, df in sets.items():
                 if df.empty:
                     continue
-                r = evaluate(df["label"].to_numpy(), np.stack([probs[p] for p in df["path"]]), binary=True,
-                             n_boot=cfg.bootstrap, seed=cfg.seed)
+                p_all = np.stack([probs[p] for p in df["path"]])
+                r = evaluate(df["label"].to_numpy(), p_all, binary=True, n_boot=cfg.bootstrap, seed=cfg.seed)
                 row = {"group": det.group, "model": det.name, "set": name, "condition": cond,
                        "accuracy": pct(r["accuracy"]), "accuracy_ci95": fmt_ci(r["accuracy_ci"]),
-                       "balanced_accuracy": pct(r["balanced_accuracy"]), "auc": pct(r["auc"]), "n": r["n"]}
+                       "balanced_accuracy": pct(r["balanced_accuracy"]), "auc": pct(r["auc"]), "n": r["n"],
+                       "outcomes": outcomes(correct(df["label"].to_numpy(), p_all, binary=True))}
                 if paper_values:
                     row["paper_accuracy"] = paper.table4(det.paper_row, name) if det.paper_row else ""
                 rows.append(row)

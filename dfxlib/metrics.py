@@ -193,6 +193,39 @@ def binary_metrics(y_main: np.ndarray, pred_main: np.ndarray) -> dict[str, float
             "precision": float(pr[0]), "f1": float(f1[0])}
 
 
+def outcomes(correct: Sequence[bool] | np.ndarray) -> str:
+    """Per-image outcomes as a string of 0 (wrong) and 1 (right), in the order of the set's rows: what a table
+    row keeps so that two models scored on the same images can be compared pairwise later."""
+    return "".join("1" if c else "0" for c in np.asarray(correct, dtype=bool))
+
+
+def read_outcomes(text: str) -> np.ndarray:
+    """The 0/1 array of an `outcomes` string (ValueError for any other character)."""
+    text = str(text)
+    if set(text) - {"0", "1"}:
+        raise ValueError(f"outcomes: expected a string of 0 and 1, got {text[:20]!r}...")
+    return np.frombuffer(text.encode(), dtype=np.uint8) - ord("0")
+
+
+def difference_ci(pairs: Sequence[tuple[np.ndarray, np.ndarray]], paired: bool = True, n: int = 1000,
+                  seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval (in percentage points) of mean_k(acc(a_k) - acc(b_k)) over the sets k of
+    `pairs` (per-image 0/1 outcomes). `paired`: a_k and b_k are the same images (one resample of the images
+    serves both, so what the two models share cancels); else each is resampled on its own."""
+    a_level = (1 - level) / 2
+    rng = np.random.default_rng(seed)
+    diffs = np.zeros(n)
+    for a, b in pairs:
+        a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+        if paired and len(a) != len(b):
+            raise ValueError(f"paired outcomes of different lengths ({len(a)} and {len(b)})")
+        ia = rng.integers(0, len(a), (n, len(a)))
+        ib = ia if paired else rng.integers(0, len(b), (n, len(b)))
+        diffs += a[ia].mean(1) - b[ib].mean(1)
+    diffs *= 100.0 / max(len(pairs), 1)
+    return float(np.quantile(diffs, a_level)), float(np.quantile(diffs, 1 - a_level))
+
+
 def pct(x: float) -> float:
     """A fraction as a percentage rounded to two decimals (the paper's tables)."""
     return round(100.0 * x, 2)

@@ -34,7 +34,7 @@ from .detectors.dif import budget_tag, seen_generators
 from .detectors.dif import pools as dif_pools
 from .detectors.difnet import DIFNet
 from .fusion import test_sets
-from .generalization import external_sets, make_tsets, tset_pools
+from .generalization import external_sets, make_tsets, MISSING_SETS, tset_pools
 from .images import IMAGE_EXTENSIONS
 from .index import CLASSES, build_index
 from .models import FusionHead
@@ -83,6 +83,8 @@ class Plan:
     existing: int
     free: int
     savings: list[tuple[str, int]]
+    #: what the run will lack, said before it starts (e.g. Table 4 without held-out test sets)
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def needed(self) -> int:
@@ -267,6 +269,9 @@ def make_plan(run: Run) -> Plan:
                         cache=cached if run.dir.is_dir() else None)
     split = run.split(index, write=False)
     sets = _image_sets(run, split, index)
+    warnings = [] if sets["tsets"] else [
+        "Table 4 will have no held-out test sets: every generator of this dataset is trained on. "
+        + MISSING_SETS]
     n = _sizes(run, split, sets)
     passes = _base_passes(run, split)
 
@@ -280,7 +285,7 @@ def make_plan(run: Run) -> Plan:
                 "features": sum(u.disk for u in units if u.stage == "features"),
                 "checkpoints": sum(u.disk for u in units if u.stage != "features")}
     return Plan(config=cfg, run_dir=run.dir, units=units_of(run), disk=disk_of(run), existing=_existing(run.dir),
-                free=_free(run.dir), savings=_savings(run, units_of, disk_of))
+                free=_free(run.dir), savings=_savings(run, units_of, disk_of), warnings=warnings)
 
 
 #: settings that shrink a run, in the order the plan proposes them (the first loses nothing but time)
@@ -361,6 +366,7 @@ def summary(plan: Plan, rates: Mapping[str, Mapping[str, float]] | None = None, 
     lines.append(f"disk: {sum(plan.disk.values()) / GB:.1f} GB in all ({parts}); {plan.existing / GB:.1f} GB already "
                  f"there; needs {plan.needed / GB:.1f} GB more (with the largest training state), "
                  f"{plan.free / GB:.1f} GB free: {'fits' if plan.fits else 'DOES NOT FIT'}")
+    lines += [f"warning: {w}" for w in plan.warnings]
     if not plan.fits:
         lines.append("to make it fit, set in turn until it fits (-p setting=value; each saving counts the ones above):")
         left = plan.needed

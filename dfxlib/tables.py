@@ -21,8 +21,14 @@ def _cell(v: object) -> str:
     return str(v).replace("|", "\\|").replace("\n", " ")
 
 
+#: columns kept in the CSV only: per-image outcomes (for paired tests), not for reading
+CSV_ONLY: tuple[str, ...] = ("outcomes",)
+
+
 def to_markdown(df: pd.DataFrame) -> str:
-    """A GitHub-flavoured Markdown table of `df` (floats with two decimals, index dropped)."""
+    """A GitHub-flavoured Markdown table of `df` (floats with two decimals, index dropped, CSV_ONLY columns
+    left out)."""
+    df = df.drop(columns=[c for c in CSV_ONLY if c in df.columns])
     cols = [_cell(str(c)) for c in df.columns]
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for row in df.itertuples(index=False):

@@ -53,6 +53,11 @@ class FitResult:
     folder: Path
     resumed_from: int = 0
 
+    @property
+    def cut_short(self) -> bool:
+        """Its epochs ran out while its validation loss was still falling (`cut_short` of its folder)."""
+        return cut_short(self.folder)
+
 
 def classifier_step(weight: torch.Tensor | None = None) -> StepFn:
     """The training step of a classifier: cross entropy (weighted per class when `weight` is given) and the
@@ -341,6 +346,18 @@ def _load_state_dict(model: nn.Module, sd: dict, path: Path) -> None:
     if diff:
         raise CheckpointMismatch(f"{path}: the weights do not fit this model ({diff})")
     model.load_state_dict(sd)
+
+
+def cut_short(folder: str | Path) -> bool:
+    """True if the finished fit in `folder` ran out of epochs while its validation loss was still falling (its
+    best epoch is its last, and that last epoch is the cap): more epochs would likely have given a better model."""
+    folder = Path(folder)
+    try:
+        st = json.loads((folder / FINISHED).read_text())
+        cap = int(json.loads((folder / "meta.json").read_text())["epochs"])
+    except (OSError, ValueError, KeyError):
+        return False
+    return int(st["epoch"]) >= cap and int(st["best_epoch"]) == int(st["epoch"])
 
 
 def is_finished(folder: str | Path) -> bool:

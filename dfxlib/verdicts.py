@@ -8,29 +8,55 @@ save these tables and print the sentences: what the text says about a result is 
 from __future__ import annotations
 
 import re
+from typing import Mapping
 
 import pandas as pd
 
+from .backbones import display_name
 from .config import BASE_KINDS
 from .evaluation import GROUPS
+from .metrics import difference_ci, read_outcomes
 
 #: how a statement names each kind of model
 NAMES: dict[str, str] = {"unbalanced": "DeepFeatureX Net", "siamese": "DeepFeatureX-SN",
                          "plain": "the plain classifier", "linear probe": "the linear probe"}
 
+#: the four verdicts: the claim holds, does not hold, the difference's 95% interval contains 0, or a model it
+#: compares learned nothing / was cut short (or the set it needs does not exist)
+VERDICTS: tuple[str, ...] = ("holds", "does not hold", "too close to call", "not testable")
+MARKS: dict[str, str] = {"holds": "✓", "does not hold": "✗", "too close to call": "≈", "not testable": "–"}
+
 COLUMNS = ["claim", "subject", "condition", "value_of", "value", "reference", "reference_value", "difference",
-           "holds", "statement"]
+           "difference_ci95", "verdict", "holds", "statement"]
+
+#: why a claim about a model cannot be decided, keyed by (kind, display name): `evaluation.untestable`
+Untestable = Mapping[tuple[str, str], str]
 
 
 def _row(claim: str, subject: str, condition: str, value_of: str, value: float, reference: str, ref: float,
-         holds: bool | None = None, statement: str = "") -> dict:
-    holds = bool(value > ref) if holds is None else bool(holds)
-    statement = statement or (f"{subject}, {condition}: {value_of} ({value:.2f}) "
-                              f"{'beats' if holds else 'does NOT beat'} {reference} ({ref:.2f}), "
-                              f"{value - ref:+.2f} points.")
+         holds: bool | None = None, statement: str = "", ci: tuple[float, float] | None = None,
+         untestable: str = "") -> dict:
+    """One claim: `holds` (default value > ref) decides it unless the difference's interval `ci` (points)
+    contains 0 (too close to call) or `untestable` gives a reason (not testable)."""
+    diff = value - ref
+    if untestable:
+        verdict = "not testable"
+    elif ci is not None and ci[0] <= 0 <= ci[1]:
+        verdict = "too close to call"
+    else:
+        verdict = "holds" if (value > ref if holds is None else holds) else "does not hold"
+    ci_text = f"[{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci is not None else ""
+    if not statement:
+        verb = {"holds": "beats", "does not hold": "does NOT beat"}.get(verdict, "against")
+        statement = f"{subject}, {condition}: {value_of} ({value:.2f}) {verb} {reference} ({ref:.2f}), {diff:+.2f} points"
+        statement += f" (95% interval of the difference {ci_text})." if ci is not None else "."
+    if verdict == "too close to call":
+        statement += " Too close to call: the interval of the difference contains 0."
+    elif verdict == "not testable":
+        statement += f" Not testable: {untestable}."
     return {"claim": claim, "subject": subject, "condition": condition, "value_of": value_of, "value": value,
-            "reference": reference, "reference_value": ref, "difference": round(value - ref, 2), "holds": holds,
-            "statement": statement}
+            "reference": reference, "reference_value": ref, "difference": round(diff, 2), "difference_ci95": ci_text,
+            "verdict": verdict, "holds": verdict == "holds", "statement": statement}
 
 
 def table(rows: list[dict]) -> pd.DataFrame:
@@ -38,9 +64,22 @@ def table(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def fusion(ablation: pd.DataFrame) -> pd.DataFrame:
+def _paired(a: object, b: object, n_boot: int, seed: int) -> tuple[float, float] | None:
+    """The paired bootstrap interval of two `outcomes` strings (the same images), or None without them."""
+    if not isinstance(a, str) or not isinstance(b, str) or not a or len(a) != len(b):
+        return None
+    return difference_ci([(read_outcomes(a), read_outcomes(b))], paired=True, n=n_boot, seed=seed)
+
+
+def _why(untestable: Untestable, *keys: tuple[str, str]) -> str:
+    return "; ".join(f"{NAMES.get(k[0], k[0])} {k[1]}: {untestable[k]}" for k in keys if k in untestable)
+
+
+def fusion(ablation: pd.DataFrame, untestable: Untestable | None = None, n_boot: int = 1000,
+           seed: int = 0) -> pd.DataFrame:
     """Does fusing the three base models beat each base model used alone? From notebook 03's ablation table
-    (backbone, kind, features, accuracy %): the complete model against the best single base model."""
+    (backbone, kind, features, accuracy %, outcomes): the complete model against the best single base model,
+    with the paired bootstrap interval of the difference on the same test images."""
     rows = []
     for (backbone, kind), g in ablation.groupby(["backbone", "kind"], sort=False):
         full = g[g["features"].str.contains("complete")]
@@ -48,81 +87,109 @@ def fusion(ablation: pd.DataFrame) -> pd.DataFrame:
         if full.empty or single.empty:
             continue
         best = single.loc[single["accuracy"].idxmax()]
+        ci = _paired(full["outcomes"].iloc[0], best["outcomes"], n_boot, seed) if "outcomes" in g else None
         rows.append(_row("fusion beats every base model alone", f"{backbone}, {NAMES.get(kind, kind)}",
                          "RAW, 3-class", "the complete model", float(full["accuracy"].iloc[0]),
-                         f"the best single one ({best['features']})", float(best["accuracy"])))
+                         f"the best single one ({best['features']})", float(best["accuracy"]), ci=ci,
+                         untestable=_why(untestable, (kind, display_name(backbone))) if untestable else ""))
     return table(rows)
 
 
-def _pairs(rob: pd.DataFrame, kinds: tuple[str, ...], refs: tuple[str, ...], claim: str) -> list[dict]:
+def _pairs(rob: pd.DataFrame, kinds: tuple[str, ...], refs: tuple[str, ...], claim: str, untestable: Untestable,
+           n_boot: int, seed: int) -> list[dict]:
     rows = []
     for (cond, task, backbone), g in rob.groupby(["condition", "task", "backbone"], sort=False):
-        acc = g.set_index("kind")["accuracy"]
+        by_kind = g.set_index("kind")
         for kind in kinds:
             for ref in refs:
-                if kind in acc and ref in acc and kind != ref:
-                    rows.append(_row(claim.format(ref=NAMES[ref]), backbone, f"{cond}, {task}",
-                                     NAMES[kind], float(acc[kind]), NAMES[ref], float(acc[ref])))
+                if kind in by_kind.index and ref in by_kind.index and kind != ref:
+                    a, b = by_kind.loc[kind], by_kind.loc[ref]
+                    ci = _paired(a.get("outcomes"), b.get("outcomes"), n_boot, seed)
+                    rows.append(_row(claim.format(ref=NAMES[ref]), backbone, f"{cond}, {task}", NAMES[kind],
+                                     float(a["accuracy"]), NAMES[ref], float(b["accuracy"]), ci=ci,
+                                     untestable=_why(untestable, (kind, backbone), (ref, backbone))))
     return rows
 
 
-def baselines(rob: pd.DataFrame) -> pd.DataFrame:
+def baselines(rob: pd.DataFrame, untestable: Untestable | None = None, n_boot: int = 1000,
+              seed: int = 0) -> pd.DataFrame:
     """Does DeepFeatureX (Net and -SN) beat the plain classifier and the linear probe of the same backbone?
-    From a Tables 2-3 table (`evaluation.robustness`: backbone, kind, condition, task, accuracy %), every
-    condition and task it holds."""
-    return table(_pairs(rob, BASE_KINDS, ("plain", "linear probe"),
-                        "DeepFeatureX beats {ref}"))
+    From a Tables 2-3 table (`evaluation.robustness`: backbone, kind, condition, task, accuracy %, outcomes),
+    every condition and task it holds, each difference with its paired bootstrap interval."""
+    return table(_pairs(rob, BASE_KINDS, ("plain", "linear probe"), "DeepFeatureX beats {ref}", untestable or {},
+                        n_boot, seed))
 
 
-def kinds(rob: pd.DataFrame) -> pd.DataFrame:
+def kinds(rob: pd.DataFrame, untestable: Untestable | None = None, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     """Do unbalanced base models (DeepFeatureX Net) beat Siamese ones (DeepFeatureX-SN)? Same input."""
-    return table(_pairs(rob, ("unbalanced",), ("siamese",), "unbalanced base models beat Siamese ones"))
+    return table(_pairs(rob, ("unbalanced",), ("siamese",), "unbalanced base models beat Siamese ones",
+                        untestable or {}, n_boot, seed))
 
 
-def generalization(wide: pd.DataFrame) -> pd.DataFrame:
-    """Does DeepFeatureX generalize better than the baselines? From Table 4 (`generalization.table4`): per
-    condition and backbone, each complete model's mean accuracy over the test sets against the plain
-    classifier's and the linear probe's."""
+_KIND_OF_GROUP = {v: k for k, v in GROUPS.items()}
+
+
+def generalization(long: pd.DataFrame, untestable: Untestable | None = None, n_boot: int = 1000,
+                   seed: int = 0) -> pd.DataFrame:
+    """Does DeepFeatureX generalize better than the baselines? From Table 4's cells (`generalization.
+    evaluate_tsets`: group, model, set, condition, accuracy %, outcomes): per condition and backbone, each
+    complete model's mean accuracy over the test sets against the plain classifier's and the linear probe's,
+    on the sets both were scored on, with the paired bootstrap interval of the difference of the means."""
     rows = []
-    ours = wide[~wide["condition"].str.startswith("paper")]  # the paper's rows, and those it alone has
-    for (cond, model), g in ours.groupby(["condition", "model"], sort=False):
-        mean = g.set_index("group")["mean"]
+    untestable = untestable or {}
+    for (cond, model), g in long.groupby(["condition", "model"], sort=False):
         for kind in BASE_KINDS:
             for ref in ("plain", "linear probe"):
-                if GROUPS[kind] in mean and GROUPS[ref] in mean:
-                    rows.append(_row(f"DeepFeatureX generalizes better than {NAMES[ref]}", model,
-                                     f"{cond}, mean of the test sets", NAMES[kind], float(mean[GROUPS[kind]]),
-                                     NAMES[ref], float(mean[GROUPS[ref]])))
+                a = g[g["group"] == GROUPS[kind]].set_index("set")
+                b = g[g["group"] == GROUPS[ref]].set_index("set")
+                sets = [s for s in a.index if s in b.index]
+                if not sets:
+                    continue
+                pairs = [(read_outcomes(a.loc[s, "outcomes"]), read_outcomes(b.loc[s, "outcomes"])) for s in sets]
+                ci = difference_ci(pairs, paired=True, n=n_boot, seed=seed) if "outcomes" in g else None
+                rows.append(_row(f"DeepFeatureX generalizes better than {NAMES[ref]}", model,
+                                 f"{cond}, mean of {len(sets)} test sets", NAMES[kind],
+                                 round(float(a.loc[sets, "accuracy"].mean()), 2), NAMES[ref],
+                                 round(float(b.loc[sets, "accuracy"].mean()), 2), ci=ci,
+                                 untestable=_why(untestable, (kind, model), (ref, model))))
+    return table(rows)
+
+
+def seen_unseen(long: pd.DataFrame, seen: str, unseen: tuple[str, ...], untestable: Untestable | None = None,
+                n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Does accuracy hold on generators never trained on? From a long table of binary accuracies
+    (`generalization.evaluate_sets`: group, model, set, condition, accuracy, outcomes): per model and
+    condition, each set of `unseen` against the set `seen`, with the bootstrap interval of the difference (the
+    sets hold other images: each is resampled on its own). It does not hold when accuracy falls significantly
+    on the unseen set; a difference whose interval contains 0 is too close to call."""
+    rows = []
+    untestable = untestable or {}
+    for (cond, group, model), g in long.groupby(["condition", "group", "model"], sort=False):
+        by_set = g.set_index("set")
+        if seen not in by_set.index:
+            continue
+        ref = float(by_set.loc[seen, "accuracy"])
+        for name in unseen:
+            if name not in by_set.index:
+                continue
+            value = float(by_set.loc[name, "accuracy"])
+            ci = (difference_ci([(read_outcomes(by_set.loc[name, "outcomes"]),
+                                  read_outcomes(by_set.loc[seen, "outcomes"]))], paired=False, n=n_boot, seed=seed)
+                  if "outcomes" in by_set else None)
+            verdict = "stays at or above" if value >= ref else "falls below"
+            text = (f"{model} ({group}), {cond}: accuracy on {name} ({value:.2f}) {verdict} its accuracy on {seen} "
+                    f"({ref:.2f}), {value - ref:+.2f} points"
+                    + (f" (95% interval of the difference [{ci[0]:+.2f}, {ci[1]:+.2f}])." if ci else "."))
+            rows.append(_row("accuracy holds on generators never trained on", f"{model} ({group})", cond,
+                             f"accuracy on {name}", value, f"accuracy on {seen}", ref, holds=value >= ref,
+                             statement=text, ci=ci,
+                             untestable=_why(untestable, (_KIND_OF_GROUP.get(group, group), model))))
     return table(rows)
 
 
 def _interval(text: str) -> tuple[float, float]:
     lo, hi = (float(v) for v in re.findall(r"-?\d+(?:\.\d+)?", text)[:2])
     return lo, hi
-
-
-def seen_unseen(long: pd.DataFrame, seen: str, unseen: tuple[str, ...]) -> pd.DataFrame:
-    """Does accuracy hold on generators never trained on? From a long table of binary accuracies
-    (`generalization.evaluate_sets`: group, model, set, condition, accuracy, accuracy_ci95): per model and
-    condition, each set of `unseen` against the set `seen`. It holds when the unseen accuracy reaches the
-    lower end of the seen accuracy's 95% interval."""
-    rows = []
-    for (cond, group, model), g in long.groupby(["condition", "group", "model"], sort=False):
-        by_set = g.set_index("set")
-        if seen not in by_set.index:
-            continue
-        ref = float(by_set.loc[seen, "accuracy"])
-        lo, _ = _interval(str(by_set.loc[seen, "accuracy_ci95"]))
-        for name in unseen:
-            if name in by_set.index:
-                value = float(by_set.loc[name, "accuracy"])
-                verdict = "stays within" if value >= lo else "falls below"
-                text = (f"{model} ({group}), {cond}: accuracy on {name} ({value:.2f}) {verdict} the 95% interval "
-                        f"of its accuracy on {seen} ({ref:.2f}, interval from {lo:.1f}), {value - ref:+.2f} points.")
-                rows.append(_row("accuracy holds on generators never trained on", f"{model} ({group})", cond,
-                                 f"accuracy on {name}", value, f"accuracy on {seen} (interval from {lo:.1f})", ref,
-                                 holds=value >= lo, statement=text))
-    return table(rows)
 
 
 def base_models(rows: list[dict]) -> pd.DataFrame:
@@ -181,7 +248,8 @@ def noise(detectors_table: pd.DataFrame, noise_name: str = "SSP") -> pd.DataFram
 
 
 def markdown(verdicts: pd.DataFrame) -> str:
-    """The statements as a Markdown list, those that hold marked ✓ and the others ✗."""
+    """The statements as a Markdown list, each marked by its verdict: ✓ holds, ✗ does not hold, ≈ too close to
+    call, – not testable."""
     if verdicts.empty:
         return "_Nothing to test: the run has no pair of models this claim compares._"
-    return "\n".join(f"- {'✓' if h else '✗'} {s}" for h, s in zip(verdicts["holds"], verdicts["statement"]))
+    return "\n".join(f"- {MARKS[v]} **{v}**: {s}" for v, s in zip(verdicts["verdict"], verdicts["statement"]))

@@ -45,6 +45,26 @@ def test_nine_sets_balanced_and_equal_per_generator():
     assert r.to_dict() == {"r1": 15, "r2": 5}
     again = gz.make_tsets(fakes, reals, n_fakes=20, seed=0)
     assert all(sets[k]["path"].tolist() == again[k]["path"].tolist() for k in sets)
+    # reals are not reused while unused ones remain (45 reals: 20 for T_G^i, then the 25 others), then reused
+    # and counted as such
+    real_paths = [set(sets[k].loc[sets[k].family == "real", "path"]) for k in ("T_G^i", "T_G^o")]
+    assert not real_paths[0] & real_paths[1]
+    assert not sets["T_G^i"]["reused"].any() and not sets["T_G^o"]["reused"].any()
+    table = gz.tsets_table(sets).set_index("set")
+    assert table.loc["T_G^i", "reals shared with earlier sets"] == 0
+    assert table.loc["T_G/D^i/o", "reals shared with earlier sets"] > 0
+
+
+def test_every_footnote_says_what_its_set_holds():
+    fakes, reals = pools()
+    table = gz.tsets_table(gz.make_tsets(fakes, reals, n_fakes=20, seed=0))
+    notes = gz.sources_note(table).split(". T_")
+    assert len(notes) == 9 and len(set(notes)) == 9  # nine sets, nine different descriptions
+    t = table.set_index("set")
+    assert t.loc["T_G^o", "generators"] == "g_out1 (unseen, 7), g_out2 (unseen, 7)"
+    assert t.loc["T_G^i", "real sources"] == "r1 (15), r2 (5)" and (t["held out"] == "yes").all()
+    first = gz.sources_note(table).split("T_G^o:")[0]
+    assert "20 fakes of g_in (inner, 20)" in first and "20 reals of r1 (15), r2 (5)" in first
 
 
 def test_sets_without_generators_are_empty_and_reals_bound_size():
@@ -54,20 +74,30 @@ def test_sets_without_generators_are_empty_and_reals_bound_size():
     assert len(sets["T_G^i"]) == 12  # 6 fakes, 6 reals
     table = gz.tsets_table(sets)
     assert table.set_index("set").loc["T_D^o", "fakes"] == 0
-    assert table.set_index("set").loc["T_G^i/o", "generators"] == "g_in (2), g_out1 (2), g_out2 (2)"
+    assert table.set_index("set").loc["T_G^i/o", "generators"] == "g_in (inner, 2), g_out1 (unseen, 2), g_out2 (unseen, 2)"
 
 
-def test_user_data_inner_and_fallback(tmp_path, fixture_root):
+def test_user_data_never_calls_a_seen_generator_a_generalization_set(tmp_path, fixture_root):
     run = dfxlib.start("smoke", run_dir=str(tmp_path / "r"), data_root=str(fixture_root),
                        overrides={"progress": False, "holdout_generators": ["gan_b"]})
     index = run.index()
-    fakes, reals = gz.tset_pools(run, index, run.split(index))
-    # no inner generators named: the test split of the seen fake generators stands in, and says so
-    inner = fakes[fakes.role == "inner"]
-    assert set(inner["generator"]) == {"dm_a", "dm_b", "gan_a"} and set(inner["split"]) == {"test"}
-    assert set(inner["source"]) == {"test split of a seen generator"}
-    assert set(fakes.loc[fakes.role == "unseen", "generator"]) == {"gan_b"}
-    assert set(reals["split"]) <= {"test", "holdout"}
+    split = run.split(index)
+    fakes, reals = gz.tset_pools(run, index, split)
+    # no inner generators named: no generator some model trained on stands in for them; the T^i sets are empty
+    assert set(fakes["role"]) == {"unseen"} and set(fakes["generator"]) == {"gan_b"}
+    assert set(fakes["split"]) == {"holdout"} and set(reals["split"]) <= {"test", "holdout"}
+    sets = gz.make_tsets(fakes, reals, 100, 0)
+    assert sets["T_G^i"].empty and sets["T_G/D^i"].empty and len(sets["T_G^o"])
+    # a paper-style tree with nothing held out: no set at all, and the plan says so before the run
+    bare = dfxlib.start("smoke", run_dir=str(tmp_path / "r3"), data_root=str(fixture_root),
+                        overrides={"progress": False})
+    f3, r3 = gz.tset_pools(bare, index, bare.split(index))
+    assert f3.empty and not any(len(df) for df in gz.make_tsets(f3, r3, 100, 0).values())
+    from dfxlib.plan import make_plan, summary
+    plan = make_plan(bare)
+    assert plan.warnings and "no held-out test sets" in plan.warnings[0] and "holdout_generators" in plan.warnings[0]
+    assert "warning: Table 4 will have no held-out test sets" in summary(plan)
+    assert not make_plan(run).warnings
 
     run2 = dfxlib.start("smoke", run_dir=str(tmp_path / "r2"), data_root=str(fixture_root),
                         overrides={"progress": False, "holdout_generators": ["gan_b"], "inner_generators": ["dm_b"]})
@@ -207,8 +237,8 @@ def test_reference_layout_fills_all_nine_sets_from_the_external_images(tmp_path,
         assert (df["path"].str.split("/").str[0] == {v: k for k, v in gz.REFERENCE_SETS.items()}[name]).all()
         assert table.loc[name, "fakes"] == table.loc[name, "reals"] == counts[name] // 2
         assert table.loc[name, "fake source"] == table.loc[name, "real source"] == f"external ({ext.resolve()})"
-    assert table.loc["T_G^o", "generators"] == "gan_b (4)"
-    assert table.loc["T_G/D^i/o", "generators"] == "dm_a (4), dm_b (4), gan_a (4), gan_b (4)"
+    assert table.loc["T_G^o", "generators"] == "gan_b (external, 4)" and table.loc["T_G^o", "held out"] == "yes"
+    assert table.loc["T_G/D^i/o", "generators"] == ", ".join(f"{g} (external, 4)" for g in ("dm_a", "dm_b", "gan_a", "gan_b"))
     assert set(sets["T_G/D^o"]["label"]) == {-1, CLASSES.index("real")}  # 'all' sets: family not known, binary
 
     def by_folder(store, rels, variant, fn):  # right on every image it can see
@@ -221,7 +251,7 @@ def test_reference_layout_fills_all_nine_sets_from_the_external_images(tmp_path,
     assert (wide.loc[("RAW", "const0.8")].iloc[1:10] == 50.0).all()  # every fake, no real: half right
     assert dict(long.groupby("set")["n"].first()) == counts
     note = gz.sources_note(gz.tsets_table(sets))
-    assert note.count(f"fakes from external ({ext.resolve()})") == 9
+    assert note.count(f"(external ({ext.resolve()}));") == 18  # each set names the source of its fakes and of its reals
 
 
 def test_a_dataset_of_unseen_generators_as_external_sets(tmp_path, fixture_root):

@@ -145,6 +145,19 @@ def test_early_stopping_by_patience(tmp_path):
     res = fit(_model(), _step, _train, worse_val, tmp_path, {"backbone": "toy"}, epochs=20, lr=1e-1,
               weight_decay=0.0, seed=0, patience=2, progress=False)
     assert len(res.history) < 20 and res.best_epoch == 1
+    assert not res.cut_short  # stopped by patience: converged
+
+
+def test_a_fit_still_improving_at_its_epoch_cap_is_flagged(tmp_path):
+    falling = _fit(tmp_path / "a", _model(), epochs=2)  # a learnable task: validation loss still falling at 2
+    assert falling.best_epoch == 2 and falling.cut_short
+    def worse_val():
+        worse_val.calls += 1
+        yield X[:16], (1 - Y[:16]) if worse_val.calls > 1 else Y[:16]
+    worse_val.calls = 0
+    flat = fit(_model(), _step, _train, worse_val, tmp_path / "b", {"backbone": "toy"}, epochs=3, lr=1e-1,
+               weight_decay=0.0, seed=0, progress=False)
+    assert flat.best_epoch == 1 and not flat.cut_short  # ran to the cap, but its best was earlier
 
 
 def _feature_setup(tmp_path, fixture_root, backbone, n):
