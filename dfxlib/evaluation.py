@@ -8,7 +8,6 @@ compared detectors all become Detectors, so one loop evaluates them all on one c
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -21,7 +20,7 @@ from .backbones import display_name
 from .data import ImageStore
 from .features import features_many, stacked_features
 from .fusion import Fused, head_folder, predict_head, test_sets
-from .metrics import evaluate, fmt_ci, outcomes, pct, to_binary
+from .metrics import correct, evaluate, fmt_ci, outcomes, parse_ci, pct
 from .models import BaseModel
 from .perturb import Perturbation
 from .run import Run
@@ -52,13 +51,6 @@ class Detector:
     trained: list[Path] = field(default_factory=list)
 
 
-def correct(labels: np.ndarray, probs: np.ndarray, binary: bool) -> np.ndarray:
-    """Per image: is the argmax prediction right (fake vs real when `binary`)?"""
-    pred = np.asarray(probs).argmax(1)
-    labels = np.asarray(labels)
-    return to_binary(pred) == to_binary(labels) if binary else pred == labels
-
-
 def untestable(detectors: Sequence[Detector], table: pd.DataFrame) -> dict[tuple[str, str], str]:
     """Why a claim about a detector cannot be decided, keyed by (kind, name): a fit it rests on ran out of epochs
     while still improving, or on the test split (`table`: `robustness` rows, or `evaluate_sets` rows with group
@@ -72,8 +64,7 @@ def untestable(detectors: Sequence[Detector], table: pd.DataFrame) -> dict[tuple
         chance_rows = []
         for r in rows[rows["condition"] == "RAW"].itertuples():
             chance = 100 / 3 if getattr(r, "task", "binary") == "multiclass" else 50.0
-            lo = float(re.findall(r"-?\d+(?:\.\d+)?", str(r.accuracy_ci95))[0])
-            if lo <= chance:
+            if parse_ci(r.accuracy_ci95)[0] <= chance:
                 chance_rows.append(f"{getattr(r, 'task', 'binary')} {r.accuracy:.2f}% {r.accuracy_ci95}")
         if chance_rows:
             why.append(f"at chance on the test split ({'; '.join(chance_rows)})")

@@ -20,8 +20,8 @@ from .basemodels import combos, load_base_model
 from .data import ImageStore, order
 from .features import TIMES, stacked_features
 from .index import CLASS_INDEX, CLASSES
-from .metrics import evaluate, outcomes, pct, sample_groups
-from .models import BaseModel, FusionHead
+from .metrics import correct, evaluate, outcomes, pct, sample_groups
+from .models import HEAD_INPUTS, BaseModel, FusionHead
 from .run import Run
 from .split import Split
 from .train import FINISHED, FitResult, classifier_step, device_of, fit, is_finished, load_weights
@@ -49,9 +49,10 @@ def head_folder(run: Run, backbone: str, kind: str) -> Path:
 
 
 def head_meta(backbone: str, kind: str, bases: list[BaseModel]) -> dict:
-    """What identifies a fusion head: its backbone and kind, and the weights of the three base models it fuses."""
+    """What identifies a fusion head: its backbone and kind, the weights of the three base models it fuses, and
+    that it standardises its inputs (a head saved before it did is refused by name, not by missing buffers)."""
     return {"model": "head", "backbone": backbone, "kind": kind, "classes": list(CLASSES),
-            "bases": [b.id for b in bases]}
+            "bases": [b.id for b in bases], "inputs": HEAD_INPUTS}
 
 
 def train_head(run: Run, folder: Path, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
@@ -169,12 +170,12 @@ def train_complete(run: Run, store: ImageStore, split: Split, backbone: str, kin
     m = evaluate(ys["multi"], p_multi, binary=False, n_boot=cfg.bootstrap, seed=cfg.seed)
     b = evaluate(ys["binary"], predict_head(head, feats["binary"]), binary=True, n_boot=cfg.bootstrap, seed=cfg.seed)
     rows = [{"backbone": backbone, "kind": kind, "features": "DM + GAN + REAL (complete)",
-             "accuracy": m["accuracy"], "f1": m["f1"], "outcomes": outcomes(p_multi.argmax(1) == ys["multi"])}]
+             "accuracy": m["accuracy"], "f1": m["f1"], "outcomes": outcomes(correct(ys["multi"], p_multi, binary=False))}]
     for k, c in enumerate(CLASSES if ablation else ()):
         probs = probe_proba(fit_probe(feats["train"][:, k], ys["train"], cfg.seed), feats["multi"][:, k])
         r = evaluate(ys["multi"], probs, binary=False, n_boot=1, seed=cfg.seed)
         rows.append({"backbone": backbone, "kind": kind, "features": f"{c.upper()} base model alone",
-                     "accuracy": r["accuracy"], "f1": r["f1"], "outcomes": outcomes(probs.argmax(1) == ys["multi"])})
+                     "accuracy": r["accuracy"], "f1": r["f1"], "outcomes": outcomes(correct(ys["multi"], probs, binary=False))})
     return TrainedComplete(backbone=backbone, kind=kind, bases=bases, head=head, fit=result, multiclass=m,
                            binary=b, ablation=pd.DataFrame(rows))
 
@@ -184,6 +185,13 @@ def train_complete_models(run: Run, store: ImageStore, split: Split,
     """A complete model for every (backbone, kind) of the run (trained, or reused once trained), evaluated on
     the test split; with `ablation`, each base model alone too (see `train_complete`)."""
     return [train_complete(run, store, split, b, k, ablation) for b, k in combos(run)]
+
+
+def head_fits(completes: list[TrainedComplete]) -> pd.DataFrame:
+    """How each fusion head trained: epochs run, the epoch kept, and whether it was cut short (its validation loss
+    still falling when its epochs ran out)."""
+    return pd.DataFrame([{"model": f"{c.backbone}/{c.kind}", "epochs_run": len(c.fit.history),
+                          "best_epoch": c.fit.best_epoch, "cut_short": c.fit.cut_short} for c in completes])
 
 
 def per_class_table(completes: list[TrainedComplete]) -> pd.DataFrame:

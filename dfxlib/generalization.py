@@ -25,9 +25,9 @@ import pandas as pd
 from . import paper, perturb
 from .data import ImageStore
 from .features import features_many
-from .evaluation import GROUPS, Detector, correct
+from .evaluation import GROUPS, Detector
 from .index import CLASS_INDEX, CLASSES, DataError, DatasetIndex
-from .metrics import (balanced_accuracy, evaluate, fake_score, fmt_ci, outcomes, pct, sample_groups, score_metrics,
+from .metrics import (balanced_accuracy, correct, evaluate, fake_score, fmt_ci, outcomes, pct, sample_groups, score_metrics,
                       to_binary)
 from .run import Run
 from .split import Split
@@ -62,10 +62,10 @@ def tset_pools(run: Run, index, split: Split) -> tuple[pd.DataFrame, pd.DataFram
 
 
 #: what to set so that Table 4 has the sets it lacks (notebook 05 and `dfx plan` say it)
-MISSING_SETS = ("Table 4 needs generators no model trained on: set `generalization_root` to the paper's external test "
-            "sets (or any dataset of unseen generators), or hold generators out of training with "
-            "`holdout_generators` (unseen, the T^o sets), `inner_generators` (a seen architecture trained again, "
-            "the T^i sets) or `train_generators` (train on these only).")
+MISSING_SETS = ("Table 4 needs generators no model trained on: set `generalization_root` to the paper's external "
+                "test sets (or any dataset of unseen generators), or hold generators out of training with "
+                "`holdout_generators` (unseen, the T^o sets), `inner_generators` (a seen architecture trained "
+                "again, the T^i sets) or `train_generators` (train on these only).")
 
 
 #: the reference's generalization folders (testing_generalization.py) -> dfx's test-set names
@@ -128,7 +128,17 @@ def tsets(run: Run, index: DatasetIndex, split: Split, store: ImageStore) -> tup
         fakes, reals = tset_pools(run, index, split)
         return store, make_tsets(fakes, reals, run.config.tset_fakes, run.config.seed)
     ext_index = run.index(ext)
-    return run.images(ext_index), external_sets(run, ext_index)
+    roles = run.generator_roles(index)
+    trained = set(roles.loc[(roles["role"] == "seen") & (roles["family"] != "real"), "generator"].str.lower())
+    return run.images(ext_index), {name: mark_trained(df, trained) for name, df in external_sets(run, ext_index).items()}
+
+
+def mark_trained(df: pd.DataFrame, trained: set[str]) -> pd.DataFrame:
+    """External test-set rows with the role of each fake: `seen` when a generator of that name (any case) was
+    trained on in this run (the sets table then says the set is NOT held out), else its role or `external`."""
+    fake = df["family"] != "real"
+    role = df["role"] if "role" in df else pd.Series("external", index=df.index)
+    return df.assign(role=role.where(~(fake & df["generator"].str.lower().isin(trained)), "seen").where(fake, ""))
 
 
 def make_tsets(fakes: pd.DataFrame, reals: pd.DataFrame, n_fakes: int, seed: int) -> dict[str, pd.DataFrame]:
@@ -238,7 +248,9 @@ def evaluate_sets(run: Run, store: ImageStore, sets: dict[str, pd.DataFrame], de
                 if paper_values:
                     row["paper_accuracy"] = paper.table4(det.paper_row, name) if det.paper_row else ""
                 rows.append(row)
-    return pd.DataFrame(rows)
+    columns = ["group", "model", "set", "condition", "accuracy", "accuracy_ci95", "balanced_accuracy", "auc", "n",
+               "outcomes"] + (["paper_accuracy"] if paper_values else [])
+    return pd.DataFrame(rows, columns=columns)  # the columns even with no set to score (Table 4 then says so)
 
 
 def table4(long: pd.DataFrame) -> pd.DataFrame:

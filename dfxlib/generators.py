@@ -36,7 +36,6 @@ class UpsampleAE(nn.Module):
                 layers += [nn.Conv2d(cin, cout * 4, 3, 1, 1), nn.PixelShuffle(2)]
             elif upsample in ("nearest", "bilinear"):
                 layers += [nn.Upsample(scale_factor=2, mode=upsample), nn.Conv2d(cin, cout, 3, 1, 1)]
-
             else:
                 raise ValueError(f"unknown upsampling {upsample!r}")
             layers.append(nn.ReLU())
@@ -52,10 +51,10 @@ class UpsampleAE(nn.Module):
 
 class UNetTranslator(nn.Module):
     """An image-to-image translator (pix2pix / CycleGAN's U-Net): the auto-encoder's path plus a skip connection
-    that carries the input's half-resolution features past the bottleneck (dropout on it while generating, as
-    pix2pix's noise); `full_skip` adds one at full resolution."""
+    that carries the input's half-resolution features past the bottleneck (dropout on it, in training and in
+    generation, is pix2pix's noise). No full-resolution skip: with one it learns to copy its input."""
 
-    def __init__(self, width: int = 16, full_skip: bool = False):
+    def __init__(self, width: int = 16):
         super().__init__()
         w = width
         self.e1 = nn.Sequential(nn.Conv2d(3, w, 3, 1, 1), nn.ReLU())
@@ -63,20 +62,15 @@ class UNetTranslator(nn.Module):
         self.e3 = nn.Sequential(nn.Conv2d(2 * w, 4 * w, 3, 2, 1), nn.ReLU())
         self.d3 = nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear"), nn.Conv2d(4 * w, 2 * w, 3, 1, 1), nn.ReLU())
         self.d2 = nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear"), nn.Conv2d(4 * w, w, 3, 1, 1), nn.ReLU())
-        self.out = nn.Conv2d(2 * w if full_skip else w, 3, 3, 1, 1)
-        self.full_skip = full_skip
+        self.out = nn.Conv2d(w, 3, 3, 1, 1)
 
     def forward(self, x: torch.Tensor, noise: float = 0.0) -> torch.Tensor:
-        h1 = self.e1(x)
-        h2 = self.e2(h1)
+        h2 = self.e2(self.e1(x))
         z = self.e3(h2)
         if noise:  # in training and in generation alike
             z = z + noise * torch.randn_like(z) * z.std()
             h2 = F.dropout(h2, 0.5, training=True)
-        h = self.d2(torch.cat([self.d3(z), h2], 1))
-        if self.full_skip:
-            h = torch.cat([h, F.dropout(h1, 0.5, training=bool(noise))], 1)
-        return torch.sigmoid(self.out(h))
+        return torch.sigmoid(self.out(self.d2(torch.cat([self.d3(z), h2], 1))))
 
 
 class LatentAE(nn.Module):

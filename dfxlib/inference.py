@@ -28,7 +28,7 @@ from .backbones import create_backbone, feature_dim, normalization_meta, preproc
 from .config import DEFAULT_MAX_PIXELS, DEFAULT_PROFILE, runs_root
 from .features import prepare_batch
 from .gradcam import complete_cams, heatmap_panel
-from .models import KINDS, BaseClassifier, CompleteModel, FusionHead, SiameseNet
+from .models import HEAD_INPUTS, KINDS, BaseClassifier, CompleteModel, FusionHead, SiameseNet
 from .images import ImageError, decode_rgb, load_rgb
 from .index import CLASSES
 from .predict_io import iter_inputs
@@ -120,7 +120,7 @@ def load_predictor(model: str | Path = "", backbone: str = "", kind: str = "", d
         load_weights(net, path, {"model": "base", "backbone": bb, "kind": kd, "main": main})
         bases.append(net.backbone)
     head = FusionHead(in_channels=meta["in_channels"], feature_dim=feature_dim(bases[0]))
-    load_weights(head, head_path, {"model": "head", "backbone": bb, "kind": kd})
+    load_weights(head, head_path, {"model": "head", "backbone": bb, "kind": kd, "inputs": HEAD_INPUTS})
     dev = device_of(device)
     model = CompleteModel(bases, head).to(dev).eval()
     return Predictor(model=model, backbone=bb, kind=kd, input_size=int(input_size or 256), head_path=head_path,

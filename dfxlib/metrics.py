@@ -7,6 +7,7 @@ p(dm) + p(gan).
 
 from __future__ import annotations
 
+import re
 from typing import Callable, Sequence
 
 import numpy as np
@@ -30,6 +31,12 @@ def sample_groups(df: pd.DataFrame, by: str | list[str], n: int | Callable[[int]
 def to_binary(labels: np.ndarray) -> np.ndarray:
     """3-class labels -> 1 for fake (dm, gan), 0 for real."""
     return (np.asarray(labels) != REAL).astype(int)
+
+
+def correct(labels: np.ndarray, probs: np.ndarray, binary: bool) -> np.ndarray:
+    """Per image: is the argmax prediction of `probs` (N, 3) right (fake vs real when `binary`)?"""
+    pred, labels = np.asarray(probs).argmax(1), np.asarray(labels)
+    return to_binary(pred) == to_binary(labels) if binary else pred == labels
 
 
 def fake_score(probs: np.ndarray) -> np.ndarray:
@@ -213,14 +220,13 @@ def difference_ci(pairs: Sequence[tuple[np.ndarray, np.ndarray]], paired: bool =
     `pairs` (per-image 0/1 outcomes). `paired`: a_k and b_k are the same images (one resample of the images
     serves both, so what the two models share cancels); else each is resampled on its own."""
     a_level = (1 - level) / 2
-    rng = np.random.default_rng(seed)
     diffs = np.zeros(n)
-    for a, b in pairs:
+    for k, (a, b) in enumerate(pairs):
         a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
         if paired and len(a) != len(b):
             raise ValueError(f"paired outcomes of different lengths ({len(a)} and {len(b)})")
-        ia = rng.integers(0, len(a), (n, len(a)))
-        ib = ia if paired else rng.integers(0, len(b), (n, len(b)))
+        ia = _resamples(len(a), n, seed + 2 * k)
+        ib = ia if paired else _resamples(len(b), n, seed + 2 * k + 1)
         diffs += a[ia].mean(1) - b[ib].mean(1)
     diffs *= 100.0 / max(len(pairs), 1)
     return float(np.quantile(diffs, a_level)), float(np.quantile(diffs, 1 - a_level))
@@ -234,3 +240,9 @@ def pct(x: float) -> float:
 def fmt_ci(ci: tuple[float, float]) -> str:
     """A (lo, hi) fraction interval as '[lo, hi]' in percent."""
     return f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+
+
+def parse_ci(text: str) -> tuple[float, float]:
+    """The (lo, hi) of an interval written by `fmt_ci` (as it reads in a table: percent)."""
+    lo, hi = (float(v) for v in re.findall(r"-?\d+(?:\.\d+)?", str(text))[:2])
+    return lo, hi

@@ -63,6 +63,10 @@ def contrastive_loss(d: torch.Tensor, dissimilar: torch.Tensor, margin: float = 
     return (0.5 * (1 - y) * d.pow(2) + 0.5 * y * F.relu(margin - d).pow(2)).mean()
 
 
+#: how a fusion head's inputs are prepared (`FusionHead.set_input_stats`), recorded in its checkpoint's metadata
+HEAD_INPUTS = "standardised"
+
+
 class FusionHead(nn.Module):
     """The paper's head: five 1-D convolutions (16, 64, 256, 512, 1024 channels; kernels 7, 5, 3, 3, 3;
     strides 2, 2, 1, 1, 1; padding 1), ReLU then batch norm after each but the last, global average pooling,

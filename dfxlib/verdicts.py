@@ -7,7 +7,6 @@ save these tables and print the sentences: what the text says about a result is 
 
 from __future__ import annotations
 
-import re
 from typing import Mapping
 
 import pandas as pd
@@ -15,7 +14,7 @@ import pandas as pd
 from .backbones import display_name
 from .config import BASE_KINDS
 from .evaluation import GROUPS
-from .metrics import difference_ci, read_outcomes
+from .metrics import difference_ci, parse_ci, read_outcomes
 
 #: how a statement names each kind of model
 NAMES: dict[str, str] = {"unbalanced": "DeepFeatureX Net", "siamese": "DeepFeatureX-SN",
@@ -145,8 +144,8 @@ def generalization(long: pd.DataFrame, untestable: Untestable | None = None, n_b
                 sets = [s for s in a.index if s in b.index]
                 if not sets:
                     continue
-                pairs = [(read_outcomes(a.loc[s, "outcomes"]), read_outcomes(b.loc[s, "outcomes"])) for s in sets]
-                ci = difference_ci(pairs, paired=True, n=n_boot, seed=seed) if "outcomes" in g else None
+                ci = (difference_ci([(read_outcomes(a.loc[s, "outcomes"]), read_outcomes(b.loc[s, "outcomes"]))
+                                     for s in sets], paired=True, n=n_boot, seed=seed) if "outcomes" in g else None)
                 rows.append(_row(f"DeepFeatureX generalizes better than {NAMES[ref]}", model,
                                  f"{cond}, mean of {len(sets)} test sets", NAMES[kind],
                                  round(float(a.loc[sets, "accuracy"].mean()), 2), NAMES[ref],
@@ -185,11 +184,6 @@ def seen_unseen(long: pd.DataFrame, seen: str, unseen: tuple[str, ...], untestab
                              statement=text, ci=ci,
                              untestable=_why(untestable, (_KIND_OF_GROUP.get(group, group), model))))
     return table(rows)
-
-
-def _interval(text: str) -> tuple[float, float]:
-    lo, hi = (float(v) for v in re.findall(r"-?\d+(?:\.\d+)?", text)[:2])
-    return lo, hi
 
 
 def base_models(rows: list[dict]) -> pd.DataFrame:
@@ -234,7 +228,7 @@ def noise(detectors_table: pd.DataFrame, noise_name: str = "SSP") -> pd.DataFram
     if mine.empty or others.empty:
         return table([])
     m, best = mine.iloc[0], others.loc[others[col].idxmax()]
-    lo, best_hi = _interval(str(m[ci]))[0], _interval(str(best[ci]))[1]
+    lo, best_hi = parse_ci(m[ci])[0], parse_ci(best[ci])[1]
     above = float(m[col]) > float(best[col])
     verdict = ("yes: better than every other detector, beyond the intervals" if above and lo > best_hi else
                "above every other detector, but within the intervals of the best one (not a clear yes)" if above
@@ -245,6 +239,13 @@ def noise(detectors_table: pd.DataFrame, noise_name: str = "SSP") -> pd.DataFram
                        "unseen generators (inner + unseen)", "balanced accuracy", float(m[col]),
                        f"the best other detector ({best['detector']})", float(best[col]),
                        holds=above and lo > best_hi, statement=text)])
+
+
+def untestable_note(untestable: Untestable) -> str:
+    """Markdown: each model no claim can be decided about, and why (`evaluation.untestable`), or that every
+    compared model learned and converged."""
+    return "\n".join(f"- **{NAMES.get(k, k)} {n}: not testable**: {why}" for (k, n), why in untestable.items()) \
+        or "Every model compared here learned (above chance on the test split) and converged."
 
 
 def markdown(verdicts: pd.DataFrame) -> str:

@@ -84,7 +84,7 @@ def make_run(root: Path, backbone: str = "test_resnet", kind: str = "unbalanced"
     head = models.FusionHead(feature_dim=feature_dim(net.backbone))
     save_weights(head, root / "checkpoints" / "heads" / backbone / kind / "complete" / "best.safetensors",
                  {"model": "head", "backbone": backbone, "kind": kind, "classes": list(CLASSES), "bases": ids,
-                  "in_channels": 3})
+                  "in_channels": 3, "inputs": "standardised"})
     (root / "config.json").write_text(json.dumps({"backbones": [backbone]}))
     return root
 

@@ -334,3 +334,14 @@ def test_cli_into_a_closed_pipe_exits_quietly(run_dir, fixture_root):
     err = proc.stderr.read().decode()
     assert proc.wait(60) == 1
     assert "Traceback" not in err and "output closed early; standard output holds" in err
+
+
+def test_a_head_saved_before_inputs_were_standardised_is_refused_by_name(tmp_path):
+    from dfxlib.train import read_meta
+
+    root = make_run(tmp_path / "run")
+    head_path = root / "checkpoints" / "heads" / "test_resnet" / "unbalanced" / "complete" / "best.safetensors"
+    meta = {k: v for k, v in read_meta(head_path).items() if k not in ("inputs", "format")}
+    save_weights(models.FusionHead(), head_path, meta)  # an old head: raw inputs, no standardisation buffers
+    with pytest.raises(CheckpointMismatch, match="inputs: checkpoint has None, expected 'standardised'"):
+        inference.load_predictor(root)

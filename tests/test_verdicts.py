@@ -1,6 +1,8 @@
 """The paper's claims as table rows: each verdict follows the numbers it is given, either way."""
 
+import numpy as np
 import pandas as pd
+import pytest
 
 from dfxlib import verdicts
 
@@ -84,6 +86,9 @@ def test_a_claim_about_a_model_that_learned_nothing_is_not_testable():
     table = rob({"siamese": 33.33, "plain": 80.0})
     v = verdicts.baselines(table, {("siamese", "B"): "at chance on the test split"}).iloc[0]
     assert v["verdict"] == "not testable" and not v["holds"] and "at chance" in v["statement"]
+    note = verdicts.untestable_note({("siamese", "B"): "at chance on the test split"})
+    assert note == "- **DeepFeatureX-SN B: not testable**: at chance on the test split"
+    assert verdicts.untestable_note({}).startswith("Every model compared here learned")
 
 
 def test_seen_unseen_fails_only_on_a_drop_beyond_its_interval():
@@ -136,3 +141,16 @@ def test_the_noise_claim_needs_intervals_apart():
     assert not below["holds"].item() and "? no." in below["statement"].item()
     assert below["reference"].item() == "the best other detector (Detectors: SimpleCNN)"
     assert verdicts.noise(det(50.0, "[45.0, 55.0]", 60.0, "[55.0, 65.0]").iloc[1:]).empty  # no SSP row
+
+
+def test_a_paired_interval_is_narrower_than_an_unpaired_one_on_the_same_images():
+    from dfxlib.metrics import difference_ci
+
+    rng = np.random.default_rng(0)
+    a = rng.random(300) < 0.8
+    b = a.copy()
+    b[rng.choice(300, 12, replace=False)] ^= True  # two models that agree on 288 of 300 images
+    paired, unpaired = difference_ci([(a, b)], True, 500, 0), difference_ci([(a, b)], False, 500, 0)
+    assert paired[1] - paired[0] < (unpaired[1] - unpaired[0]) / 2  # what they share cancels
+    with pytest.raises(ValueError, match="different lengths"):
+        difference_ci([(a, b[:10])], True, 10, 0)
