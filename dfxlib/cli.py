@@ -26,6 +26,10 @@ def _numbers(text: str | None) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()] if text else []
 
 
+def _bad_seed(text: str) -> int:
+    raise ConfigError(f"--seeds: {text!r} is not a seed (a whole number >= 0)")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .runner import NotebookFailure, run_notebooks
 
@@ -39,8 +43,15 @@ def cmd_run(args: argparse.Namespace) -> int:
                   "(--no-disk-check runs it anyway)", file=sys.stderr)
             return 2
     try:
-        run_dir = run_notebooks(args.profile, _params(args.param), only=_numbers(args.only), start=args.start,
+        if args.seeds:
+            from .runner import run_seeds
+
+            seeds = [int(s) if s.isdigit() else _bad_seed(s) for s in _numbers(args.seeds)]
+            run_dir = run_seeds(args.profile, _params(args.param), seeds, only=_numbers(args.only), start=args.start,
                                 stall_timeout=args.stall_timeout)
+        else:
+            run_dir = run_notebooks(args.profile, _params(args.param), only=_numbers(args.only), start=args.start,
+                                    stall_timeout=args.stall_timeout)
     except NotebookFailure as exc:
         print(f"dfx run: {exc}", file=sys.stderr)
         return 1
@@ -249,6 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="execute the numbered notebooks with papermill and write REPORT.md")
     r.add_argument("--profile", default=DEFAULT_PROFILE, help=f"{', '.join(PROFILES)} (default {DEFAULT_PROFILE})")
     r.add_argument("--only", help="comma-separated notebook numbers, e.g. 01,03")
+    r.add_argument("--seeds", metavar="S1,S2,...",
+                   help="run once per seed, each into <run folder>/seed-<s> (default folder runs/<profile>-seeds), "
+                        "and summarise every claim over the seeds (tables/claims_over_seeds)")
     r.add_argument("--from", dest="start", help="run from this notebook number on")
     r.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
     r.add_argument("--stall-timeout", type=float, default=STALL_TIMEOUT_S, metavar="SECONDS",

@@ -13,9 +13,11 @@ from typing import Callable, Mapping, Sequence
 import papermill as pm
 
 from . import nbexec
-from .config import DEFAULT_PROFILE, STALL_TIMEOUT_S, ConfigError, checkout, resolve
-from .run import prepare_run_dir
-from .tables import build_report
+import pandas as pd
+
+from .config import DEFAULT_PROFILE, STALL_TIMEOUT_S, ConfigError, checkout, resolve, runs_root
+from .run import claim_run_dir, prepare_run_dir
+from .tables import build_report, write_table
 
 _NUMBERED = re.compile(r"^(\d\d)_.+\.ipynb$")
 
@@ -77,6 +79,40 @@ def _failure(nb: Path, out: Path, exc: Exception, profile: str) -> NotebookFailu
         cell = f"cell In [{exc.exec_count}]" + (f" ({first[0][:80]})" if first else "")
     ename, evalue = getattr(exc, "ename", type(exc).__name__), getattr(exc, "evalue", str(exc))
     return NotebookFailure(notebook=nb.name, cell=cell, error=f"{ename}: {evalue}", executed=out)
+
+
+def seeds_dir(profile: str, params: Mapping[str, str] | None = None) -> Path:
+    """Where `run_seeds` writes: `run_dir` when given, else `runs/<profile>-seeds` (beside the one-seed run)."""
+    cfg = resolve(profile, dict(params or {}))
+    return Path(cfg.run_dir).expanduser().resolve() if cfg.run_dir else runs_root() / f"{profile}-seeds"
+
+
+def run_seeds(profile: str, params: Mapping[str, str] | None, seeds: Sequence[int], log=print, **kw) -> Path:
+    """Run the selected notebooks once per seed, each into `<folder>/seed-<s>/` (`seeds_dir`; a run stopped part
+    way resumes like any run), then write `<folder>/tables/claims_over_seeds` (`verdicts.over_seeds` of every
+    `verdicts_*` table) and REPORT.md. Returns the folder."""
+    from .verdicts import over_seeds
+
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds: name each seed once, got {list(seeds)}")
+    base = claim_run_dir(seeds_dir(profile, params))
+    for s in seeds:  # every setting and seed checked before the first run starts
+        resolve(profile, {**dict(params or {}), "seed": str(s)})
+    for s in seeds:
+        log(f"seed {s} of {', '.join(map(str, seeds))}")
+        run_notebooks(profile, {**dict(params or {}), "seed": str(s), "run_dir": str(base / f"seed-{s}")}, log=log,
+                      **kw)
+    tables = {s: pd.concat([pd.read_csv(p, keep_default_na=False) for p in sorted((base / f"seed-{s}" / "tables")
+                                                                                 .glob("verdicts_*.csv"))] or
+                           [pd.DataFrame()], ignore_index=True) for s in seeds}
+    summary = over_seeds(tables)
+    write_table(summary, "claims_over_seeds", base / "tables",
+                title=f"The paper's claims over seeds {', '.join(map(str, seeds))}: verdict counts and the spread of "
+                      "each difference (points)",
+                notes="A claim's seeds agree unless one seed says `holds` and another `does not hold`; a claim that "
+                      "moves only through `too close to call` is a claim the data cannot settle at this size.")
+    log(f"report: {build_report(base)}")
+    return base
 
 
 def run_notebooks(profile: str = DEFAULT_PROFILE, params: Mapping[str, str] | None = None, only: Sequence[str] = (),

@@ -241,6 +241,34 @@ def noise(detectors_table: pd.DataFrame, noise_name: str = "SSP") -> pd.DataFram
                        holds=above and lo > best_hi, statement=text)])
 
 
+#: what identifies one claim across seeds (a fusion claim's best single base model may differ: its name is dropped)
+CLAIM_KEY: tuple[str, ...] = ("claim", "subject", "condition", "value_of", "reference")
+
+
+def over_seeds(by_seed: Mapping[int, pd.DataFrame]) -> pd.DataFrame:
+    """One row per claim over the verdict tables of several seeds (seed -> rows of `table`): the mean and spread
+    (sample sd) of its difference, how many seeds give each verdict, each seed's verdict, and whether the seeds
+    contradict each other (one `holds` where another `does not hold`; moving through `too close to call` or `not
+    testable` is not a contradiction)."""
+    parts = [v.assign(seed=s, reference=v["reference"].astype(str).str.replace(r" \(.*\)$", "", regex=True))
+             for s, v in by_seed.items() if len(v)]
+    if not parts:
+        return pd.DataFrame(columns=[*CLAIM_KEY, "seeds", "difference_mean", "difference_sd", *VERDICTS,
+                                     "by_seed", "seeds_agree"])
+    rows = []
+    for key, g in pd.concat(parts, ignore_index=True).groupby(list(CLAIM_KEY), sort=False):
+        counts = g["verdict"].value_counts()
+        held, failed = g.loc[g["verdict"] == "holds", "seed"], g.loc[g["verdict"] == "does not hold", "seed"]
+        agree = "yes" if held.empty or failed.empty else (
+            f"NO: holds on seed {', '.join(map(str, held))}, does not hold on seed {', '.join(map(str, failed))}")
+        rows.append({**dict(zip(CLAIM_KEY, key)), "seeds": len(g),
+                     "difference_mean": round(float(g["difference"].mean()), 2),
+                     "difference_sd": round(float(g["difference"].std(ddof=1)), 2) if len(g) > 1 else float("nan"),
+                     **{v: int(counts.get(v, 0)) for v in VERDICTS},
+                     "by_seed": "; ".join(f"{s}: {v}" for s, v in zip(g["seed"], g["verdict"])), "seeds_agree": agree})
+    return pd.DataFrame(rows)
+
+
 def untestable_note(untestable: Untestable) -> str:
     """Markdown: each model no claim can be decided about, and why (`evaluation.untestable`), or that every
     compared model learned and converged."""

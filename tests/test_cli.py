@@ -1,3 +1,6 @@
+import json
+
+import pandas as pd
 import pytest
 
 from dfxlib.cli import main
@@ -77,3 +80,22 @@ def test_report_command(tmp_path, capsys):
     text = (tmp_path / "REPORT.md").read_text()
     assert text.index("## dataset") < text.index("## wild")
     assert main(["report", "--run-dir", str(tmp_path / "none")]) == 1
+
+
+@pytest.mark.notebook
+def test_run_over_seeds_writes_one_run_per_seed_and_a_claim_summary(tmp_path, capsys):
+    base = tmp_path / "seeds"
+    assert main(["run", "--profile", "smoke", "--seeds", "0,1", "--only", "00,01", "-p", f"run_dir={base}",
+                 "-p", "progress=false"]) == 0
+    for s in (0, 1):
+        assert json.loads((base / f"seed-{s}" / "config.json").read_text())["seed"] == s
+        assert (base / f"seed-{s}" / "tables" / "verdicts_audit.csv").is_file()
+    summary = pd.read_csv(base / "tables" / "claims_over_seeds.csv", keep_default_na=False)
+    audit = pd.read_csv(base / "seed-0" / "tables" / "verdicts_audit.csv")
+    assert len(summary) == len(audit) and (summary["seeds"] == 2).all()
+    assert (summary[["holds", "does not hold", "too close to call", "not testable"]].sum(axis=1) == 2).all()
+    assert "claims over seeds 0, 1" in (base / "REPORT.md").read_text()
+    assert main(["run", "--profile", "smoke", "--seeds", "0,x", "-p", f"run_dir={tmp_path / 'x'}"]) == 2
+    assert "--seeds: 'x' is not a seed" in capsys.readouterr().err
+    assert main(["run", "--profile", "smoke", "--seeds", "1,1", "-p", f"run_dir={tmp_path / 'y'}"]) == 2
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()  # refused before anything is written

@@ -154,3 +154,23 @@ def test_a_paired_interval_is_narrower_than_an_unpaired_one_on_the_same_images()
     assert paired[1] - paired[0] < (unpaired[1] - unpaired[0]) / 2  # what they share cancels
     with pytest.raises(ValueError, match="different lengths"):
         difference_ci([(a, b[:10])], True, 10, 0)
+
+
+def test_over_seeds_counts_verdicts_and_finds_a_contradiction():
+    def seed(verdict_fusion: str, diff: float, best: str) -> pd.DataFrame:
+        rows = [verdicts._row("fusion beats every base model alone", "B, DeepFeatureX Net", "RAW, 3-class",
+                              "the complete model", 90.0 + diff, f"the best single one ({best} base model alone)", 90.0,
+                              ci={"holds": (0.5, 3.0), "does not hold": (-3.0, -0.5)}.get(verdict_fusion, (-1.0, 1.0))),
+                verdicts._row("DeepFeatureX beats the plain classifier", "B", "RAW, binary", "DeepFeatureX Net", 80.0,
+                              "the plain classifier", 70.0, ci=(5.0, 15.0))]
+        return verdicts.table(rows)
+    summary = verdicts.over_seeds({0: seed("holds", 2.0, "DM"), 1: seed("too close", 0.2, "GAN"),
+                                   2: seed("does not hold", -2.0, "DM")}).set_index("claim")
+    fusion = summary.loc["fusion beats every base model alone"]
+    assert fusion["seeds"] == 3 and fusion["reference"] == "the best single one"  # one claim whatever base model won
+    assert (fusion["holds"], fusion["does not hold"], fusion["too close to call"]) == (1, 1, 1)
+    assert fusion["difference_mean"] == 0.07 and fusion["seeds_agree"].startswith("NO: holds on seed 0")
+    assert fusion["by_seed"] == "0: holds; 1: too close to call; 2: does not hold"
+    plain = summary.loc["DeepFeatureX beats the plain classifier"]
+    assert plain["holds"] == 3 and plain["seeds_agree"] == "yes" and plain["difference_sd"] == 0.0
+    assert verdicts.over_seeds({0: verdicts.table([])}).empty
