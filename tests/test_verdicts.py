@@ -174,3 +174,29 @@ def test_over_seeds_counts_verdicts_and_finds_a_contradiction():
     plain = summary.loc["DeepFeatureX beats the plain classifier"]
     assert plain["holds"] == 3 and plain["seeds_agree"] == "yes" and plain["difference_sd"] == 0.0
     assert verdicts.over_seeds({0: verdicts.table([])}).empty
+
+
+def test_untestable_names_a_model_at_chance_and_one_cut_short(tmp_path):
+    import json
+
+    from dfxlib.evaluation import Detector, untestable
+    from dfxlib.train import FINISHED
+
+    short, done = tmp_path / "siamese" / "complete", tmp_path / "plain" / "b"
+    for folder, (last, best) in ((short, (6, 6)), (done, (9, 6))):
+        folder.mkdir(parents=True)
+        (folder / "meta.json").write_text(json.dumps({"epochs": last if folder == short else 20}))
+        (folder / FINISHED).write_text(json.dumps({"epoch": last, "best": 0.1, "best_epoch": best}))
+    dets = [Detector("DeepFeatureX-SN", "B", None, [], kind="siamese", trained=[short]),
+            Detector("Baselines", "B", None, [], kind="plain", trained=[done])]
+    rob = pd.DataFrame([
+        {"backbone": "B", "kind": "siamese", "condition": "RAW", "task": "multiclass", "accuracy": 34.0,
+         "accuracy_ci95": "[28.1, 40.2]"},
+        {"backbone": "B", "kind": "plain", "condition": "RAW", "task": "multiclass", "accuracy": 90.0,
+         "accuracy_ci95": "[86.0, 93.5]"},
+        {"backbone": "B", "kind": "plain", "condition": "QF50", "task": "multiclass", "accuracy": 30.0,
+         "accuracy_ci95": "[25.0, 35.0]"}])  # at chance under JPEG only: a finding, not a model that learned nothing
+    why = untestable(dets, rob)
+    assert set(why) == {("siamese", "B")}
+    assert "cut short" in why["siamese", "B"] and "siamese/complete" in why["siamese", "B"]
+    assert "at chance on the test split (multiclass 34.00% [28.1, 40.2])" in why["siamese", "B"]
