@@ -8,6 +8,7 @@ compared detectors all become Detectors, so one loop evaluates them all on one c
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -25,7 +26,7 @@ from .models import BaseModel
 from .perturb import Perturbation
 from .run import Run
 from .split import Split
-from .train import cut_short
+from .train import FINISHED, cut_short
 
 Predict = Callable[[ImageStore, Sequence[str], str, Perturbation | None], np.ndarray]
 
@@ -49,6 +50,17 @@ class Detector:
     kind: str = ""
     #: the training folders of the fits it rests on (base models, head; the plain classifier), to flag a cut
     trained: list[Path] = field(default_factory=list)
+
+
+def fit_summary(detectors: Sequence[Detector]) -> pd.DataFrame:
+    """Every fit the detectors rest on, once each: epochs run of its cap, the epoch kept (minimum validation loss),
+    and whether it was cut short (its validation loss still falling when its epochs ran out)."""
+    rows = []
+    for f in dict.fromkeys(Path(f) for d in detectors for f in d.trained):
+        meta, st = json.loads((f / "meta.json").read_text()), json.loads((f / FINISHED).read_text())
+        rows.append({"model": "/".join(f.parts[-3:]), "epochs_run": int(st["epoch"]), "cap": int(meta["epochs"]),
+                     "best_epoch": int(st["best_epoch"]), "cut_short": cut_short(f)})
+    return pd.DataFrame(rows, columns=["model", "epochs_run", "cap", "best_epoch", "cut_short"])
 
 
 def untestable(detectors: Sequence[Detector], table: pd.DataFrame) -> dict[tuple[str, str], str]:

@@ -187,13 +187,6 @@ def train_complete_models(run: Run, store: ImageStore, split: Split,
     return [train_complete(run, store, split, b, k, ablation) for b, k in combos(run)]
 
 
-def head_fits(completes: list[TrainedComplete]) -> pd.DataFrame:
-    """How each fusion head trained: epochs run, the epoch kept, and whether it was cut short (its validation loss
-    still falling when its epochs ran out)."""
-    return pd.DataFrame([{"model": f"{c.backbone}/{c.kind}", "epochs_run": len(c.fit.history),
-                          "best_epoch": c.fit.best_epoch, "cut_short": c.fit.cut_short} for c in completes])
-
-
 def per_class_table(completes: list[TrainedComplete]) -> pd.DataFrame:
     """Per-class precision, recall and F1 (%) of every complete model, 3-class and binary."""
     rows = []

@@ -200,3 +200,8 @@ def test_untestable_names_a_model_at_chance_and_one_cut_short(tmp_path):
     assert set(why) == {("siamese", "B")}
     assert "cut short" in why["siamese", "B"] and "siamese/complete" in why["siamese", "B"]
     assert "at chance on the test split (multiclass 34.00% [28.1, 40.2])" in why["siamese", "B"]
+    from dfxlib.evaluation import fit_summary
+    fits = fit_summary(dets + dets[:1]).set_index("model")  # each fit once
+    assert list(fits.index) == [f"{tmp_path.name}/siamese/complete", f"{tmp_path.name}/plain/b"]
+    assert fits["cut_short"].tolist() == [True, False] and fits["cap"].tolist() == [6, 20]
+    assert fits["epochs_run"].tolist() == [6, 9] and fits["best_epoch"].tolist() == [6, 6]
