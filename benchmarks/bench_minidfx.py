@@ -26,7 +26,7 @@ def main() -> None:
     try:
         for profile in args.profiles.split(","):
             cfg = resolve(profile)
-            recipe = minidfx.Recipe(per_generator=cfg.builtin_per_generator, size=cfg.builtin_size, seed=cfg.seed,
+            recipe = minidfx.Recipe(per_generator=cfg.builtin_per_generator, size=cfg.builtin_size, seed=cfg.builtin_seed,
                                     train_steps=cfg.builtin_train_steps)
             t0 = time.perf_counter()
             world = minidfx.build(work / profile, recipe, progress=False)

@@ -49,6 +49,9 @@ class Config:
     builtin_size: int = 64
     #: built-in MiniDFX world: training steps of each generator
     builtin_train_steps: int = 600
+    #: built-in MiniDFX world: its seed. Fixed apart from `seed`, so that runs over several seeds (`dfx run
+    #: --seeds`) repeat the trained part on one world; change it to draw another world
+    builtin_seed: int = 0
     #: share of each generator's and source's images for base-model training (the paper's 40)
     split_base: float = 0.4
     #: share for fusion-head training (the paper's 40)
@@ -327,8 +330,10 @@ def _check_numbers(cfg: Config) -> None:
     for key in ("weight_decay", "patience", "siamese_pairs", "wild_per_group"):
         if getattr(cfg, key) < 0:
             raise ConfigError(f"setting {key!r}: must be >= 0, got {getattr(cfg, key)}")
-    if not 0 <= cfg.seed < 2**32:
-        raise ConfigError(f"setting 'seed': must be between 0 and 2**32 - 1 (numpy's range), got {cfg.seed}")
+    for key in ("seed", "builtin_seed"):
+        if not 0 <= getattr(cfg, key) < 2**32:
+            raise ConfigError(f"setting {key!r}: must be between 0 and 2**32 - 1 (numpy's range), got "
+                              f"{getattr(cfg, key)}")
     if not 16 <= cfg.input_size <= MAX_INPUT_SIZE:
         raise ConfigError(f"setting 'input_size': must be between 16 and {MAX_INPUT_SIZE} pixels, got "
                           f"{cfg.input_size}")

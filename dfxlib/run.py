@@ -79,7 +79,7 @@ class Run:
     def recipe(self) -> minidfx.Recipe:
         """The MiniDFX recipe of this run's settings."""
         cfg = self.config
-        return minidfx.Recipe(per_generator=cfg.builtin_per_generator, size=cfg.builtin_size, seed=cfg.seed,
+        return minidfx.Recipe(per_generator=cfg.builtin_per_generator, size=cfg.builtin_size, seed=cfg.builtin_seed,
                               train_steps=cfg.builtin_train_steps)
 
     def data_root(self) -> Path:

@@ -91,8 +91,6 @@ def run_seeds(profile: str, params: Mapping[str, str] | None, seeds: Sequence[in
     """Run the selected notebooks once per seed, each into `<folder>/seed-<s>/` (`seeds_dir`; a run stopped part
     way resumes like any run), then write `<folder>/tables/claims_over_seeds` (`verdicts.over_seeds` of every
     `verdicts_*` table) and REPORT.md. Returns the folder."""
-    from .verdicts import over_seeds
-
     if not seeds or len(set(seeds)) != len(seeds):
         raise ConfigError(f"--seeds: name each seed once, got {list(seeds)}")
     base = claim_run_dir(seeds_dir(profile, params))
@@ -102,17 +100,24 @@ def run_seeds(profile: str, params: Mapping[str, str] | None, seeds: Sequence[in
         log(f"seed {s} of {', '.join(map(str, seeds))}")
         run_notebooks(profile, {**dict(params or {}), "seed": str(s), "run_dir": str(base / f"seed-{s}")}, log=log,
                       **kw)
+    summarize_seeds(base, seeds)
+    log(f"report: {build_report(base)}")
+    return base
+
+
+def summarize_seeds(base: Path, seeds: Sequence[int]) -> Path:
+    """Write `base/tables/claims_over_seeds` from the `verdicts_*` tables of `base/seed-<s>/` (`run_seeds`);
+    returns the CSV's path."""
+    from .verdicts import over_seeds
+
     tables = {s: pd.concat([pd.read_csv(p, keep_default_na=False) for p in sorted((base / f"seed-{s}" / "tables")
                                                                                  .glob("verdicts_*.csv"))] or
                            [pd.DataFrame()], ignore_index=True) for s in seeds}
-    summary = over_seeds(tables)
-    write_table(summary, "claims_over_seeds", base / "tables",
-                title=f"The paper's claims over seeds {', '.join(map(str, seeds))}: verdict counts and the spread of "
-                      "each difference (points)",
-                notes="A claim's seeds agree unless one seed says `holds` and another `does not hold`; a claim that "
-                      "moves only through `too close to call` is a claim the data cannot settle at this size.")
-    log(f"report: {build_report(base)}")
-    return base
+    return write_table(over_seeds(tables), "claims_over_seeds", base / "tables",
+                       title=f"The paper's claims over seeds {', '.join(map(str, seeds))}: verdict counts and the "
+                             "spread of each difference (points)",
+                       notes="A claim's seeds agree unless one seed says `holds` and another `does not hold`; a claim "
+                             "that moves only through `too close to call` is one the data cannot settle at this size.")
 
 
 def run_notebooks(profile: str = DEFAULT_PROFILE, params: Mapping[str, str] | None = None, only: Sequence[str] = (),

@@ -249,9 +249,9 @@ def over_seeds(by_seed: Mapping[int, pd.DataFrame]) -> pd.DataFrame:
     """One row per claim over the verdict tables of several seeds (seed -> rows of `table`): the mean and spread
     (sample sd) of its difference, how many seeds give each verdict, each seed's verdict, and whether the seeds
     contradict each other (one `holds` where another `does not hold`; moving through `too close to call` or `not
-    testable` is not a contradiction)."""
+    testable` is not a contradiction). A claim stated by two notebooks from the same numbers counts once."""
     parts = [v.assign(seed=s, reference=v["reference"].astype(str).str.replace(r" \(.*\)$", "", regex=True))
-             for s, v in by_seed.items() if len(v)]
+             .drop_duplicates(list(CLAIM_KEY)) for s, v in by_seed.items() if len(v)]  # 03 and 04 share RAW claims
     if not parts:
         return pd.DataFrame(columns=[*CLAIM_KEY, "seeds", "difference_mean", "difference_sd", *VERDICTS,
                                      "by_seed", "seeds_agree"])

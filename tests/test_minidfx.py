@@ -116,3 +116,12 @@ def test_check_sanity_flags_broken_worlds():
     bad = ok.assign(balanced_accuracy=[0.9, 0.4])
     msgs = check_sanity(bad)
     assert len(msgs) == 2 and "colour" in msgs[0] and "no fingerprint" in msgs[1]
+
+
+def test_the_world_is_drawn_from_builtin_seed_not_from_the_training_seed(tmp_path):
+    from dfxlib.config import resolve
+    from dfxlib.run import Run
+
+    recipe = lambda **kw: Run(config=resolve("smoke", kw), dir=tmp_path).recipe()  # noqa: E731
+    assert recipe(seed=0) == recipe(seed=7)  # dfx run --seeds repeats the trained part on one world
+    assert recipe(builtin_seed=1).key() != recipe().key() and recipe(builtin_seed=1).seed == 1
