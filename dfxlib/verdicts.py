@@ -247,7 +247,7 @@ CLAIM_KEY: tuple[str, ...] = ("claim", "subject", "condition", "value_of", "refe
 
 def over_seeds(by_seed: Mapping[int, pd.DataFrame]) -> pd.DataFrame:
     """One row per claim over the verdict tables of several seeds (seed -> rows of `table`): the mean and spread
-    (sample sd) of its difference, how many seeds give each verdict, each seed's verdict, and whether the seeds
+    (sample sd) of its difference over the seeds where it is testable, how many seeds give each verdict, each seed's verdict, and whether the seeds
     contradict each other (one `holds` where another `does not hold`; moving through `too close to call` or `not
     testable` is not a contradiction). A claim stated by two notebooks from the same numbers counts once."""
     parts = [v.assign(seed=s, reference=v["reference"].astype(str).str.replace(r" \(.*\)$", "", regex=True))
@@ -261,9 +261,10 @@ def over_seeds(by_seed: Mapping[int, pd.DataFrame]) -> pd.DataFrame:
         held, failed = g.loc[g["verdict"] == "holds", "seed"], g.loc[g["verdict"] == "does not hold", "seed"]
         agree = "yes" if held.empty or failed.empty else (
             f"NO: holds on seed {', '.join(map(str, held))}, does not hold on seed {', '.join(map(str, failed))}")
+        tested = g.loc[g["verdict"] != "not testable", "difference"]  # a model that learned nothing says nothing
         rows.append({**dict(zip(CLAIM_KEY, key)), "seeds": len(g),
-                     "difference_mean": round(float(g["difference"].mean()), 2),
-                     "difference_sd": round(float(g["difference"].std(ddof=1)), 2) if len(g) > 1 else float("nan"),
+                     "difference_mean": round(float(tested.mean()), 2) if len(tested) else float("nan"),
+                     "difference_sd": round(float(tested.std(ddof=1)), 2) if len(tested) > 1 else float("nan"),
                      **{v: int(counts.get(v, 0)) for v in VERDICTS},
                      "by_seed": "; ".join(f"{s}: {v}" for s, v in zip(g["seed"], g["verdict"])), "seeds_agree": agree})
     return pd.DataFrame(rows)

@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "dfxlib"
 LAZY = {
     ("cli", "runner"), ("cli", "tables"), ("cli", "audit"), ("cli", "index"), ("cli", "inference"), ("cli", "predict_io"), ("cli", "lab"),
     ("cli", "config"), ("cli", "plan"), ("cli", "run"), ("cli", "submit"), ("config", "backbones"), ("config", "perturb"), ("run", "data"), ("run", "pixels"),
-    ("runner", "train"),
+    ("runner", "train"), ("runner", "verdicts"),  # verdicts pulls torch in through evaluation: only after the runs
 }
 
 

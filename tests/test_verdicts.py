@@ -206,3 +206,10 @@ def test_untestable_names_a_model_at_chance_and_one_cut_short(tmp_path):
     assert list(fits.index) == [f"{tmp_path.name}/siamese/complete", f"{tmp_path.name}/plain/b"]
     assert fits["cut_short"].tolist() == [True, False] and fits["cap"].tolist() == [6, 20]
     assert fits["epochs_run"].tolist() == [6, 9] and fits["best_epoch"].tolist() == [6, 6]
+
+
+def test_over_seeds_spreads_the_difference_over_testable_seeds_only():
+    rows = lambda diff, why="": verdicts.table([verdicts._row("c", "B", "RAW", "X", 50.0 + diff, "Y", 50.0,  # noqa: E731
+                                                              ci=(1.0, 2.0), untestable=why)])
+    s = verdicts.over_seeds({0: rows(4.0), 1: rows(-17.0, "at chance"), 2: rows(6.0)}).iloc[0]
+    assert s["difference_mean"] == 5.0 and s["not testable"] == 1 and s["seeds_agree"] == "yes"
