@@ -24,23 +24,23 @@ import pandas as pd
 import torch
 
 import dfxlib
-from dfxlib import baselines as bl
-from dfxlib import features, fusion, models
-from dfxlib import evaluation as ev
-from dfxlib import generalization as gz
-from dfxlib.backbones import create_backbone
-from dfxlib.index import CLASSES
-from dfxlib.train import save_weights
+from dfxlib.models import baselines as bl
+from dfxlib.models import features, fusion, networks
+from dfxlib.evaluation import scoring as ev
+from dfxlib.evaluation import generalization as gz
+from dfxlib.models.backbones import create_backbone
+from dfxlib.data.index import CLASSES
+from dfxlib.models.train import save_weights
 
 
-def model(run_dir: Path, backbone: str, name: str, n_classes: int, seed: int) -> models.BaseModel:
+def model(run_dir: Path, backbone: str, name: str, n_classes: int, seed: int) -> networks.BaseModel:
     """A seeded, randomly initialised classifier saved like a trained one (its id names its weights)."""
     torch.manual_seed(seed)
-    net = models.BaseClassifier(create_backbone(backbone, "none"), n_classes=n_classes).eval()
+    net = networks.BaseClassifier(create_backbone(backbone, "none"), n_classes=n_classes).eval()
     folder = run_dir / "bench_models" / backbone / name
     save_weights(net, folder / "best.safetensors")
     kind, _, main = name.partition("-")
-    return models.BaseModel(net=net, backbone=backbone, kind=kind, main=main, folder=folder)
+    return networks.BaseModel(net=net, backbone=backbone, kind=kind, main=main, folder=folder)
 
 
 def timed(label: str, fn) -> dict:
@@ -80,7 +80,7 @@ def main() -> None:
     for i, kind in enumerate(("unbalanced", "siamese")):
         bases = [model(run_dir, backbone, f"{kind}-{c}-{stamp}", 2, 10 * i + k) for k, c in enumerate(CLASSES)]
         torch.manual_seed(i)
-        completes.append(fusion.Fused(backbone=backbone, kind=kind, bases=bases, head=models.FusionHead().eval()))
+        completes.append(fusion.Fused(backbone=backbone, kind=kind, bases=bases, head=networks.FusionHead().eval()))
     plain = model(run_dir, backbone, f"plain-all-{stamp}", len(CLASSES), 99)
     detectors = [bl.plain_detector(run, plain)] + [ev.complete_detector(run, c) for c in completes]
     fakes, reals = gz.tset_pools(run, index, split)

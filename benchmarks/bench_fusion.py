@@ -21,11 +21,11 @@ import torch
 import torch.nn.functional as F
 
 import dfxlib
-from dfxlib import features, fusion, models
-from dfxlib.backbones import create_backbone, preprocess
-from dfxlib.data import ImageStore, order
-from dfxlib.index import CLASS_INDEX, CLASSES
-from dfxlib.train import save_weights
+from dfxlib.models import features, fusion, networks
+from dfxlib.models.backbones import create_backbone, preprocess
+from dfxlib.data.batches import ImageStore, order
+from dfxlib.data.index import CLASS_INDEX, CLASSES
+from dfxlib.models.train import save_weights
 
 
 def head_epoch(head, opt, batches, weight) -> float:
@@ -65,17 +65,17 @@ def main() -> None:
     bases = []
     for k, c in enumerate(CLASSES):
         torch.manual_seed(k)
-        net = models.BaseClassifier(create_backbone(backbone, "none")).eval()
+        net = networks.BaseClassifier(create_backbone(backbone, "none")).eval()
         folder = Path(run_dir) / "bench_bases" / c
         save_weights(net, folder / "best.safetensors")
-        bases.append(models.BaseModel(net=net, backbone=backbone, kind="unbalanced", main=c, folder=folder))
+        bases.append(networks.BaseModel(net=net, backbone=backbone, kind="unbalanced", main=c, folder=folder))
     tf = preprocess(backbone, cfg.input_size)
     bs = cfg.batch_size
 
     # reference: decode, preprocess and run the three frozen backbones at every step
     torch.manual_seed(0)
-    head_ref = models.FusionHead()
-    model = models.CompleteModel([b.features_net for b in bases], head_ref)
+    head_ref = networks.FusionHead()
+    model = networks.CompleteModel([b.features_net for b in bases], head_ref)
     disk = ImageStore(index.root, keep=False)
     opt = torch.optim.Adam(head_ref.parameters(), lr=cfg.head_lr)
     ref_times = []
@@ -87,7 +87,7 @@ def main() -> None:
 
     # cached: features once, then the head on tensors
     torch.manual_seed(0)
-    head_c = models.FusionHead()
+    head_c = networks.FusionHead()
     t0 = time.perf_counter()
     feats = torch.as_tensor(features.stacked_features(run, ImageStore(index.root, keep=False), bases, rels))
     fill = time.perf_counter() - t0

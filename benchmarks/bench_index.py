@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from dfxlib.index import build_index
+from dfxlib.data.index import build_index
 
 
 def make_tree(root: Path, n: int, seed: int = 0) -> None:

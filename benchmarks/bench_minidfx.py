@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from dfxlib import minidfx
+from dfxlib.data import minidfx
 from dfxlib.config import resolve
 
 BUDGET_S = {"smoke": 30.0, "mini": 300.0}

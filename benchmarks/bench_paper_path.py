@@ -6,7 +6,7 @@
 For each backbone (default: the paper's 14) at the paper profile's settings (256 px input, ViTs a 224 crop;
 its lr, weight decay, Siamese margin and head lr), with random weights (speed does not depend on them):
 images/s of an unbalanced base-model training step, of a Siamese step (two images per pair), of pooled
-feature extraction, and of a fusion-head step (`dfxlib.calibration.calibrate`: the training code's step
+feature extraction, and of a fusion-head step (`dfxlib.workflow.throughput.calibrate`: the training code's step
 functions and optimizer). The images are already on the device, so this is the model's side of the bill only:
 what the data path has to deliver to keep it busy. `--json` saves every figure.
 """
@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dfxlib.backbones import PAPER_BACKBONES  # noqa: E402
-from dfxlib.calibration import calibrate  # noqa: E402
+from dfxlib.models.backbones import PAPER_BACKBONES  # noqa: E402
+from dfxlib.workflow.throughput import calibrate  # noqa: E402
 from dfxlib.config import resolve  # noqa: E402
 
 

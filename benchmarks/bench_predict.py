@@ -27,7 +27,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from fixture import make_run  # noqa: E402
 
-from dfxlib import inference, predict_io  # noqa: E402
+from dfxlib.predict import inference, files  # noqa: E402
 
 
 def rss_mb() -> float:
@@ -87,7 +87,7 @@ def main() -> None:
                     if n in marks:
                         mem.append(f"{int(marks[n] * 100)}%: {rss_mb():.0f} MB")
                     yield r
-            n = predict_io.write_csv(rows(), sink, inference.columns())
+            n = files.write_csv(rows(), sink, inference.columns())
         rate = n / (time.perf_counter() - t0)
         print(f"dfx predict, {workers} decode worker(s): {rate:8.1f} images/s = {100 * rate / bare:5.1f}% of bare "
               f"(target >= 80%); RSS {', '.join(mem)}")

@@ -28,7 +28,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from fixture import make_run  # noqa: E402
 
-from dfxlib import inference  # noqa: E402
+from dfxlib.predict import inference  # noqa: E402
 
 
 def _prepare_full_size(pred: inference.Predictor, items: list) -> inference._Batch:

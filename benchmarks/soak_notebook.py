@@ -18,7 +18,7 @@ from pathlib import Path
 
 import papermill as pm
 
-from dfxlib import nbexec
+from dfxlib.workflow import execute
 from dfxlib.config import resolve, run_dir_of
 
 
@@ -28,15 +28,15 @@ def main() -> None:
     ap.add_argument("--profile", default="smoke")
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--load", type=int, default=2, help="busy-loop processes beside the runs")
-    ap.add_argument("--engine", default=nbexec.ENGINE, choices=[nbexec.ENGINE, "papermill"])
+    ap.add_argument("--engine", default=execute.ENGINE, choices=[execute.ENGINE, "papermill"])
     ap.add_argument("--limit", type=float, default=120.0, help="seconds after which a run counts as stalled")
     args = ap.parse_args()
 
     nb = Path(args.notebook).resolve()
     run_dir = run_dir_of(resolve(args.profile, {}))
     params = {"profile": args.profile, "run_dir": str(run_dir), "data_root": "", "overrides": {}}
-    engine = {"engine_name": nbexec.ENGINE, "stall_after": args.limit, "reply_grace": 10.0} \
-        if args.engine == nbexec.ENGINE else {"execution_timeout": int(args.limit)}
+    engine = {"engine_name": execute.ENGINE, "stall_after": args.limit, "reply_grace": 10.0} \
+        if args.engine == execute.ENGINE else {"execution_timeout": int(args.limit)}
     load = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.load)]
     done, stalled, times = 0, 0, []
     try:

@@ -75,7 +75,7 @@ class Config:
     max_pixels: int = DEFAULT_MAX_PIXELS
     #: number of sample images per generator in audit figures
     audit_samples: int = 6
-    #: backbones of the base models (names in dfxlib.backbones: the paper's 14, or small test_* ones)
+    #: backbones of the base models (names in dfxlib.models.backbones: the paper's 14, or small test_* ones)
     backbones: tuple[str, ...] = ("test_resnet", "test_efficientnet")
     #: base-model kinds: "unbalanced" (DeepFeatureX Net) and/or "siamese" (DeepFeatureX-SN)
     base_kinds: tuple[str, ...] = BASE_KINDS
@@ -108,7 +108,7 @@ class Config:
     head_epochs: int = 12
     #: fusion heads' learning rate
     head_lr: float = 1e-3
-    #: manipulations of the extended robustness table (names in dfxlib.perturb; JPEG QF 90..50 always run)
+    #: manipulations of the extended robustness table (names in dfxlib.data.perturb; JPEG QF 90..50 always run)
     manipulations: tuple[str, ...] = ("blur3", "blur7", "blur15", "noise5", "noise10", "scale50", "scale200",
                                       "mirror", "rot180", "rot45", "rot135")
     #: detectors compared in notebook 06 (names in dfxlib.detectors, and "dif": dfxlib.detectors.dif)
@@ -275,8 +275,8 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
 
 def _check_names(cfg: Config) -> None:
     """Every name a setting holds is one the registries know: backbones, detectors, manipulations, kinds."""
-    from .backbones import BACKBONES  # plain registries: no torch import
-    from .perturb import PERTURBATIONS
+    from dfxlib.data.perturb import PERTURBATIONS
+    from dfxlib.models.backbones import BACKBONES  # plain registries: no torch import
 
     for name in cfg.backbones:
         if name not in BACKBONES:

@@ -12,20 +12,68 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import pandas as pd
 
-from . import minidfx
-from .config import (DEFAULT_PROFILE, Config, ConfigError, checkout, describe, project_root, resolve, run_dir_of,
-                     runs_root)
-from .index import CLASSES, DatasetIndex, build_index
-from .split import Split, fingerprint, load_or_make_split
-from .tables import atomic_write_text, write_table
+from dfxlib.config import (DEFAULT_PROFILE, Config, ConfigError, checkout, describe, project_root, resolve, run_dir_of,
+                           runs_root)
+from dfxlib.data import minidfx
+from dfxlib.data.index import CLASSES, DatasetIndex, build_index
+from dfxlib.data.split import Split, fingerprint, load_or_make_split
+from dfxlib.evaluation.tables import atomic_write_text, write_table
 
 if TYPE_CHECKING:
-    from .data import ImageStore
-    from .pixels import PixelStore
+    from dfxlib.data.batches import ImageStore
+    from dfxlib.data.pixels import PixelStore
 
 SUBDIRS = ("notebooks", "tables", "figures", "checkpoints", "cache")
 #: the file that makes a folder dfx's: only such a folder (or a new or empty one) is written as a run folder
 MARKER = ".dfx-run"
+
+
+@dataclass(frozen=True)
+class Checkpoints:
+    """Where each trained model of a run lives under its `checkpoints/` folder: the one place that spells the
+    layout (training, loading, units, the plan and `dfx predict` all ask it). A folder is not created by asking."""
+
+    root: Path
+
+    @classmethod
+    def of(cls, run_dir: str | Path) -> "Checkpoints":
+        """The checkpoints of the run folder `run_dir` (which may not be loaded as a `Run`, e.g. by `dfx predict`)."""
+        return cls(Path(run_dir) / "checkpoints")
+
+    @classmethod
+    def of_head(cls, head: Path) -> "Checkpoints":
+        """The checkpoints a head folder (or its `best.safetensors`) belongs to."""
+        folder = head.parent if head.suffix else head
+        return cls(folder.parents[3])
+
+    def base(self, backbone: str, kind: str, main: str) -> Path:
+        """One base model: `kind` unbalanced or siamese, `main` its class."""
+        return self.root / "base" / backbone / kind / main
+
+    @property
+    def heads(self) -> Path:
+        """Every fusion head (`head` of each backbone and kind)."""
+        return self.root / "heads"
+
+    def head(self, backbone: str, kind: str) -> Path:
+        """The fusion head of the complete model of (backbone, kind)."""
+        return self.heads / backbone / kind / "complete"
+
+    def plain(self, backbone: str) -> Path:
+        """The plain classifier of `backbone`."""
+        return self.root / "plain" / backbone
+
+    def probe(self, backbone: str) -> Path:
+        """The linear probe's frozen `backbone`."""
+        return self.root / "probe" / backbone
+
+    def detector(self, name: str) -> Path:
+        """A compared one-logit detector."""
+        return self.root / "detectors" / name
+
+    def fingerprint(self, tag: str, generator: str) -> Path:
+        """The DIF fingerprint of `generator` at budget `tag` (`detectors.dif.budget_tag`)."""
+        return self.root / "dif" / tag / generator
 
 
 class MissingPrerequisite(FileNotFoundError):
@@ -60,8 +108,9 @@ class Run:
         return self.sub("figures")
 
     @property
-    def checkpoints(self) -> Path:
-        return self.sub("checkpoints")
+    def checkpoints(self) -> Checkpoints:
+        """Where the run's trained models live (`Checkpoints`; asking creates no folder)."""
+        return Checkpoints.of(self.dir)
 
     @property
     def cache(self) -> Path:
@@ -99,7 +148,7 @@ class Run:
     def pixels(self, images: "ImageStore") -> "PixelStore":
         """The uint8 store of `images` at the run's input size (`cache/pixels/`), shared by every backbone and
         epoch; one per dataset (kept for the run's life)."""
-        from .pixels import PixelStore
+        from dfxlib.data.pixels import PixelStore
 
         if images.key not in self._pixels:
             self._pixels[images.key] = PixelStore(self.cache / "pixels", images, self.config.input_size,
@@ -109,7 +158,7 @@ class Run:
     def images(self, index: DatasetIndex, keep: bool | None = None) -> "ImageStore":
         """Decoded images of the dataset of `index` (kept in memory when `keep`, default `keep_images`), keyed
         by its folder and its files' content."""
-        from .data import ImageStore
+        from dfxlib.data.batches import ImageStore
 
         return ImageStore(index.root, keep=self.config.keep_images if keep is None else keep,
                           max_pixels=self.config.max_pixels, content=fingerprint(index.usable))

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from fixture import empty_slurm_queue, make_fixture
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_WILD = REPO.parent / "shared" / "wild"
@@ -22,7 +21,7 @@ SHARED_WILD = REPO.parent / "shared" / "wild"
 def smoke_run(tmp_path_factory) -> Path:
     """Every notebook executed once on the smoke profile (shared by the notebook and JupyterLab tests).
     $DFX_TEST_SMOKE_RUN names a finished smoke run to reuse instead, when iterating on these tests."""
-    from dfxlib.runner import run_notebooks
+    from dfxlib.workflow.notebooks import run_notebooks
 
     if os.environ.get("DFX_TEST_SMOKE_RUN"):
         return Path(os.environ["DFX_TEST_SMOKE_RUN"])

@@ -65,24 +65,25 @@ def make_run(root: Path, backbone: str = "test_resnet", kind: str = "unbalanced"
     (for `dfx predict` without training); `normalization` recorded in the base models when given."""
     import torch
 
-    from dfxlib import models
-    from dfxlib.backbones import create_backbone, feature_dim
-    from dfxlib.index import CLASSES
-    from dfxlib.train import save_weights
+    from dfxlib.data.index import CLASSES
+    from dfxlib.models import networks
+    from dfxlib.models.backbones import create_backbone, feature_dim
+    from dfxlib.models.train import save_weights
+    from dfxlib.run import Checkpoints
 
     ids = []
     for k, main_ in enumerate(CLASSES):
         torch.manual_seed(k)
-        net = models.BaseClassifier(create_backbone(backbone, "none")) if kind == "unbalanced" else models.SiameseNet(
+        net = networks.BaseClassifier(create_backbone(backbone, "none")) if kind == "unbalanced" else networks.SiameseNet(
             create_backbone(backbone, "none"))
-        path = root / "checkpoints" / "base" / backbone / kind / main_ / "best.safetensors"
+        path = Checkpoints.of(root).base(backbone, kind, main_) / "best.safetensors"
         save_weights(net, path, {"model": "base", "backbone": backbone, "kind": kind, "main": main_,
                                  "classes": list(CLASSES), "input_size": input_size,
                                  **({"normalization": normalization} if normalization else {})})
         ids.append(f"{backbone}-{kind}-{main_}-{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}")
     torch.manual_seed(5)
-    head = models.FusionHead(feature_dim=feature_dim(net.backbone))
-    save_weights(head, root / "checkpoints" / "heads" / backbone / kind / "complete" / "best.safetensors",
+    head = networks.FusionHead(feature_dim=feature_dim(net.backbone))
+    save_weights(head, Checkpoints.of(root).head(backbone, kind) / "best.safetensors",
                  {"model": "head", "backbone": backbone, "kind": kind, "classes": list(CLASSES), "bases": ids,
                   "in_channels": 3, "inputs": "standardised"})
     (root / "config.json").write_text(json.dumps({"backbones": [backbone]}))
@@ -117,7 +118,7 @@ def make_paper_tree(root: str | Path, scale: float = 1.0) -> Path:
     counts, each file declaring one of its listed sizes in turn (about 100 bytes each: the 72,334 files of the
     paper fit in a few hundred MB of file-system blocks). For planning (`dfx plan`, a header-only index); the
     images cannot be decoded."""
-    from dfxlib import paper
+    from dfxlib.evaluation import paper
 
     root = Path(root)
     folders = {"gan": "gan_generated", "dm": "dm_generated", "real": "real"}

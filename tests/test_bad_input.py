@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from dfxlib.audit import audit
-from dfxlib.images import ImageError, load_rgb
-from dfxlib.index import build_index
+from dfxlib.data.audit import audit
+from dfxlib.data.decode import ImageError, load_rgb
+from dfxlib.data.index import build_index
 
 
 @pytest.mark.parametrize("check", ["full", "header"])
@@ -106,7 +106,7 @@ def test_a_16_bit_colour_png_gets_a_note(tmp_path):
     import struct
     import zlib
 
-    from dfxlib.images import inspect_file
+    from dfxlib.data.decode import inspect_file
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
@@ -126,7 +126,7 @@ def test_max_pixels_is_dfx_limit_not_pillows(tmp_path):
     import struct
     import zlib
 
-    from dfxlib.images import inspect_file
+    from dfxlib.data.decode import inspect_file
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
@@ -140,7 +140,7 @@ def test_max_pixels_is_dfx_limit_not_pillows(tmp_path):
 
 
 def test_a_file_over_the_byte_cap_is_refused(tmp_path):
-    from dfxlib.images import read_file
+    from dfxlib.data.decode import read_file
 
     big = tmp_path / "big.png"
     big.write_bytes(b"\x89PNG" + b"\0" * 5000)
@@ -182,7 +182,7 @@ def test_written_files_follow_the_umask_not_mkstemps_0600(tmp_path):
     import subprocess
     import sys
 
-    code = ("import os, stat; os.umask(0o022); from pathlib import Path; from dfxlib.tables import atomic_write_text;"
+    code = ("import os, stat; os.umask(0o022); from pathlib import Path; from dfxlib.evaluation.tables import atomic_write_text;"
             f"p = Path({str(tmp_path / 't.csv')!r}); atomic_write_text(p, 'a\\n');"
             "print(oct(stat.S_IMODE(p.stat().st_mode)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()

@@ -65,7 +65,7 @@ def test_load_rejects_non_config(tmp_path):
 def test_an_absent_gpu_is_refused_before_anything_runs(tmp_path):
     import torch
 
-    from dfxlib.runner import run_notebooks
+    from dfxlib.workflow.notebooks import run_notebooks
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU: cuda:0 is not absent here")

@@ -8,9 +8,10 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 import pytest
+from conftest import REPO
 from papermill.translators import PythonTranslator
 
-from conftest import REPO
+from dfxlib.run import Checkpoints
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
@@ -104,7 +105,7 @@ def test_audit_notebook_numbers_match_the_index(smoke_run):
 
 @pytest.mark.notebook
 def test_minidfx_notebook_records_sound_baselines(smoke_run):
-    from dfxlib.spectra import check_sanity
+    from dfxlib.data.spectra import check_sanity
 
     table = pd.read_csv(smoke_run / "tables" / "minidfx_baselines.csv")
     assert set(table["baseline"]) == {"colour statistics", "residual spectrum"}
@@ -127,7 +128,7 @@ def outputs_text(path: Path) -> str:
 def check_verdicts(v: pd.DataFrame) -> None:
     """Each verdict row agrees with its own numbers, and its sentence states them: a decided claim follows its
     values, a tie is one whose interval contains 0, an untestable one says why."""
-    from dfxlib.verdicts import VERDICTS
+    from dfxlib.evaluation.verdicts import VERDICTS
 
     assert len(v) > 0 and set(v["verdict"]) <= set(VERDICTS)
     assert (v["holds"].astype(str) == (v["verdict"] == "holds").astype(str)).all()
@@ -186,7 +187,7 @@ def test_model_notebooks_write_tables_1_2_3(smoke_run):
     shown = outputs_text(smoke_run / "notebooks" / "03_complete_model.ipynb")
     assert all(s in shown for s in v["statement"])  # the notebook says each verdict
     for base in ("dm", "gan", "real"):
-        assert (smoke_run / "checkpoints" / "base" / cfg["backbones"][0] / "unbalanced" / base /
+        assert (Checkpoints.of(smoke_run).base(cfg["backbones"][0], "unbalanced", base) /
                 "best.safetensors").is_file()
     report = (smoke_run / "REPORT.md").read_text()
     assert report.index("## table1_base_models") < report.index("## table2_multiclass") < report.index(
@@ -207,7 +208,8 @@ def test_robustness_notebook_covers_every_manipulation(smoke_run):
 @pytest.mark.notebook
 def test_generalization_notebook_writes_table4_and_wild(smoke_run):
     from conftest import SHARED_WILD
-    from dfxlib.generalization import TSETS
+
+    from dfxlib.evaluation.generalization import TSETS
 
     cfg = json.loads((smoke_run / "config.json").read_text())
     sets = pd.read_csv(smoke_run / "tables" / "tsets.csv", keep_default_na=False)
@@ -226,7 +228,7 @@ def test_generalization_notebook_writes_table4_and_wild(smoke_run):
     only = wide[wide["condition"] == "paper only (not retrained)"].set_index("model")
     assert list(only.index) == ["Gandhi2020", "Wang2020", "Arshed2024", "Guarnera2024"]
     assert float(only.loc["Wang2020", "T_G^i"]) == 62.41 and float(only.loc["Wang2020", "mean"]) == 54.47  # its nine
-    assert (smoke_run / "checkpoints" / "plain" / cfg["backbones"][0] / "best.safetensors").is_file()
+    assert (Checkpoints.of(smoke_run).plain(cfg["backbones"][0]) / "best.safetensors").is_file()
     v = pd.read_csv(smoke_run / "tables" / "verdicts_generalization.csv", keep_default_na=False)
     check_verdicts(v)
     means = wide[~wide["condition"].str.startswith("paper")].set_index(["condition", "group", "model"])["mean"]
@@ -285,7 +287,7 @@ def test_detectors_notebook_compares_on_one_convention(smoke_run):
     assert set(rob["condition"]) == {"RAW", "QF90", "QF80", "QF70", "QF60", "QF50"}
     t4 = pd.read_csv(smoke_run / "tables" / "table4_detectors.csv", keep_default_na=False)
     # the paper's published detectors stand apart: no retrained detector has a paper row beside it
-    from dfxlib import paper
+    from dfxlib.evaluation import paper
 
     detectors = t4[t4["group"] == "Detectors"]
     assert set(detectors.loc[detectors["condition"].str.startswith("paper"), "condition"]) == {

@@ -27,14 +27,14 @@ Modules: `nets` (the networks), `transforms` (their image transforms), `registry
 fingerprint per generator, not a one-logit network). The one-logit detectors' public names are imported here.
 """
 
-from .compare import (comparison_rows, comparison_table, compare, confusions, gradcam_grid, pca_panels)
-from .nets import SRM_FILTERS, BackboneLogit, GANFingerprint, SimpleCNN, SSPNet
-from .registry import DETECTORS, DetectorSpec, detector_folder, detector_meta, new_detector, spec_of
-from .training import TrainedDetector, as_detector, outputs, train_detector, training_rows
-from .transforms import simplest_patch, simplicity, wang_augment
+from dfxlib.detectors.compare import compare, comparison_rows, comparison_table, confusions, gradcam_grid, pca_panels
+from dfxlib.detectors.nets import SRM_FILTERS, BackboneLogit, GANFingerprint, SimpleCNN, SSPNet
+from dfxlib.detectors.registry import DETECTORS, DetectorSpec, detector_meta, new_detector, spec_of
+from dfxlib.detectors.training import TrainedDetector, as_detector, outputs, train_detector, training_rows
+from dfxlib.detectors.transforms import simplest_patch, simplicity, wang_augment
 
 __all__ = ["DETECTORS", "SRM_FILTERS", "BackboneLogit", "DetectorSpec", "GANFingerprint", "SSPNet", "SimpleCNN",
            "TrainedDetector", "as_detector", "compare", "comparison_rows", "comparison_table", "confusions",
-           "detector_folder", "detector_meta", "gradcam_grid", "new_detector", "outputs",
+           "detector_meta", "gradcam_grid", "new_detector", "outputs",
            "pca_panels", "simplest_patch", "simplicity", "spec_of", "train_detector", "training_rows",
            "wang_augment"]

@@ -10,14 +10,14 @@ import pandas as pd
 import torch
 from PIL import Image, ImageDraw
 
-from ..data import ImageStore
-from ..gradcam import detector_cams, overlay
-from ..metrics import binary_scores, fake_score, pct, to_binary
-from ..run import Run
-from ..split import Split
-from .registry import new_detector
-from .training import TrainedDetector, outputs
-from .transforms import simplest_patch
+from dfxlib.data.batches import ImageStore
+from dfxlib.data.split import Split
+from dfxlib.detectors.registry import new_detector
+from dfxlib.detectors.training import TrainedDetector, outputs
+from dfxlib.detectors.transforms import simplest_patch
+from dfxlib.evaluation.metrics import binary_scores, fake_score, pct, to_binary
+from dfxlib.predict.gradcam import detector_cams, overlay
+from dfxlib.run import Run
 
 
 def comparison_rows(run: Run, index, split: Split) -> pd.DataFrame:

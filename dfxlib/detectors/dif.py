@@ -46,17 +46,17 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from ..data import ImageStore, order
-from ..evaluation import Detector, memoized
-from ..generalization import equal_sample
-from ..metrics import binary_scores, pct
-from ..perturb import Perturbation
-from ..run import Run
-from ..split import Split, split_id, train_val
-from ..train import FitResult, device_of, fit, load_weights
-from .difnet import (BATCH, LR, PASSES, SIGMA0, WEIGHT_DECAY, DIFNet, centre_score, centres, correlation,
-                     fourier_picture, margin_for, residuals, step, stretch)
-from .training import training_rows
+from dfxlib.data.batches import ImageStore, order
+from dfxlib.data.perturb import Perturbation
+from dfxlib.data.split import Split, split_id, train_val
+from dfxlib.detectors.difnet import (BATCH, LR, PASSES, SIGMA0, WEIGHT_DECAY, DIFNet, centre_score, centres,
+                                     correlation, fourier_picture, margin_for, residuals, step, stretch)
+from dfxlib.detectors.training import training_rows
+from dfxlib.evaluation.generalization import equal_sample
+from dfxlib.evaluation.metrics import binary_scores, pct
+from dfxlib.evaluation.scoring import Detector, memoized
+from dfxlib.models.train import FitResult, device_of, fit, load_weights
+from dfxlib.run import Run
 
 
 # -------------------------------------------------------------------------------------------- training
@@ -81,11 +81,6 @@ class Fingerprint:
 def budget_tag(n: int | None) -> str:
     """'all' for the full training set, 'n<k>' for k images per class."""
     return "all" if n is None else f"n{n}"
-
-
-def fingerprint_folder(run: Run, tag: str, generator: str) -> Path:
-    """Checkpoint folder of the DIF fingerprint of `generator` at budget `tag` (`budget_tag`; not created)."""
-    return run.dir / "checkpoints" / "dif" / tag / generator
 
 
 def pools(split: Split, val_fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -135,7 +130,7 @@ def train_fingerprint(run: Run, store: ImageStore, split: Split, generator: str,
                     yield r_fit[j], y_fit[j]
 
     tag = budget_tag(budget)
-    folder = fingerprint_folder(run, tag, generator)
+    folder = run.checkpoints.fingerprint(tag, generator)
     meta = {"model": "dif", "generator": generator, "budget": tag, "n_train": len(fit_rows), "crop": cfg.dif_crop,
             "residual": f"wiener3/{SIGMA0:.6f}", "margin": margin_for(cfg.dif_crop), "passes": cfg.dif_epochs,
             "name": f"dif/{tag}/{generator}", "split": split_id(split)}

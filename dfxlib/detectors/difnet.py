@@ -14,8 +14,8 @@ from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..data import ImageStore, image_batches
-from ..perturb import Perturbation
+from dfxlib.data.batches import ImageStore, image_batches
+from dfxlib.data.perturb import Perturbation
 
 #: the reference's hyper-parameters (train_hypers.pt, trainer_dif.py)
 NOISE_CHANNELS, NOISE_SCALE, JITTER = 16, 0.1, 0.03

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backbones import feature_dim
+from dfxlib.models.backbones import feature_dim
 
 
 class SimpleCNN(nn.Module):

@@ -4,18 +4,17 @@ checkpoint lives and what identifies it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
 
-from ..backbones import create_backbone, normalization_meta, resize_normalize
-from ..run import Run
-from ..split import Split, split_id
-from .nets import BackboneLogit, GANFingerprint, SimpleCNN, SSPNet
-from .transforms import (NO_BACKBONE, EvalTransform, Transform, crop_size, flip_train, norm_of, ssp_eval, ssp_train,
-                         wang_train)
+from dfxlib.data.split import Split, split_id
+from dfxlib.detectors.nets import BackboneLogit, GANFingerprint, SimpleCNN, SSPNet
+from dfxlib.detectors.transforms import (NO_BACKBONE, EvalTransform, Transform, crop_size, flip_train, norm_of,
+                                         ssp_eval, ssp_train, wang_train)
+from dfxlib.models.backbones import create_backbone, normalization_meta, resize_normalize
+from dfxlib.run import Run
 
 
 @dataclass(frozen=True)
@@ -56,11 +55,6 @@ def spec_of(name: str) -> DetectorSpec:
     if name not in DETECTORS:
         raise ValueError(f"unknown detector {name!r}; known: {', '.join(DETECTORS)}")
     return DETECTORS[name]
-
-
-def detector_folder(run: Run, name: str) -> Path:
-    """Checkpoint folder of the compared detector `name` (not created)."""
-    return run.dir / "checkpoints" / "detectors" / name
 
 
 def detector_meta(run: Run, split: Split, name: str) -> dict:

@@ -14,13 +14,13 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..data import ImageStore, image_batches, image_seed, order
-from ..evaluation import Detector, memoized
-from ..perturb import Perturbation
-from ..run import Run
-from ..split import Split, train_val
-from ..train import FitResult, device_of, fit, load_weights
-from .registry import DetectorSpec, detector_folder, detector_meta, new_detector, spec_of
+from dfxlib.data.batches import ImageStore, image_batches, image_seed, order
+from dfxlib.data.perturb import Perturbation
+from dfxlib.data.split import Split, train_val
+from dfxlib.detectors.registry import DetectorSpec, detector_meta, new_detector, spec_of
+from dfxlib.evaluation.scoring import Detector, memoized
+from dfxlib.models.train import FitResult, device_of, fit, load_weights
+from dfxlib.run import Run
 
 
 @dataclass
@@ -73,7 +73,7 @@ def train_detector(run: Run, store: ImageStore, split: Split, name: str) -> Trai
             x = torch.stack([eval_tf(store.image(p)) for p in paths[i:i + cfg.batch_size]])
             yield x.to(dev), torch.as_tensor(ys[i:i + cfg.batch_size]).to(dev)
 
-    folder = detector_folder(run, name)
+    folder = run.checkpoints.detector(name)
     meta = detector_meta(run, split, name)
     epochs = cfg.fingerprint_epochs if name == "ganfingerprint" else cfg.detector_epochs
     result = fit(net, step, train_batches, val_batches, folder, meta, epochs=epochs,

@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageFilter
 
-from .. import perturb
-from ..backbones import normalization, resize_normalize
-from ..run import Run
+from dfxlib.data import perturb
+from dfxlib.models.backbones import normalization, resize_normalize
+from dfxlib.run import Run
 
 Transform = Callable[[Image.Image, int], torch.Tensor]  # (image, seed) -> tensor
 EvalTransform = Callable[[Image.Image], torch.Tensor]

@@ -1,0 +1,149 @@
+"""The compared detectors: what their parts compute, one label convention, training on the shared splits."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import dfxlib
+from dfxlib import detectors as dt
+from dfxlib.config import DETECTOR_NAMES, ConfigError, resolve
+from dfxlib.evaluation.scoring import Detector
+
+
+def test_registry_and_settings_agree():
+    assert tuple(dt.DETECTORS) + ("dif",) == DETECTOR_NAMES  # DIF (dfxlib.dif) is no one-logit network
+    with pytest.raises(ConfigError, match="'detectors': unknown 'npr'"):
+        resolve("smoke", {"detectors": ["simplecnn", "npr"]})
+    with pytest.raises(ConfigError, match="detector_backbone"):
+        resolve("smoke", {"detector_backbone": "resnet9000"})
+
+
+def test_simplicity_is_the_four_direction_sum():
+    rng = np.random.default_rng(0)
+    p = rng.integers(0, 256, (2, 5, 6, 3), dtype=np.uint8)
+    q = p.astype(int)
+    for k in range(2):
+        ref = 0
+        for i in range(5):
+            for j in range(6):
+                if j + 1 < 6:
+                    ref += np.abs(q[k, i, j] - q[k, i, j + 1]).sum()
+                if i + 1 < 5:
+                    ref += np.abs(q[k, i, j] - q[k, i + 1, j]).sum()
+                if i + 1 < 5 and j + 1 < 6:
+                    ref += np.abs(q[k, i, j] - q[k, i + 1, j + 1]).sum() + np.abs(q[k, i + 1, j] - q[k, i, j + 1]).sum()
+        assert dt.simplicity(p[k:k + 1])[0] == ref
+
+
+def test_simplest_patch_finds_the_flat_region_deterministically():
+    rng = np.random.default_rng(1)
+    a = rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)
+    a[64:96, 0:32] = 128  # a flat 32x32 square at a grid position (bottom-left)
+    img = Image.fromarray(a)
+    patch = dt.simplest_patch(img, None)
+    assert patch.size == (32, 32) and np.ptp(np.asarray(patch)) == 0
+    assert np.array_equal(np.asarray(dt.simplest_patch(img, None)), np.asarray(patch))
+    r1, r2 = dt.simplest_patch(img, 7), dt.simplest_patch(img, 7)
+    assert np.array_equal(np.asarray(r1), np.asarray(r2))  # training draws are seeded
+    small = dt.simplest_patch(Image.fromarray(a[:20, :20]), None)  # under 32 px: resized to 256 first
+    assert small.size == (32, 32)
+
+
+def test_srm_filters_are_fixed_high_pass_and_truncated():
+    assert dt.SRM_FILTERS.shape == (3, 5, 5)
+    assert np.allclose(dt.SRM_FILTERS.sum((1, 2)), 0, atol=1e-6)  # flat input -> zero response
+    from dfxlib.models.backbones import create_backbone
+
+    torch.manual_seed(0)
+    net = dt.SSPNet(create_backbone("test_resnet", "none"), 64)
+    assert "srm" in dict(net.named_buffers()) and not any("srm" in n for n, _ in net.named_parameters())
+    seen = {}
+    net.backbone.register_forward_pre_hook(lambda m, inp: seen.setdefault("x", inp[0]))
+    net.features(torch.randn(2, 3, 32, 32) * 10)
+    x = seen["x"]
+    assert x.shape == (2, 3, 64, 64) and x.abs().max() <= 3.0 and x.abs().max() == 3.0
+
+
+def test_one_logit_models_and_wang_init():
+    torch.manual_seed(0)
+    assert dt.SimpleCNN(64)(torch.randn(3, 3, 64, 64)).shape == (3,)
+    assert dt.SimpleCNN(32)(torch.randn(1, 3, 32, 32)).shape == (1,)  # batch of one keeps its dimension
+    from dfxlib.models.backbones import create_backbone
+
+    w = dt.BackboneLogit(create_backbone("test_resnet", "none"))
+    assert abs(float(w.fc.weight.detach().std()) - 0.02) < 0.01
+
+
+def test_wang_augmentation_is_seeded_and_changes_images():
+    img = Image.fromarray(np.random.default_rng(2).integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    outs = [np.asarray(dt.wang_augment(img, np.random.default_rng(s), prob=1.0)) for s in (3, 3, 4)]
+    assert np.array_equal(outs[0], outs[1]) and not np.array_equal(outs[0], outs[2])
+    assert not np.array_equal(outs[0], np.asarray(img))
+    same = dt.wang_augment(img, np.random.default_rng(3), prob=0.0)
+    assert np.array_equal(np.asarray(same), np.asarray(img))
+
+
+@pytest.mark.parametrize("name", list(dt.DETECTORS))
+def test_train_evaluate_and_reuse(name, tmp_path, fixture_root):
+    run = dfxlib.start("smoke", run_dir=str(tmp_path / "r"), data_root=str(fixture_root),
+                       overrides={"progress": False, "detector_epochs": 1})
+    index = run.index()
+    split = run.split(index)
+    store = run.images(index)
+    det = dt.train_detector(run, store, split, name)
+    assert det.fit.history["epoch"].tolist() == [1]
+    test = split.rows("test")
+    p, f = dt.outputs(run, store, det, list(test["path"]))
+    assert p.shape == (len(test),) and ((p >= 0) & (p <= 1)).all() and f.shape[0] == len(test)
+    again = dt.outputs(run, store, det, list(test["path"]))[0]
+    assert np.array_equal(p, again)  # evaluation is deterministic (SSP's patch grid included)
+    row = dt.as_detector(run, det)
+    assert isinstance(row, Detector) and row.group == "Detectors"
+    probs = row.predict(store, list(test["path"]), "raw", None)
+    assert np.allclose(probs[:, 0], p) and np.allclose(probs.sum(1), 1)
+    assert ((probs.argmax(1) != 2) == (p > 0.5)).all()  # the 3-class collapse reads fake iff p > 0.5
+    reused = dt.train_detector(run, store, split, name)  # finished: loaded, not retrained
+    assert reused.fit.resumed_from == 1
+    for a, b in zip(det.net.state_dict().values(), reused.net.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_ganfingerprint_keeps_the_backbone_and_initialises_only_new_layers():
+    from dfxlib.models.backbones import create_backbone
+
+    torch.manual_seed(0)
+    bb = create_backbone("test_resnet", "none")
+    before = {k: v.clone() for k, v in bb.state_dict().items()}
+    net = dt.GANFingerprint(bb)
+    for k, v in bb.state_dict().items():
+        assert torch.equal(v, before[k]), k  # the reference re-initialised its pretrained ResNet; not here
+    assert float(net.attention.gamma.detach()) == 0.0
+    assert abs(float(net.embed[0].weight.detach().std()) - 0.01) < 0.003
+    net.eval()
+    assert net(torch.randn(1, 3, 64, 64)).shape == (1,)  # a batch of one keeps its dimension
+    x = torch.randn(2, 3, 64, 64)
+    assert net.features(x).shape == (2, 512)
+
+
+def test_confusions_count_true_rows_and_predicted_columns():
+    import pandas as pd
+
+    per = pd.DataFrame({"detector": ["a"] * 5 + ["b"], "fake": [0, 0, 1, 1, 1, 1], "pred_fake": [0, 1, 1, 1, 0, 1]})
+    (na, cm, names), (nb, cmb, _) = dt.confusions(per)
+    assert (na, nb, names) == ("a", "b", ["real", "fake"])
+    assert cm.tolist() == [[1, 1], [1, 2]] and cmb.tolist() == [[0, 0], [0, 1]]
+
+
+def test_pca_panels_before_and_after_per_detector(tmp_path, fixture_root):
+    run = dfxlib.start("smoke", run_dir=str(tmp_path / "r"), data_root=str(fixture_root),
+                       overrides={"progress": False, "detector_epochs": 1})
+    index = run.index()
+    split = run.split(index)
+    store = run.images(index)
+    det = dt.train_detector(run, store, split, "simplecnn")
+    rows = split.rows("test")
+    panels = dt.pca_panels(run, store, [det], rows)
+    assert [t for t, _, _ in panels] == ["SimpleCNN: before training", "SimpleCNN: after training"]
+    assert panels[0][1].shape == (len(rows), 512) and not np.allclose(panels[0][1], panels[1][1])
+    assert panels[0][2].tolist() == (rows["family"] != "real").astype(int).tolist()

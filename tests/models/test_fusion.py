@@ -1,0 +1,43 @@
+"""Stage 3, the fusion head and the complete model: the paper's class weights, complete models loaded, not retrained."""
+
+import numpy as np
+import pytest
+import torch
+
+from dfxlib.models import fusion
+from dfxlib.models.backbones import feature_dim
+
+
+def test_class_weights_are_inverse_counts():
+    w = fusion.class_weights(np.array([0, 0, 0, 0, 1, 1, 2]))
+    assert torch.allclose(w, torch.tensor([1 / 4, 1 / 2, 1.0]))
+
+
+def test_notebooks_04_to_06_load_the_complete_models_without_training(tmp_path, fixture_root):
+    import dfxlib
+    from dfxlib.models.train import CheckpointMismatch, read_meta, save_weights
+    from dfxlib.run import MissingPrerequisite
+    from dfxlib.workflow import units
+
+    over = {"progress": False, "backbones": ["test_resnet"], "pretrained": "none", "base_kinds": ["unbalanced"],
+            "detectors": []}
+    run = dfxlib.start("smoke", run_dir=str(tmp_path / "r"), data_root=str(fixture_root), overrides=over)
+    split, store = units.prepare(run)
+    for c in ("dm", "gan", "real"):
+        units.execute(run.dir, f"base/test_resnet/unbalanced/{c}")
+    with pytest.raises(MissingPrerequisite, match="run notebook 03_complete_model first"):
+        fusion.load_complete(run, split, "test_resnet", "unbalanced")
+    trained = fusion.train_complete(run, store, split, "test_resnet", "unbalanced")
+    (loaded,) = fusion.load_complete_models(run, split)
+    assert type(loaded) is fusion.Fused and [b.id for b in loaded.bases] == [b.id for b in trained.bases]
+    dim = feature_dim(trained.bases[0].features_net)
+    x = np.random.default_rng(0).standard_normal((5, 3, dim), dtype=np.float32)
+    trained.head.eval()
+    assert np.array_equal(fusion.predict_head(loaded.head, x), fusion.predict_head(trained.head, x))
+    base = run.checkpoints.base("test_resnet", "unbalanced", "gan") / "best.safetensors"
+    net = trained.bases[1].net
+    with torch.no_grad():
+        next(net.parameters()).add_(1.0)  # the GAN base model retrained: the head no longer belongs to it
+    save_weights(net, base, read_meta(base))
+    with pytest.raises(CheckpointMismatch, match="bases"):
+        fusion.load_complete(run, split, "test_resnet", "unbalanced")

@@ -1,0 +1,184 @@
+"""The one fit loop: resumable to the same weights, reused when finished, refused when mismatched, never unpickling
+code, early stopping and the cut-short flag."""
+
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dfxlib.data.batches import order
+from dfxlib.models.train import CheckpointMismatch, fit, is_finished, load_weights
+
+X = torch.randn(64, 4, generator=torch.Generator().manual_seed(0))
+
+
+Y = (X[:, 0] + 0.3 * X[:, 1] > 0).long()
+
+
+def _model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Dropout(0.3), nn.Linear(8, 2))
+
+
+def _step(model, batch):
+    x, y = batch
+    logits = model(x)
+    return F.cross_entropy(logits, y), float((logits.argmax(1) == y).sum()), len(y)
+
+
+def _train(epoch):
+    idx = order(len(X), 0, epoch)
+    for i in range(0, len(idx), 16):
+        yield X[idx[i:i + 16]], Y[idx[i:i + 16]]
+
+
+def _val():
+    yield X[:16], Y[:16]
+
+
+def _fit(folder, model, **kw):
+    kw = {"epochs": 4, "lr": 1e-2, "weight_decay": 0.0, "seed": 3, "progress": False, **kw}
+    return fit(model, _step, _train, _val, folder, {"backbone": "toy", "classes": ["a", "b"]}, **kw)
+
+
+def test_resume_after_interruption_gives_the_same_weights(tmp_path):
+    straight = _model()
+    _fit(tmp_path / "a", straight)
+    interrupted = _model()
+    first = _fit(tmp_path / "b", interrupted, stop_after=2)
+    assert len(first.history) == 2 and not is_finished(tmp_path / "b")
+    resumed_model = _model()  # a fresh process: new model object, state from disk
+    res = _fit(tmp_path / "b", resumed_model)
+    assert res.resumed_from == 2 and len(res.history) == 4 and is_finished(tmp_path / "b")
+    for k, v in straight.state_dict().items():
+        assert torch.equal(v, resumed_model.state_dict()[k]), k
+    a, b = _model(), _model()
+    load_weights(a, tmp_path / "a" / "best.safetensors")
+    load_weights(b, tmp_path / "b" / "best.safetensors")
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+    assert (tmp_path / "a" / "log.csv").read_text().count("\n") == 5
+    assert (tmp_path / "a" / "curves.png").stat().st_size > 0
+
+
+def test_finished_run_is_reused_not_retrained(tmp_path):
+    first = _fit(tmp_path, _model())
+    # once finished, only the best weights are kept (the last weights and optimizer state are never read again)
+    assert not (tmp_path / "last_state.pt").exists() and not (tmp_path / "last.safetensors").exists()
+    assert is_finished(tmp_path) and (tmp_path / "best.safetensors").is_file()
+    best = (tmp_path / "best.safetensors").read_bytes()
+    again = _fit(tmp_path, _model())
+    assert again.resumed_from == 4 and len(again.history) == 4
+    assert (again.best_epoch, again.best_val_loss) == (first.best_epoch, first.best_val_loss)
+    assert (tmp_path / "best.safetensors").read_bytes() == best
+    with pytest.raises(CheckpointMismatch, match="epochs"):  # a finished model of other settings is not reused
+        _fit(tmp_path, _model(), epochs=6)
+
+
+def test_mismatched_checkpoint_is_a_clear_error(tmp_path):
+    _fit(tmp_path, _model(), stop_after=1)
+    with pytest.raises(CheckpointMismatch, match="backbone: checkpoint has 'toy', expected 'other'"):
+        fit(_model(), _step, _train, _val, tmp_path, {"backbone": "other", "classes": ["a", "b"]}, epochs=4,
+            lr=1e-2, weight_decay=0.0, seed=3, progress=False)
+    with pytest.raises(CheckpointMismatch, match="classes"):
+        load_weights(_model(), tmp_path / "best.safetensors", {"classes": ["x", "y", "z"]})
+    with pytest.raises(CheckpointMismatch, match=r"do not fit this model \(2 missing: weight, bias; 4 unexpected: "
+                       r"0.bias, 0.weight, 3.bias and 1 more\)"):
+        load_weights(nn.Linear(4, 3), tmp_path / "best.safetensors")
+    wider = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 2))
+    with pytest.raises(CheckpointMismatch, match=r"3 of another shape: 0.weight \(8, 4\) instead of \(16, 4\)"):
+        load_weights(wider, tmp_path / "best.safetensors")
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes((tmp_path / "best.safetensors").read_bytes()[:-40])
+    with pytest.raises(CheckpointMismatch, match=r"cut.safetensors: not a dfx safetensors checkpoint, or a damaged one \(.*incomplete"):
+        load_weights(_model(), cut)
+
+
+class _Evil:
+    def __reduce__(self):
+        import os
+        return (os.system, ("touch pwned",))
+
+
+def test_loading_never_runs_pickled_code(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "run"
+    _fit(folder, _model(), stop_after=1)
+    (folder / "last_state.pt").write_bytes(pickle.dumps({"optimizer": _Evil()}))
+    with pytest.raises(CheckpointMismatch, match=r"last_state.pt: damaged training state \(refused: this pickle "
+                       r"holds more than tensors.*delete .*run to train this model again"):
+        _fit(folder, _model())
+    assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("damage", ["cut", "empty", "no epoch"])
+def test_a_damaged_training_state_says_what_to_do(tmp_path, damage):
+    folder = tmp_path / "run"
+    _fit(folder, _model(), stop_after=1)
+    state = folder / "last_state.pt"
+    if damage == "cut":
+        state.write_bytes(state.read_bytes()[:200])
+    elif damage == "empty":
+        state.write_bytes(b"")
+    else:
+        st = torch.load(state, weights_only=True)
+        del st["epoch"]
+        torch.save(st, state)
+    best = (folder / "best.safetensors").read_bytes()
+    why = {"cut": "unreadable: ", "empty": "unreadable: ", "no epoch": "no 'epoch'"}[damage]
+    with pytest.raises(CheckpointMismatch, match=rf"last_state.pt: damaged training state \({why}"):
+        _fit(folder, _model())
+    with pytest.raises(CheckpointMismatch, match="damaged training state"):
+        is_finished(folder)
+    assert (folder / "best.safetensors").read_bytes() == best  # what was done is kept
+
+
+def test_early_stopping_by_patience(tmp_path):
+    def worse_val():  # validation loss that only grows
+        worse_val.calls += 1
+        yield X[:16], (1 - Y[:16]) if worse_val.calls > 1 else Y[:16]
+    worse_val.calls = 0
+    res = fit(_model(), _step, _train, worse_val, tmp_path, {"backbone": "toy"}, epochs=20, lr=1e-1,
+              weight_decay=0.0, seed=0, patience=2, progress=False)
+    assert len(res.history) < 20 and res.best_epoch == 1
+    assert not res.cut_short  # stopped by patience: converged
+
+
+def test_a_fit_still_improving_at_its_epoch_cap_is_flagged(tmp_path):
+    falling = _fit(tmp_path / "a", _model(), epochs=2)  # a learnable task: validation loss still falling at 2
+    assert falling.best_epoch == 2 and falling.cut_short
+    def worse_val():
+        worse_val.calls += 1
+        yield X[:16], (1 - Y[:16]) if worse_val.calls > 1 else Y[:16]
+    worse_val.calls = 0
+    flat = fit(_model(), _step, _train, worse_val, tmp_path / "b", {"backbone": "toy"}, epochs=3, lr=1e-1,
+               weight_decay=0.0, seed=0, progress=False)
+    assert flat.best_epoch == 1 and not flat.cut_short  # ran to the cap, but its best was earlier
+
+
+def test_an_epoch_stopped_before_its_commit_runs_again(tmp_path, monkeypatch):
+    """A job stopped while writing an epoch (a time limit's signal, a kill) after its log but before its
+    training state resumes from the epoch before: no epoch missing from the log, the same final weights."""
+    from dfxlib.models import train
+
+    straight = _model()
+    _fit(tmp_path / "a", straight)
+    real, calls = train.atomic_write, []
+
+    def stopped(path, write):
+        if Path(path).name == "last_state.pt":
+            calls.append(path)
+            if len(calls) == 3:
+                raise KeyboardInterrupt  # epoch 3 logged, its state never written
+        return real(path, write)
+    monkeypatch.setattr(train, "atomic_write", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        _fit(tmp_path / "b", _model())
+    monkeypatch.setattr(train, "atomic_write", real)
+    resumed = _model()
+    res = _fit(tmp_path / "b", resumed)
+    assert res.resumed_from == 2 and list(res.history["epoch"]) == [1, 2, 3, 4]
+    for k, v in straight.state_dict().items():
+        assert torch.equal(v, resumed.state_dict()[k]), k

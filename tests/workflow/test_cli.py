@@ -1,0 +1,101 @@
+import json
+
+import pandas as pd
+import pytest
+from fixture import write_notebook
+
+from dfxlib.workflow.cli import main
+from dfxlib.workflow.notebooks import NotebookFailure, run_notebooks, select
+
+
+def test_audit_command(fixture_root, tmp_path, capsys):
+    assert main(["audit", str(fixture_root), "--out", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    assert "| dm | dm_a | 10 | 32x32 |" in out
+    assert (tmp_path / "a" / "dataset.csv").is_file() and (tmp_path / "a" / "index.csv").is_file()
+
+
+def test_audit_missing_root(tmp_path, capsys):
+    assert main(["audit", str(tmp_path / "nope")]) == 2
+    assert "nope: data root does not exist" in capsys.readouterr().err
+
+
+def test_audit_of_a_folder_without_usable_images_fails(tmp_path, capsys):
+    (tmp_path / "empty" / "real" / "src").mkdir(parents=True)
+    (tmp_path / "empty" / "real" / "src" / "notes.png").write_text("not an image")
+    assert main(["audit", str(tmp_path / "empty"), "--out", str(tmp_path / "a")]) == 1
+    assert "holds no usable image" in capsys.readouterr().err
+
+
+def test_run_into_an_unsafe_folder_is_one_line(tmp_path, capsys):
+    assert main(["run", "--profile", "smoke", "-p", "run_dir=/"]) == 2
+    err = capsys.readouterr().err
+    assert "refusing to write a run into the filesystem root" in err and "Traceback" not in err
+    assert not (tmp_path / "config.json").exists()
+
+
+def test_run_rejects_unknown_setting_before_running(tmp_path, capsys):
+    assert main(["run", "--profile", "smoke", "-p", f"run_dir={tmp_path}", "-p", "bogus=1"]) == 2
+    assert "bogus" in capsys.readouterr().err
+    assert not (tmp_path / "notebooks").exists() or not any((tmp_path / "notebooks").iterdir())
+
+
+def test_run_rejects_unknown_notebook_number(tmp_path, capsys):
+    assert main(["run", "--profile", "smoke", "-p", f"run_dir={tmp_path / 'r'}", "--only", "42"]) == 2
+    assert "42" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()  # refused before anything was written
+
+
+def test_select_only_and_from(tmp_path):
+    for name in ("01_a.ipynb", "02_b.ipynb", "03_c.ipynb", "notes.ipynb"):
+        (tmp_path / name).write_text("{}")
+    assert [p.name for p in select(folder=tmp_path)] == ["01_a.ipynb", "02_b.ipynb", "03_c.ipynb"]
+    assert [p.name for p in select(["3", "01"], folder=tmp_path)] == ["01_a.ipynb", "03_c.ipynb"]
+    assert [p.name for p in select(start="02", folder=tmp_path)] == ["02_b.ipynb", "03_c.ipynb"]
+
+
+
+@pytest.mark.notebook
+def test_failure_names_notebook_cell_and_error_and_stops(tmp_path):
+    books = tmp_path / "nbs"
+    books.mkdir()
+    write_notebook(books / "01_ok.ipynb", "import dfxlib\nrun = dfxlib.start(profile, run_dir, data_root, overrides)\n"
+              "run.save_table(__import__('pandas').DataFrame({'a': [1]}), 'dataset')")
+    write_notebook(books / "02_bad.ipynb", "x = 1", "raise ValueError('broken input file x.png')")
+    write_notebook(books / "03_never.ipynb", "open('ran-03', 'w')")
+    run_dir = tmp_path / "run"
+    with pytest.raises(NotebookFailure) as exc:
+        run_notebooks("smoke", {"run_dir": str(run_dir)}, folder=books, log=lambda *_: None)
+    msg = str(exc.value)
+    assert "02_bad.ipynb" in msg and "ValueError: broken input file x.png" in msg and "In [4] (raise ValueError" in msg
+    assert not (books / "ran-03").exists()
+    assert "## dataset" in (run_dir / "REPORT.md").read_text()  # report written even after a failure
+
+
+def test_report_command(tmp_path, capsys):
+    (tmp_path / "tables").mkdir()
+    (tmp_path / "tables" / "wild.md").write_text("| a |\n|---|\n| 1 |\n")
+    (tmp_path / "tables" / "dataset.md").write_text("| b |\n|---|\n| 2 |\n")
+    assert main(["report", "--run-dir", str(tmp_path)]) == 0
+    text = (tmp_path / "REPORT.md").read_text()
+    assert text.index("## dataset") < text.index("## wild")
+    assert main(["report", "--run-dir", str(tmp_path / "none")]) == 1
+
+
+@pytest.mark.notebook
+def test_run_over_seeds_writes_one_run_per_seed_and_a_claim_summary(tmp_path, capsys):
+    base = tmp_path / "seeds"
+    assert main(["run", "--profile", "smoke", "--seeds", "0,1", "--only", "00,01", "-p", f"run_dir={base}",
+                 "-p", "progress=false"]) == 0
+    for s in (0, 1):
+        assert json.loads((base / f"seed-{s}" / "config.json").read_text())["seed"] == s
+        assert (base / f"seed-{s}" / "tables" / "verdicts_audit.csv").is_file()
+    summary = pd.read_csv(base / "tables" / "claims_over_seeds.csv", keep_default_na=False)
+    audit = pd.read_csv(base / "seed-0" / "tables" / "verdicts_audit.csv")
+    assert len(summary) == len(audit) and (summary["seeds"] == 2).all()
+    assert (summary[["holds", "does not hold", "too close to call", "not testable"]].sum(axis=1) == 2).all()
+    assert "claims over seeds 0, 1" in (base / "REPORT.md").read_text()
+    assert main(["run", "--profile", "smoke", "--seeds", "0,x", "-p", f"run_dir={tmp_path / 'x'}"]) == 2
+    assert "--seeds: 'x' is not a seed" in capsys.readouterr().err
+    assert main(["run", "--profile", "smoke", "--seeds", "1,1", "-p", f"run_dir={tmp_path / 'y'}"]) == 2
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()  # refused before anything is written
