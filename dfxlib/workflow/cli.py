@@ -253,6 +253,24 @@ def cmd_lab(args: argparse.Namespace) -> int:
     return lab.launch(project_root(), args.port, open_browser=not args.no_browser)
 
 
+def _number(kind: type, low: float, what: str):
+    """An argparse type: a finite `kind` (int or float) of at least `low`, else a one-line error naming `what`."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}")
+        if value != value or value in (float("inf"), float("-inf")) or value < low:
+            raise argparse.ArgumentTypeError(f"{text!r}: {what}")
+        return value
+    return parse
+
+
+SECONDS = _number(float, 0, "seconds must be 0 or more")
+AT_LEAST_1 = _number(int, 1, "must be 1 or more")
+AT_LEAST_0 = _number(int, 0, "must be 0 or more")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `dfx`."""
     ap = argparse.ArgumentParser(prog="dfx", description="DeepFeatureX replication: notebooks, tables, audit.")
@@ -265,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "and summarise every claim over the seeds (tables/claims_over_seeds)")
     r.add_argument("--from", dest="start", help="run from this notebook number on")
     r.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
-    r.add_argument("--stall-timeout", type=float, default=STALL_TIMEOUT_S, metavar="SECONDS",
+    r.add_argument("--stall-timeout", type=SECONDS, default=STALL_TIMEOUT_S, metavar="SECONDS",
                    help="stop a notebook whose kernel neither outputs nor computes for this long "
                         f"(default {STALL_TIMEOUT_S:.0f}; 0: no limit)")
     r.add_argument("--no-disk-check", action="store_true",
@@ -278,19 +296,19 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--executor", choices=["slurm", "local"],
                     help="default slurm; with --run-dir, each job setting left out is the run's last submission's")
     sb.add_argument("--no-wait", action="store_true", help="return once submitted (follow with dfx status)")
-    sb.add_argument("--wait-timeout", type=float, default=0, metavar="SECONDS",
+    sb.add_argument("--wait-timeout", type=SECONDS, default=0, metavar="SECONDS",
                     help="stop waiting after this long (the jobs go on); default: as long as it takes")
     sb.add_argument("--only", help="comma-separated unit name prefixes, e.g. base,head/densenet121")
     sb.add_argument("--partition", help="Slurm partition")
     sb.add_argument("--account", help="Slurm account")
-    sb.add_argument("--gpus", type=int, help="GPUs per job")
-    sb.add_argument("--tasks", type=int, metavar="N",
+    sb.add_argument("--gpus", type=AT_LEAST_0, help="GPUs per job")
+    sb.add_argument("--tasks", type=AT_LEAST_0, metavar="N",
                     help="processes per job, training one model together (DDP); default one per GPU")
-    sb.add_argument("--cpus", type=int, help="CPUs per process (default 1)")
-    sb.add_argument("--timeout-min", type=int,
+    sb.add_argument("--cpus", type=AT_LEAST_1, help="CPUs per process (default 1)")
+    sb.add_argument("--timeout-min", type=AT_LEAST_1,
                     help="time limit per job in minutes (requeued when reached; default 1440)")
-    sb.add_argument("--parallelism", type=int, help="jobs of a stage running at once (default 2)")
-    sb.add_argument("--units-per-job", type=int, metavar="N",
+    sb.add_argument("--parallelism", type=AT_LEAST_1, help="jobs of a stage running at once (default 2)")
+    sb.add_argument("--units-per-job", type=AT_LEAST_1, metavar="N",
                     help="run up to N units of a stage one after another in one job (small units: less start-up)")
     sb.add_argument("--slurm-option", action="append", metavar="KEY=VALUE",
                     help="any other sbatch option, e.g. qos=high")
@@ -305,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
     pl.add_argument("--calibrate", action="store_true",
                     help="price the units at rates measured here (a few training steps of every backbone)")
-    pl.add_argument("--batch-size", type=int, default=0, help="batch of the calibration (default: the run's)")
+    pl.add_argument("--batch-size", type=AT_LEAST_0, default=0, help="batch of the calibration (default: the run's)")
     pl.add_argument("--throughput", default="", metavar="JSON",
                     help="price the units at the figures of benchmarks/bench_paper_path.py --json (the target GPU)")
     pl.add_argument("--csv", default="", help="write the per-unit table to this CSV file")
@@ -327,8 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", default="", choices=["", *BASE_KINDS],
                    help="which base-model kind in a run folder (default: unbalanced)")
     p.add_argument("--out", default="-", help="CSV file to write (default: standard output)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=2, help="batches decoded ahead in background threads")
+    p.add_argument("--batch-size", type=AT_LEAST_1, default=64)
+    p.add_argument("--workers", type=AT_LEAST_0, default=2, help="batches decoded ahead in background threads")
     p.add_argument("--explain", action="store_true",
                    help="add each base model's contribution to the decision (contrib_dm/gan/real, driver)")
     p.add_argument("--heatmaps", default="", metavar="DIR", help="write Grad-CAM overlays (one PNG per image)")
@@ -337,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.set_defaults(func=cmd_predict)
     lb = sub.add_parser("lab", help="open JupyterLab on the project (loopback only) with the dfx kernel")
-    lb.add_argument("--port", type=int, default=8888)
+    lb.add_argument("--port", type=_number(int, 1, "a port is 1 to 65535"), default=8888)
     lb.add_argument("--no-browser", action="store_true", help="print the address instead of opening a browser")
     lb.set_defaults(func=cmd_lab)
     return ap

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -65,13 +66,15 @@ def _trust(executed: Path, log: Callable[[str], None]) -> None:
         log(f"warning: {why}")
 
 
-def _failure(nb: Path, out: Path, exc: Exception, profile: str) -> NotebookFailure:
+def _failure(nb: Path, out: Path, exc: Exception, profile: str, params: Mapping[str, str]) -> NotebookFailure:
     if isinstance(exc, execute.NotebookStalled):
-        number = nb.name[:2]
+        again = ["dfx", "run", "--profile", profile, "--from", nb.name[:2]]
+        for key, value in {**params, "run_dir": str(out.parents[1])}.items():  # the same run, the same settings
+            again += ["-p", f"{key}={value}"]
         return NotebookFailure(
             notebook=nb.name, cell=f"cell {exc.cell_index} ({exc.first_line})", error=f"stalled: {exc.reason}",
-            executed=out, advice=f"the kernel was stopped; what ran is saved. Resume with `dfx run --profile {profile} "
-                                 f"--from {number}`; raise `--stall-timeout` if the cell is merely slow and silent.")
+            executed=out, advice=f"the kernel was stopped; what ran is saved. Resume with `{shlex.join(again)}`; "
+                                 "raise `--stall-timeout` if the cell is merely slow and silent.")
     cell = "a cell"
     if getattr(exc, "exec_count", None) is not None:
         first = (getattr(exc, "source", "") or "").strip().splitlines()
@@ -152,7 +155,7 @@ def run_notebooks(profile: str = DEFAULT_PROFILE, params: Mapping[str, str] | No
                                     announce=lambda line, name=nb.stem: log(f"    {name}: {line}"))
             except Exception as exc:  # papermill raises its own and kernel errors
                 _trust(out, log)
-                raise _failure(nb, out, exc, profile) from exc
+                raise _failure(nb, out, exc, profile, params) from exc
             _trust(out, log)
             log(f"[{i}/{len(books)}] {nb.stem} done in {time.perf_counter() - t0:.1f} s")
     finally:

@@ -99,3 +99,19 @@ def test_run_over_seeds_writes_one_run_per_seed_and_a_claim_summary(tmp_path, ca
     assert "--seeds: 'x' is not a seed" in capsys.readouterr().err
     assert main(["run", "--profile", "smoke", "--seeds", "1,1", "-p", f"run_dir={tmp_path / 'y'}"]) == 2
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()  # refused before anything is written
+
+
+@pytest.mark.parametrize("argv", [
+    ["run", "--stall-timeout", "-5"], ["run", "--stall-timeout", "nan"], ["run", "--stall-timeout", "inf"],
+    ["predict", "x.png", "--batch-size", "0"], ["predict", "x.png", "--batch-size", "-3"],
+    ["predict", "x.png", "--workers", "-1"], ["submit", "--parallelism", "0"], ["submit", "--timeout-min", "0"],
+    ["submit", "--units-per-job", "-2"], ["submit", "--cpus", "0"], ["submit", "--gpus", "-1"],
+    ["submit", "--wait-timeout", "-1"], ["plan", "--batch-size", "-8"], ["lab", "--port", "0"],
+    ["predict", "x.png", "--batch-size", "2.5"]])
+def test_numeric_options_are_checked_where_they_are_parsed(argv, capsys):
+    """A number an option cannot take (#32: `--batch-size 0` put every image in one batch, `--stall-timeout -5`
+    stopped notebook 01 at once) is refused before anything runs, in one line naming the option."""
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and err[-1].startswith("dfx ") and f"argument {argv[-2]}" in err[-1], err

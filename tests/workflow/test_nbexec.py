@@ -38,7 +38,7 @@ def test_silent_cell_is_stopped_named_and_resumable(tmp_path):
         run_notebooks("smoke", {"run_dir": str(run_dir)}, folder=books, log=lambda *_: None, stall_timeout=3)
     msg = str(exc.value)
     assert "01_silent.ipynb" in msg and "stalled" in msg and "(import time)" in msg
-    assert "dfx run --profile smoke --from 01" in msg
+    assert f"dfx run --profile smoke --from 01 -p run_dir={run_dir}`" in msg  # the hint resumes this run, not another
     executed = nbformat.read(run_dir / "notebooks" / "01_silent.ipynb", as_version=4)
     printed = next(c for c in executed.cells if c.source.startswith("print"))
     assert printed.outputs[0]["text"] == "before the stall\n"  # what ran is kept
