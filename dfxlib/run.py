@@ -255,7 +255,10 @@ def _from_project(path: str) -> Path:
 
 
 def _is_old_run(d: Path) -> bool:
-    """A run folder written before the marker existed: its config.json is a dfx configuration."""
+    """A folder dfx wrote before the marker existed: a run (its config.json is a dfx configuration) or a
+    `dfx audit` output (its index cache)."""
+    if (d / "index_cache.csv").is_file() and (d / "index.csv").is_file():
+        return True
     try:
         cfg = json.loads((d / "config.json").read_text())
     except (OSError, ValueError):
@@ -263,25 +266,30 @@ def _is_old_run(d: Path) -> bool:
     return isinstance(cfg, dict) and {"profile", "seed", "run_dir"} <= set(cfg)
 
 
-def claim_run_dir(d: Path) -> Path:
-    """Check that dfx may write its run into `d` and mark it as dfx's. Refused (ConfigError, nothing
-    written): the filesystem root, the home folder, the project itself or any folder of its source tree other
-    than the runs folder, and an existing non-empty folder that is not a dfx run."""
+def is_dfx_folder(d: Path) -> bool:
+    """True when `d` is a folder dfx wrote (its marker, or an output written before the marker existed)."""
+    return d.is_dir() and ((d / MARKER).is_file() or _is_old_run(d))
+
+
+def claim_run_dir(d: Path, setting: str = "run_dir") -> Path:
+    """Check that dfx may write its outputs into `d` (a run folder, or `dfx audit --out`; `setting` names the
+    option in messages) and mark it as dfx's. Refused (ConfigError, nothing written): the filesystem root, the
+    home folder, the project itself or any folder of its source tree other than the runs folder, and an
+    existing non-empty folder that dfx did not write (a dataset, a folder of your own files)."""
     d = d.resolve()
     home = Path.home().resolve()
     runs = runs_root().resolve()
     if d == Path(d.anchor) or d == home:
-        raise ConfigError(f"run_dir={d}: refusing to write a run into {'the filesystem root' if d == Path(d.anchor) else 'the home folder'}; choose a new folder")
+        raise ConfigError(f"{setting}={d}: refusing to write into {'the filesystem root' if d == Path(d.anchor) else 'the home folder'}; choose a new folder")
     for root in filter(None, (checkout(), Path(__file__).resolve().parent)):  # the source tree, the package
         if d == root or ((d == runs or runs not in d.parents) and root in (d, *d.parents)):
-            raise ConfigError(f"run_dir={d}: refusing to write a run into the project's source tree ({root}); use "
+            raise ConfigError(f"{setting}={d}: refusing to write into the project's source tree ({root}); use "
                               f"a folder under {runs} or outside the project")
     if d.exists() and not d.is_dir():
-        raise ConfigError(f"run_dir={d}: not a folder")
-    if d.is_dir() and not (d / MARKER).is_file():
-        if any(d.iterdir()) and not _is_old_run(d):
-            raise ConfigError(f"run_dir={d}: the folder is not empty and is not a dfx run (no {MARKER} file): "
-                              "choose a new or empty folder")
+        raise ConfigError(f"{setting}={d}: not a folder")
+    if d.is_dir() and not is_dfx_folder(d) and any(d.iterdir()):
+        raise ConfigError(f"{setting}={d}: the folder is not empty and dfx did not write it (no {MARKER} file): "
+                          "choose a new or empty folder")
     d.mkdir(parents=True, exist_ok=True)
     (d / MARKER).touch()
     return d

@@ -166,7 +166,7 @@ def test_run_folders_that_are_not_dfx_runs_are_refused(tmp_path, monkeypatch):
     other = tmp_path / "somebody_elses"
     other.mkdir()
     (other / "config.json").write_text('{"precious": true}')
-    with pytest.raises(ConfigError, match="not empty and is not a dfx run"):
+    with pytest.raises(ConfigError, match="not empty and dfx did not write it"):
         dfxlib.start("smoke", run_dir=str(other))
     assert (other / "config.json").read_text() == '{"precious": true}' and len(list(other.iterdir())) == 1
     run = dfxlib.start("smoke", run_dir=str(tmp_path / "new"))  # a new folder becomes dfx's, and stays so

@@ -4,11 +4,14 @@ CSV it streams, a whole row at a time, so an interruption leaves only complete r
 from __future__ import annotations
 
 import csv
+import fnmatch
 import glob
 import io
 import os
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
+
+from dfxlib.config import ConfigError
 
 #: files a folder walk passes over: hidden ones and text metadata beside the images (every other file gets a
 #: row, so an image format Pillow cannot read, e.g. .avif or .heic, is reported rather than skipped)
@@ -30,12 +33,54 @@ def iter_inputs(inputs: Sequence[str]) -> Iterator[str]:
         elif p.exists():
             yield str(p)
         elif glob.has_magic(item):
-            matches = sorted(glob.iglob(item, recursive=True))
+            matches = _glob(item)
             yield from (m for m in matches if not Path(m).is_dir())
             if not matches:
                 yield item
         else:
             yield item
+
+
+def _glob(pattern: str) -> list[str]:
+    """Files and folders matching `pattern`, sorted. `**` walks folders without following links to folders (a
+    link to a parent made glob recurse until the path grew too long, and name one image dozens of times); it
+    matches no folder too, as glob's does. Hidden names are passed over, as in a folder walk."""
+    if "**" not in pattern:
+        return sorted(glob.glob(pattern))
+    parts = Path(pattern).parts
+    k = next(i for i, s in enumerate(parts) if glob.has_magic(s))
+    root = str(Path(*parts[:k])) if k else "."
+    wanted = {os.path.normpath(pattern), os.path.normpath(pattern.replace("**/", "").replace("/**", ""))}
+    found = []
+    for folder, dirs, names in os.walk(root):  # links to folders are listed, never entered
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(names):
+            path = os.path.normpath(os.path.join(folder, name))
+            if not name.startswith(".") and any(fnmatch.fnmatchcase(path, w) for w in wanted):
+                found.append(path)
+    return sorted(found)
+
+
+def check_out(out: Path, inputs: Sequence[str]) -> None:
+    """Refuse (ConfigError naming the file) an output that would replace one of the images named in `inputs` or
+    any existing file that is not a CSV: `dfx predict x.png --out x.png` once replaced the image with a table."""
+    if out.is_dir():
+        raise ConfigError(f"--out {out}: a folder, not a file")
+    if out.is_file() and out.resolve() in {Path(p).resolve() for p in inputs if Path(p).is_file()}:
+        raise ConfigError(f"--out {out}: it is one of the images to classify; name a new .csv file")
+    if out.is_file() and out.suffix.lower() != ".csv":  # a device (/dev/stdout) or a pipe is written to as asked
+        raise ConfigError(f"--out {out}: an existing {out.suffix or 'extensionless'} file would be replaced by the "
+                          "results; name a .csv file")
+
+
+#: first characters a spreadsheet reads as the start of a formula
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: object) -> object:
+    """A text cell that a spreadsheet would run as a formula (a file named `=HYPERLINK(...).png`) prefixed with
+    a single quote, the usual convention (OWASP's CSV injection advice); numbers and other cells unchanged."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_START) else value
 
 
 class CsvOut:
@@ -66,7 +111,8 @@ class CsvOut:
     def write(self, rows: Iterable[dict]) -> int:
         """Write every row of `rows`; returns the number of rows written so far."""
         for row in rows:
-            self._writer.writerow({k: f"{v:.6f}" if isinstance(v, float) else v for k, v in row.items()})
+            self._writer.writerow({k: f"{v:.6f}" if isinstance(v, float) else spreadsheet_safe(v)
+                                   for k, v in row.items()})
             self._emit()
             self.rows += 1
             self._good = self._tell()

@@ -163,11 +163,15 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from dfxlib.evaluation.tables import build_report
+    from dfxlib.run import is_dfx_folder
 
     run_dir = Path(args.run_dir) if args.run_dir else runs_root() / args.profile
     if not run_dir.is_dir():
         print(f"dfx report: {run_dir} does not exist: run `dfx run --profile {args.profile}` first", file=sys.stderr)
         return 1
+    if not is_dfx_folder(run_dir):  # REPORT.md is written only into a run folder
+        print(f"dfx report: {run_dir} is not a dfx run folder: nothing written", file=sys.stderr)
+        return 2
     print(build_report(run_dir))
     return 0
 
@@ -176,8 +180,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from dfxlib.data.audit import audit
     from dfxlib.data.index import build_index
     from dfxlib.evaluation.tables import to_markdown
+    from dfxlib.run import claim_run_dir
 
-    out = Path(args.out) if args.out else runs_root() / "audit" / Path(args.data_root).resolve().name
+    out = claim_run_dir(Path(args.out) if args.out else runs_root() / "audit" / Path(args.data_root).resolve().name,
+                        setting="--out")  # never over the dataset, a folder of yours, / or the source tree
     index = build_index(args.data_root, layout=args.layout, check=args.check, cache=out / "index_cache.csv",
                         progress=sys.stderr.isatty())
     result = audit(index)
@@ -196,6 +202,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from dfxlib.predict import files, inference
 
+    if args.out not in ("", "-"):
+        files.check_out(Path(args.out), args.paths)  # before the model loads: nothing of yours is replaced
     pred = inference.load_predictor(args.model, args.backbone, args.kind, args.device)
     print(f"dfx predict: {pred.name} from {pred.head_path.parent} ({pred.input_size} px, {pred.device})",
           file=sys.stderr)

@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from dfxlib.data.index import CLASSES
 from dfxlib.models import features, networks
 from dfxlib.models.backbones import create_backbone, normalization_meta
 from dfxlib.models.train import CheckpointMismatch, save_weights
-from dfxlib.predict import gradcam, inference
+from dfxlib.predict import files, gradcam, inference
 from dfxlib.run import Checkpoints
 from dfxlib.workflow.cli import main
 
@@ -347,3 +348,48 @@ def test_a_head_saved_before_inputs_were_standardised_is_refused_by_name(tmp_pat
     save_weights(networks.FusionHead(), head_path, meta)  # an old head: raw inputs, no standardisation buffers
     with pytest.raises(CheckpointMismatch, match="inputs: checkpoint has None, expected 'standardised'"):
         inference.load_predictor(root)
+
+
+def test_predict_never_writes_over_an_input_or_a_file_that_is_not_a_csv(run_dir, fixture_root, tmp_path, capsys):
+    """#32 item 2: `dfx predict x.png --out x.png` replaced the image with a CSV. Refused before the model loads,
+    the image untouched; a new or existing .csv is written as before."""
+    img = tmp_path / "x.png"
+    shutil.copy2(next((fixture_root / "real" / "real_a").glob("*.png")), img)
+    before = img.read_bytes()
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    assert main(["predict", str(img), "--model", str(run_dir), "--out", str(img)]) == 2
+    assert "one of the images to classify" in capsys.readouterr().err and img.read_bytes() == before
+    assert main(["predict", str(img), "--model", str(run_dir), "--out", str(notes)]) == 2
+    assert "would be replaced" in capsys.readouterr().err and notes.read_text() == "mine"
+    out = tmp_path / "res.csv"
+    out.write_text("old results\n")
+    assert main(["predict", str(img), "--model", str(run_dir), "--out", str(out)]) == 0
+    assert out.read_text().startswith("path,")
+
+
+def test_a_file_named_like_a_formula_is_a_safe_cell(run_dir, fixture_root, tmp_path, capsys, monkeypatch):
+    """#32 item 13: a file named `=HYPERLINK(1).png` lands in the CSV as a text cell a spreadsheet will not run
+    (the leading-quote convention); negative numbers are numbers."""
+    img = tmp_path / "=HYPERLINK(1).png"
+    shutil.copy2(next((fixture_root / "real" / "real_a").glob("*.png")), img)
+    monkeypatch.chdir(tmp_path)  # the path cell is the name as given: relative, it starts with "="
+    assert main(["predict", "*.png", "--model", str(run_dir), "--explain"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert rows[0]["path"] == "'=HYPERLINK(1).png" and rows[0]["predicted"] in CLASSES
+    assert files.spreadsheet_safe("-0.5") == "'-0.5" and files.spreadsheet_safe(-0.5) == -0.5
+    assert files.spreadsheet_safe("@x") == "'@x" and files.spreadsheet_safe("plain.png") == "plain.png"
+
+
+def test_a_recursive_glob_does_not_follow_links_to_folders(tmp_path):
+    """#32 item 4: `dfx predict 'gloop/**/*.png'` with two links to `.` wrote no row in 60 s (glob recursed
+    through the links); now each image comes out once, and `**` still matches no folder as well as several."""
+    root = tmp_path / "gloop"
+    (root / "sub" / "deeper").mkdir(parents=True)
+    for rel in ("a.png", "sub/b.png", "sub/deeper/c.png", ".hidden.png"):
+        (root / rel).write_bytes(b"x")
+    (root / "loop1").symlink_to(".")
+    (root / "sub" / "loop2").symlink_to("..")
+    found = list(files.iter_inputs([f"{root}/**/*.png"]))
+    assert found == [f"{root}/a.png", f"{root}/sub/b.png", f"{root}/sub/deeper/c.png"]
+    assert list(files.iter_inputs([f"{root}/*.png"])) == [f"{root}/a.png"]

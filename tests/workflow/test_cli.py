@@ -1,4 +1,6 @@
 import json
+import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -30,7 +32,7 @@ def test_audit_of_a_folder_without_usable_images_fails(tmp_path, capsys):
 def test_run_into_an_unsafe_folder_is_one_line(tmp_path, capsys):
     assert main(["run", "--profile", "smoke", "-p", "run_dir=/"]) == 2
     err = capsys.readouterr().err
-    assert "refusing to write a run into the filesystem root" in err and "Traceback" not in err
+    assert "refusing to write into the filesystem root" in err and "Traceback" not in err
     assert not (tmp_path / "config.json").exists()
 
 
@@ -73,6 +75,9 @@ def test_failure_names_notebook_cell_and_error_and_stops(tmp_path):
 
 
 def test_report_command(tmp_path, capsys):
+    from dfxlib.run import MARKER
+
+    (tmp_path / MARKER).touch()  # a run folder (dfx writes REPORT.md into nothing else)
     (tmp_path / "tables").mkdir()
     (tmp_path / "tables" / "wild.md").write_text("| a |\n|---|\n| 1 |\n")
     (tmp_path / "tables" / "dataset.md").write_text("| b |\n|---|\n| 2 |\n")
@@ -115,3 +120,28 @@ def test_numeric_options_are_checked_where_they_are_parsed(argv, capsys):
         main(argv)
     err = capsys.readouterr().err.strip().splitlines()
     assert exc.value.code == 2 and err[-1].startswith("dfx ") and f"argument {argv[-2]}" in err[-1], err
+
+
+def test_audit_and_report_write_only_into_folders_dfx_owns(fixture_root, tmp_path, capsys):
+    """#32 item 2: `dfx audit D/dataset.csv --out D` replaced the user's manifest, and `--out /`, `--out <project>`
+    and `dfx report --run-dir /` wrote into / and the source tree. One guard (run.claim_run_dir) now refuses
+    them all, nothing written; a new folder, and the same one again, are written as before."""
+    from dfxlib.config import project_root
+
+    data = tmp_path / "data"
+    shutil.copytree(fixture_root, data)
+    before = sorted(p.relative_to(data) for p in data.rglob("*"))
+    for out in (data, Path("/"), project_root()):
+        assert main(["audit", str(data), "--out", str(out), "--check", "header"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("dfx audit: --out=") and ("refusing" in err or "dfx did not write it" in err), err
+    assert sorted(p.relative_to(data) for p in data.rglob("*")) == before and not Path("/dataset.csv").exists()
+    mine = tmp_path / "audit"
+    for _ in range(2):  # a new folder, then the folder dfx wrote
+        assert main(["audit", str(data), "--out", str(mine), "--check", "header"]) == 0
+    assert (mine / "dataset.csv").is_file()
+    capsys.readouterr()
+    for folder in (Path("/"), data):
+        assert main(["report", "--run-dir", str(folder)]) == 2
+        assert "is not a dfx run folder" in capsys.readouterr().err
+    assert not (data / "REPORT.md").exists()
