@@ -178,12 +178,19 @@ def test_run_folders_that_are_not_dfx_runs_are_refused(tmp_path, monkeypatch):
     assert Path(project_root() / "notebooks" / "01_dataset_audit.ipynb").read_text().count('"outputs": []') > 0
 
 
-def test_written_files_follow_the_umask_not_mkstemps_0600(tmp_path):
+@pytest.mark.parametrize("umask, mode", [(0o022, "0o644"), (0o077, "0o600")])
+def test_written_files_follow_the_umask_not_mkstemps_0600(tmp_path, umask, mode):
+    """Tables, weights and feature caches get the mode `open()` would give them (#32 item 6: every
+    best.safetensors and feature shard was 0600, unreadable to the group on a shared cluster folder)."""
     import subprocess
     import sys
 
-    code = ("import os, stat; os.umask(0o022); from pathlib import Path; from dfxlib.evaluation.tables import atomic_write_text;"
-            f"p = Path({str(tmp_path / 't.csv')!r}); atomic_write_text(p, 'a\\n');"
-            "print(oct(stat.S_IMODE(p.stat().st_mode)))")
+    code = (f"import os, stat; os.umask({umask}); from pathlib import Path; import torch;"
+            "from dfxlib.evaluation.tables import atomic_write_text; from dfxlib.models.train import save_weights;"
+            "from dfxlib.evaluation.tables import atomic_write; from safetensors.torch import save_file;"
+            f"d = Path({str(tmp_path)!r}) / oct({umask}); d.mkdir();"
+            "atomic_write_text(d / 't.csv', 'a\\n'); save_weights(torch.nn.Linear(2, 2), d / 'best.safetensors', {});"
+            "atomic_write(d / 'f.safetensors', lambda tmp: save_file({'x': torch.zeros(2)}, tmp));"
+            "print(sorted({oct(stat.S_IMODE(p.stat().st_mode)) for p in d.iterdir()}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
-    assert out == "0o644"  # readable by the group and others, as any file written with open() would be
+    assert out == repr([mode])  # as any file written with open() would be: the group reads a shared run

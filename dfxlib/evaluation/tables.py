@@ -53,10 +53,10 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> None:
     (not mkstemp's private 0600)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.fchmod(fd, FILE_MODE)
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, FILE_MODE)  # after writing: a writer that recreates the file (safetensors) made it 0600
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
