@@ -6,18 +6,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 import pandas as pd
 
 from dfxlib.config import (DEFAULT_PROFILE, Config, ConfigError, checkout, describe, project_root, resolve, run_dir_of,
                            runs_root)
 from dfxlib.data import minidfx
-from dfxlib.data.index import CLASSES, DatasetIndex, build_index
+from dfxlib.data.index import CLASSES, DataError, DatasetIndex, build_index
 from dfxlib.data.split import Split, fingerprint, load_or_make_split
-from dfxlib.evaluation.tables import atomic_write_text, write_table
+from dfxlib.evaluation.tables import FILE_MODE, atomic_write_text, write_table
 
 if TYPE_CHECKING:
     from dfxlib.data.batches import ImageStore
@@ -74,6 +75,39 @@ class Checkpoints:
     def fingerprint(self, tag: str, generator: str) -> Path:
         """The DIF fingerprint of `generator` at budget `tag` (`detectors.dif.budget_tag`)."""
         return self.root / "dif" / tag / generator
+
+
+#: the run folder's lock file (`lock`)
+LOCK = ".dfx-lock"
+
+
+class RunBusy(ConfigError):
+    """The run folder is in use by another writer; the message names it."""
+
+
+@contextmanager
+def lock(run_dir: Path, what: str, shared: bool = False) -> Iterator[None]:
+    """Hold the lock of `run_dir` while the block runs: exclusive for `dfx run` (one writer: two runs on one folder
+    mixed their models and tables), shared for `dfx submit` and the unit jobs, which cooperate (each unit is
+    idempotent). A second writer is refused at once (RunBusy naming the holder, nothing written). The system
+    releases the lock of a process that dies, so a lock is never stale (flock; also on NFS v4)."""
+    import fcntl
+    import socket
+
+    path = Path(run_dir) / LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    try:
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = path.read_text().strip() or "another process"
+            raise RunBusy(f"{run_dir} is in use by {holder}; wait for it to end (or stop it) and start again: two "
+                          "writers on one run folder would mix their results") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{what} (pid {os.getpid()} on {socket.gethostname()})\n".encode())
+        yield
+    finally:
+        os.close(fd)
 
 
 class MissingPrerequisite(FileNotFoundError):
@@ -206,6 +240,11 @@ class Run:
         what it would be, nothing saved). Generators not `seen` are held out; MiniDFX images are grouped by the
         photo region they come from."""
         cfg = self.config
+        missing = [c for c in CLASSES if not (index.usable["family"] == c).any()]
+        if missing:  # every model learns DM, GAN and REAL: said here, not as a sampling error in notebook 02
+            raise DataError(f"{index.root}: no usable {' or '.join(c.upper() for c in missing)} images; the base "
+                            "models and the fusion head learn DM, GAN and REAL, so the dataset needs all three "
+                            "classes (`dfx audit` lists what it holds)")
         roles = self.generator_roles(index)
         holdout = sorted(roles.loc[roles["role"] != "seen", "generator"])
         groups = None

@@ -137,11 +137,14 @@ def _read_manifest(csv_path: Path) -> list[tuple[str, str, str, str]]:
     family: listed twice; with another: conflicting labels, and then every row of that path is refused)."""
     try:
         df = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{csv_path}: the manifest is empty (it needs a header line: path,family,generator)") from None
     except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise DataError(f"{csv_path}: cannot read manifest ({exc})") from exc
     missing = {"path", "family", "generator"} - set(df.columns)
     if missing:
         raise DataError(f"{csv_path}: manifest lacks column(s) {', '.join(sorted(missing))}")
+    folder = csv_path.parent.resolve()
     rows = []
     seen: dict[str, tuple[int, str]] = {}
     conflicts: dict[str, str] = {}
@@ -153,6 +156,8 @@ def _read_manifest(csv_path: Path) -> list[tuple[str, str, str, str]]:
             err, fam_n = f"manifest line {line}: unknown family {fam!r} (use dm, gan or real)", ""
         if not rel or os.path.isabs(rel) or rel == ".." or rel.startswith("../"):
             err = f"manifest line {line}: path {p!r} {OUTSIDE}"
+        elif not (folder / rel).resolve().is_relative_to(folder):  # a link inside that points outside
+            err = f"manifest line {line}: path {p!r} {OUTSIDE} (through a link)"
         elif rel in seen:
             first, first_fam = seen[rel]
             if fam_n and first_fam and fam_n != first_fam:
@@ -199,8 +204,8 @@ def build_index(root: str | Path, layout: str = "auto", families: Mapping[str, s
 
     def work(item: tuple[str, str, str, str]) -> dict:
         rel, fam, gen, err = item
-        if err.endswith(OUTSIDE):  # never read what a manifest points at outside its folder
-            return _row(rel, fam, gen, err, ImageInfo())
+        if OUTSIDE in err:  # never read what a manifest points at outside its folder (and never call it readable)
+            return _row(rel, fam, gen, err, ImageInfo(error="not read"))
         path = base / rel
         try:
             st = path.stat()

@@ -144,12 +144,37 @@ def weights_cache() -> Path:
     return Path(os.environ.get("DFX_CACHE") or Path.home() / ".cache" / "dfx").expanduser() / "weights"
 
 
-def pickle_refusal(exc: Exception) -> str:
-    """What to say of a pickle `torch.load(weights_only=True)` refused: torch's own message advises
-    weights_only=False, which dfx never does, so keep only the global it asked for."""
+def pickle_globals(path: Path) -> list[str] | None:
+    """The names a pickle file asks to import, read with pickletools (nothing is executed); None when the file is
+    not a pickle at all."""
+    import pickletools
+
+    names: list[str] = []
+    strings: list[str] = []
+    try:
+        with open(path, "rb") as fh:
+            for op, arg, _ in pickletools.genops(fh):
+                if isinstance(arg, str):
+                    strings.append(arg)
+                if op.name == "GLOBAL":
+                    names.append(str(arg).replace(" ", "."))
+                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    names.append(f"{strings[-2]}.{strings[-1]}")
+    except Exception:  # not a pickle: bytes pickletools cannot parse
+        return None
+    return names
+
+
+def pickle_refusal(exc: Exception, path: Path | None = None) -> str:
+    """What to say of a file `torch.load(weights_only=True)` refused: a pickle that asks for code (torch's own
+    message advises weights_only=False, which dfx never does, so only the global it asked for is kept), or bytes
+    that are no PyTorch file at all (a damaged file is not called a threat)."""
     found = re.search(r"(?:[Uu]nsupported global: )?GLOBAL [\w.]+", str(exc))
+    asked = found.group(0).split()[-1] if found else next(iter(pickle_globals(path) or []), "") if path else ""
+    if not asked:
+        return "unreadable: not a PyTorch file, or a damaged one"
     return ("refused: this pickle holds more than tensors (it would run code when loaded; dfx never loads such "
-            "files)" + (f" (it asks for {found.group(0).split()[-1]})" if found else ""))
+            f"files) (it asks for {asked})")
 
 
 def read_state_dict(file: Path) -> dict[str, torch.Tensor]:
@@ -165,7 +190,7 @@ def read_state_dict(file: Path) -> dict[str, torch.Tensor]:
             return load_file(str(file))
         obj = torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise BackboneError(f"{file}: {pickle_refusal(exc)}. Convert it to safetensors.") from None
+        raise BackboneError(f"{file}: {pickle_refusal(exc, file)}. Convert it to safetensors.") from None
     except Exception as exc:  # truncated, not a weights file, ...
         raise BackboneError(f"{file}: not a readable weights file ({type(exc).__name__}: {exc})") from None
     for key in ("state_dict", "model", "model_state_dict"):  # common checkpoint wrappers

@@ -73,7 +73,13 @@ def device_of(setting: str = "auto") -> torch.device:
     """`auto` is CUDA when present, else CPU; a device that is asked for but absent is a ConfigError."""
     if setting == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(setting)
+    try:
+        dev = torch.device(setting)
+    except (RuntimeError, ValueError, TypeError):  # "tpu", "cuda:x": not a device name torch knows
+        raise ConfigError(f"setting 'device': {setting!r} is not a device name; use auto, cpu, cuda, cuda:N or "
+                          "mps") from None
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"setting 'device': {setting!r}: dfx runs on cpu, cuda or mps; use device=auto or cpu")
     if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
         raise ConfigError(f"setting 'device': {setting} is not available here ({torch.cuda.device_count()} CUDA "
                           "devices); use device=auto or cpu")
@@ -103,6 +109,9 @@ def read_meta(path: Path) -> dict:
             saved = json.loads((fh.metadata() or {}).get("dfx", "{}"))
     except Exception as exc:  # safetensors raises its own error type for a file that is not safetensors
         raise CheckpointMismatch(f"{path}: not a dfx safetensors checkpoint, or a damaged one ({exc})") from None
+    if not isinstance(saved, dict):  # valid JSON, but not the object dfx writes (e.g. `[1, 2]`)
+        raise CheckpointMismatch(f"{path}: its dfx metadata is a JSON {type(saved).__name__}, not an object; this "
+                                 "file was not written by dfx")
     fmt = saved.get("format", 1)  # checkpoints written before the format was recorded are format 1
     if fmt != CHECKPOINT_FORMAT:
         raise CheckpointMismatch(f"{path}: checkpoint format {fmt} was written by another dfx version; this "
@@ -162,7 +171,7 @@ def load_state(path: Path, device: torch.device | str = "cpu") -> dict:
         st = torch.load(path, weights_only=True, map_location=device)
         missing = [f"no {k!r}" for k in ("optimizer", "epoch", "best", "best_epoch", "finished") if k not in st]
     except pickle.UnpicklingError as exc:
-        missing = [pickle_refusal(exc)]
+        missing = [pickle_refusal(exc, path)]
     except Exception as exc:  # cut, empty, not a torch file
         missing = [f"unreadable: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"]
     if missing:

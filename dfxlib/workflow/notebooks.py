@@ -14,9 +14,9 @@ from typing import Callable, Mapping, Sequence
 import pandas as pd
 import papermill as pm
 
-from dfxlib.config import DEFAULT_PROFILE, STALL_TIMEOUT_S, ConfigError, checkout, resolve, runs_root
+from dfxlib.config import DEFAULT_PROFILE, STALL_TIMEOUT_S, ConfigError, checkout, resolve, run_dir_of, runs_root
 from dfxlib.evaluation.tables import build_report, write_table
-from dfxlib.run import claim_run_dir, prepare_run_dir
+from dfxlib.run import claim_run_dir, lock, prepare_run_dir
 from dfxlib.workflow import execute
 
 _NUMBERED = re.compile(r"^(\d\d)_.+\.ipynb$")
@@ -137,32 +137,39 @@ def run_notebooks(profile: str = DEFAULT_PROFILE, params: Mapping[str, str] | No
         from dfxlib.models.train import device_of
 
         device_of(cfg.device)
-    run_dir = prepare_run_dir(cfg)
+    run_dir = claim_run_dir(run_dir_of(cfg))
     overrides = {k: v for k, v in params.items() if k not in ("run_dir", "data_root")}
     parameters = {"profile": profile, "run_dir": str(run_dir), "data_root": cfg.data_root, "overrides": overrides}
-    batch_before = os.environ.get("DFX_BATCH")
-    os.environ["DFX_BATCH"] = "1"  # inherited by the kernels: no progress bars inside executed notebooks
-    interactive = sys.stderr.isatty()
-    try:
-        for i, nb in enumerate(books, 1):
-            out = run_dir / "notebooks" / nb.name
-            log(f"[{i}/{len(books)}] {nb.stem} ...")
-            t0 = time.perf_counter()
-            try:
-                pm.execute_notebook(str(nb), str(out), parameters=parameters, cwd=str(nb.parent),
-                                    progress_bar=interactive, kernel_name="python3", engine_name=execute.ENGINE,
-                                    stall_after=stall_timeout, heartbeat=0 if interactive else heartbeat,
-                                    announce=lambda line, name=nb.stem: log(f"    {name}: {line}"))
-            except Exception as exc:  # papermill raises its own and kernel errors
-                _trust(out, log)
-                raise _failure(nb, out, exc, profile, params) from exc
-            _trust(out, log)
-            log(f"[{i}/{len(books)}] {nb.stem} done in {time.perf_counter() - t0:.1f} s")
-    finally:
-        if batch_before is None:
-            os.environ.pop("DFX_BATCH", None)
-        else:
-            os.environ["DFX_BATCH"] = batch_before
-        report = build_report(run_dir)
-        log(f"report: {report}")
+    with lock(run_dir, "dfx run"):  # one writer per run folder: a second dfx run is refused before it writes
+        prepare_run_dir(cfg)
+        batch_before = os.environ.get("DFX_BATCH")
+        os.environ["DFX_BATCH"] = "1"  # inherited by the kernels: no progress bars inside executed notebooks
+        try:
+            _execute_all(books, run_dir, parameters, profile, params, log, stall_timeout, heartbeat)
+        finally:
+            if batch_before is None:
+                os.environ.pop("DFX_BATCH", None)
+            else:
+                os.environ["DFX_BATCH"] = batch_before
+            log(f"report: {build_report(run_dir)}")
     return run_dir
+
+
+def _execute_all(books: Sequence[Path], run_dir: Path, parameters: dict, profile: str, params: Mapping[str, str],
+                 log: Callable[[str], None], stall_timeout: float, heartbeat: float) -> None:
+    """Execute `books` in order into `run_dir/notebooks/`, stopping at the first failure (`run_notebooks`)."""
+    interactive = sys.stderr.isatty()
+    for i, nb in enumerate(books, 1):
+        out = run_dir / "notebooks" / nb.name
+        log(f"[{i}/{len(books)}] {nb.stem} ...")
+        t0 = time.perf_counter()
+        try:
+            pm.execute_notebook(str(nb), str(out), parameters=parameters, cwd=str(nb.parent),
+                                progress_bar=interactive, kernel_name="python3", engine_name=execute.ENGINE,
+                                stall_after=stall_timeout, heartbeat=0 if interactive else heartbeat,
+                                announce=lambda line, name=nb.stem: log(f"    {name}: {line}"))
+        except Exception as exc:  # papermill raises its own and kernel errors
+            _trust(out, log)
+            raise _failure(nb, out, exc, profile, params) from exc
+        _trust(out, log)
+        log(f"[{i}/{len(books)}] {nb.stem} done in {time.perf_counter() - t0:.1f} s")

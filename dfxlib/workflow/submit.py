@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 import submitit
 
 from dfxlib.evaluation.tables import atomic_write_text
-from dfxlib.run import Run
+from dfxlib.run import Run, lock
 from dfxlib.workflow.units import STAGES, Unit, all_units, execute, is_done, prepare
 
 #: the job settings `submit` takes from `params`, and their defaults (`dfx submit` flags: --timeout-min, ...)
@@ -87,6 +87,12 @@ def submit(run: Run, executor: str = "slurm", wait: bool = True, params: dict | 
     start-up would dominate), gpus, tasks (processes per job training one model together with DDP; default
     one per GPU), cpus (per process), slurm_partition, slurm_account, slurm_additional_parameters,
     wait_timeout_s (0: wait as long as it takes). Returns the jobs this call follows."""
+    with lock(run.dir, "dfx submit", shared=True):  # refused while a dfx run writes this folder
+        return _submit(run, executor, wait, params, log, only)
+
+
+def _submit(run: Run, executor: str, wait: bool, params: dict | None, log: Callable[[str], None],
+            only: Sequence[str]) -> list[Submitted]:
     if executor not in ("local", "slurm"):
         raise ValueError(f"executor: 'local' or 'slurm', got {executor!r}")
     params = {**JOB_DEFAULTS, **(params or {})}

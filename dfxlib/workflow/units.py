@@ -29,7 +29,7 @@ from dfxlib.detectors import dif
 from dfxlib.models import baselines, basemodels, distributed, fusion
 from dfxlib.models.features import features_many
 from dfxlib.models.train import is_finished
-from dfxlib.run import Run
+from dfxlib.run import Run, lock
 
 #: every stage with the stages it needs finished first, in the order they run and are submitted (each after what
 #: it needs; Slurm starts waiting jobs oldest first, so the chain to the complete models, the paper's main
@@ -112,7 +112,12 @@ def execute(run_dir: str | Path, name: str) -> str:
     """Run the unit `name` of the run in `run_dir` (its config.json), or skip it when it is done; returns a line
     saying which. This is what a submitted job calls. Started by `torchrun` (or as several Slurm tasks), the
     processes train the unit's model together (`dfxlib.models.distributed`); a features unit runs on rank 0 only."""
-    run = Run(config=load(Path(run_dir) / "config.json"), dir=Path(run_dir))
+    with lock(Path(run_dir), f"unit {name}", shared=True):  # units cooperate; a dfx run on the folder is refused
+        return _execute(Path(run_dir), name)
+
+
+def _execute(run_dir: Path, name: str) -> str:
+    run = Run(config=load(run_dir / "config.json"), dir=run_dir)
     unit = Unit.parse(name)
     dist = distributed.setup()
     if is_done(run, unit) or (unit.stage == "features" and not dist.main):

@@ -137,5 +137,25 @@ def test_manifest_refuses_other_labels_conflicts_and_paths_outside_its_folder(tm
     assert err[3] == "" and "listed twice (first on line 5)" in err[4]  # the same label twice: used once
     for i in (5, 6, 7):
         assert "outside the manifest's folder" in err[i]
-        assert t.loc[i, "sha256"] == "" and t.loc[i, "bytes"] == 0  # never read
+        assert t.loc[i, "sha256"] == "" and t.loc[i, "bytes"] == 0 and not t.loc[i, "readable"]  # never read
     assert t[t["error"] == ""]["path"].tolist() == ["imgs/z.png"]
+
+
+def test_a_manifest_row_cannot_leave_its_folder_through_a_link(tmp_path):
+    """#32 item 12: a row `link/secret.png` with `link -> ..` was read and its sha256 written to the index."""
+    _img(tmp_path / "data/imgs/x.png", 1)
+    _img(tmp_path / "secret.png", 4)
+    (tmp_path / "data/link").symlink_to(tmp_path)
+    (tmp_path / "data/imgs/inner").symlink_to(tmp_path / "data/imgs")  # a link that stays inside is fine
+    (tmp_path / "data/m.csv").write_text("path,family,generator\nlink/secret.png,real,r\nimgs/x.png,dm,d\n"
+                                         "imgs/inner/x.png,gan,g\n")
+    t = build_index(tmp_path / "data/m.csv", progress=False).table
+    assert "outside the manifest's folder (through a link)" in t.loc[0, "error"]
+    assert t.loc[0, "sha256"] == "" and not t.loc[0, "readable"]  # never read, never called readable
+    assert t.loc[1, "error"] == "" and t.loc[2, "error"] == "" and t.loc[2, "sha256"] == t.loc[1, "sha256"]
+
+
+def test_an_empty_manifest_is_named(tmp_path):
+    (tmp_path / "empty.csv").write_bytes(b"")
+    with pytest.raises(DataError, match=r"empty.csv: the manifest is empty \(it needs a header line"):
+        build_index(tmp_path / "empty.csv", progress=False)

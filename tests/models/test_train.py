@@ -113,7 +113,7 @@ def test_loading_never_runs_pickled_code(tmp_path, monkeypatch):
     assert not (tmp_path / "pwned").exists()
 
 
-@pytest.mark.parametrize("damage", ["cut", "empty", "no epoch"])
+@pytest.mark.parametrize("damage", ["cut", "empty", "no epoch", "garbage"])
 def test_a_damaged_training_state_says_what_to_do(tmp_path, damage):
     folder = tmp_path / "run"
     _fit(folder, _model(), stop_after=1)
@@ -122,12 +122,15 @@ def test_a_damaged_training_state_says_what_to_do(tmp_path, damage):
         state.write_bytes(state.read_bytes()[:200])
     elif damage == "empty":
         state.write_bytes(b"")
+    elif damage == "garbage":  # random bytes: damaged, not "a pickle that would run code" (#32 item 15)
+        state.write_bytes(bytes(range(256)) * 4)
     else:
         st = torch.load(state, weights_only=True)
         del st["epoch"]
         torch.save(st, state)
     best = (folder / "best.safetensors").read_bytes()
-    why = {"cut": "unreadable: ", "empty": "unreadable: ", "no epoch": "no 'epoch'"}[damage]
+    why = {"cut": "unreadable: ", "empty": "unreadable: ", "no epoch": "no 'epoch'",
+           "garbage": "unreadable: not a PyTorch file, or a damaged one"}[damage]
     with pytest.raises(CheckpointMismatch, match=rf"last_state.pt: damaged training state \({why}"):
         _fit(folder, _model())
     with pytest.raises(CheckpointMismatch, match="damaged training state"):

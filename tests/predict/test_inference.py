@@ -226,6 +226,23 @@ def test_malformed_head_metadata_is_named_before_any_output(tmp_path, fixture_ro
     assert out.read_text() == "earlier results\n"  # --out not touched before the model loaded
 
 
+def test_metadata_that_is_not_an_object_and_an_unknown_device_are_one_line(tmp_path, fixture_root, capsys):
+    """#32 item 9: head metadata `[1, 2]` (valid JSON, not an object) raised AttributeError; `--device tpu` and
+    `cuda:x` raised RuntimeError. Each is now one line naming the file or the setting."""
+    from safetensors.torch import load_file
+
+    run = make_run(tmp_path / "run")
+    for device in ("tpu", "cuda:x"):
+        assert main(["predict", str(fixture_root / "real"), "--model", str(run), "--device", device]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"'{device}' is not a device name" in err, err
+    head = Checkpoints.of(run).head(BACKBONE, "unbalanced") / "best.safetensors"
+    save_file(load_file(str(head)), str(head), metadata={"dfx": "[1, 2]"})
+    assert main(["predict", str(fixture_root / "real"), "--model", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "its dfx metadata is a JSON list, not an object" in err and str(head) in err
+
+
 def test_a_damaged_base_model_is_not_called_retrained(tmp_path):
     import os
 

@@ -1,0 +1,86 @@
+"""The run folder's lock (#32 item 1: two `dfx run` on one folder both exited 0 and changed each other's models
+and tables): one writer at a time, submission and unit jobs sharing, a dead holder's lock free at once."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dfxlib.run import LOCK, RunBusy, lock
+from dfxlib.workflow.cli import main
+
+HOLD = ("import sys, time; from pathlib import Path; from dfxlib.run import lock;\n"
+        "with lock(Path(sys.argv[1]), sys.argv[2], shared=sys.argv[3] == 'shared'):\n"
+        "    print('held', flush=True); time.sleep(120)")
+
+
+def _holder(folder: Path, what: str, shared: bool = False) -> subprocess.Popen:
+    """Another process holding the lock of `folder` until killed."""
+    p = subprocess.Popen([sys.executable, "-c", HOLD, str(folder), what, "shared" if shared else "exclusive"],
+                         stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "held"
+    return p
+
+
+def test_one_writer_and_cooperating_units(tmp_path):
+    other = _holder(tmp_path, "dfx run")
+    try:
+        for shared in (False, True):  # neither a second run nor a submission while a run writes
+            with pytest.raises(RunBusy, match=r"in use by dfx run \(pid \d+ on "):
+                with lock(tmp_path, "dfx submit", shared=shared):
+                    pass
+    finally:
+        other.kill()
+        other.wait()
+    units = _holder(tmp_path, "unit base/x", shared=True)
+    try:
+        with lock(tmp_path, "unit base/y", shared=True):  # units of one submission run side by side
+            pass
+        with pytest.raises(RunBusy, match="in use by"):
+            with lock(tmp_path, "dfx run"):
+                pass
+    finally:
+        units.send_signal(signal.SIGKILL)  # killed: the system frees its lock, nothing is left stale
+        units.wait()
+    with lock(tmp_path, "dfx run"):
+        assert "dfx run (pid" in (tmp_path / LOCK).read_text()
+
+
+def test_a_second_dfx_run_is_refused_before_it_writes(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / ".dfx-run").touch()
+    (run_dir / "config.json").write_text(json.dumps({"profile": "smoke", "seed": 7, "run_dir": str(run_dir)}))
+    other = _holder(run_dir, "dfx run")
+    before = sorted(p.name for p in run_dir.iterdir())
+    try:
+        t0 = time.time()
+        assert main(["run", "--profile", "smoke", "-p", f"run_dir={run_dir}", "--only", "00"]) == 2
+        assert time.time() - t0 < 30  # refused at once, not after waiting
+    finally:
+        other.kill()
+        other.wait()
+    err = capsys.readouterr().err
+    assert f"dfx run: {run_dir} is in use by dfx run (pid {other.pid}" in err
+    assert sorted(p.name for p in run_dir.iterdir()) == before  # its settings and folders untouched
+    assert json.loads((run_dir / "config.json").read_text())["seed"] == 7
+
+
+def test_a_dataset_without_every_class_is_named_before_the_split(fixture_root, tmp_path):
+    """#32 item 10: a data_root holding only `real/` passed notebook 01 and failed in 02 with numpy's "a cannot be
+    empty unless no samples are taken", naming no class."""
+    import shutil
+
+    import dfxlib
+    from dfxlib.data.index import DataError
+
+    data = tmp_path / "data"
+    shutil.copytree(fixture_root / "real", data / "real")
+    run = dfxlib.start("smoke", run_dir=str(tmp_path / "run"), data_root=str(data), overrides={"progress": False})
+    with pytest.raises(DataError, match=r"data: no usable DM or GAN images; .* needs all three classes"):
+        run.split(run.index())
+    assert not (run.dir / "split.csv").exists()
