@@ -242,9 +242,10 @@ class Run:
         cfg = self.config
         missing = [c for c in CLASSES if not (index.usable["family"] == c).any()]
         if missing:  # every model learns DM, GAN and REAL: said here, not as a sampling error in notebook 02
+            binary = " (a real/fake layout names no fake DM or GAN: use it as `generalization_root`, a test set)"
             raise DataError(f"{index.root}: no usable {' or '.join(c.upper() for c in missing)} images; the base "
                             "models and the fusion head learn DM, GAN and REAL, so the dataset needs all three "
-                            "classes (`dfx audit` lists what it holds)")
+                            "classes" + (binary if index.layout == "binary" else " (`dfx audit` lists what it holds)"))
         roles = self.generator_roles(index)
         holdout = sorted(roles.loc[roles["role"] != "seen", "generator"])
         groups = None

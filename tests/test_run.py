@@ -84,3 +84,34 @@ def test_a_dataset_without_every_class_is_named_before_the_split(fixture_root, t
     with pytest.raises(DataError, match=r"data: no usable DM or GAN images; .* needs all three classes"):
         run.split(run.index())
     assert not (run.dir / "split.csv").exists()
+
+
+def test_your_own_data_in_any_layout_gets_a_plan_or_one_line(fixture_root, tmp_path, capsys):
+    """#32 item 3: a manifest, a real/fake folder per generator and a folder of one image stopped at the pre-run
+    disk plan with KeyError, InvalidIndexError and 'cannot convert float NaN'. Now the manifest is planned, and
+    data that cannot train the three classes is refused in one line that says why."""
+    import csv
+    import shutil
+
+    man, binary, one = tmp_path / "man", tmp_path / "bin", tmp_path / "one"
+    (man / "imgs").mkdir(parents=True)
+    rows = []
+    for p in sorted(fixture_root.rglob("*.png")):
+        family, generator = p.relative_to(fixture_root).parts[:2]
+        shutil.copy2(p, man / "imgs" / p.name)
+        rows.append((f"imgs/{p.name}", family.replace("_generated", ""), generator))
+        folder = binary / generator / ("0_real" if family == "real" else "1_fake")
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(p, folder / p.name)
+    with open(man / "dataset.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows([("path", "family", "generator"), *rows])
+    (one / "real" / "r").mkdir(parents=True)
+    shutil.copy2(man / rows[0][0], one / "real" / "r" / "a.png")
+    assert main(["plan", "--profile", "paper", "-p", f"data_root={man / 'dataset.csv'}",
+                 "-p", f"run_dir={tmp_path / 'r1'}"]) == 0
+    assert "disk" in capsys.readouterr().out
+    for data, why in ((binary, "a real/fake layout names no fake DM or GAN"), (one, "no usable DM or GAN images")):
+        assert main(["run", "--profile", "paper", "-p", f"data_root={data}", "-p", f"run_dir={tmp_path / 'r2'}"]) == 2
+        err = capsys.readouterr().err  # the indexing bar, then one line
+        said = [line for line in err.splitlines() if line.startswith("dfx ")]
+        assert len(said) == 1 and why in said[0] and "Traceback" not in err, err
