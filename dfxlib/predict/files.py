@@ -84,29 +84,43 @@ def spreadsheet_safe(value: object) -> object:
 
 
 class CsvOut:
-    """CSV rows streamed to a text file, each written and flushed whole (floats with 6 decimals). After an
-    interruption `rows` says how many are complete, and `cut()` removes a row a full disk left half-written."""
+    """CSV rows streamed to a text file, each written whole (floats with 6 decimals). A file or pipe is written
+    through its descriptor, unbuffered, so after an interruption `rows` is what the file holds, and `cut()`
+    removes the part of a row a full disk took (a buffered write left it in the file, flushed later)."""
 
     def __init__(self, out: io.TextIOBase, cols: Sequence[str]):
         self.out, self.rows = out, 0
         self._line = io.StringIO()
         self._writer = csv.DictWriter(self._line, fieldnames=list(cols), restval="", extrasaction="ignore")
+        try:
+            out.flush()
+            self._fd: int | None = out.fileno()
+        except (AttributeError, OSError, io.UnsupportedOperation):  # an in-memory stream
+            self._fd = None
         self._writer.writeheader()
+        self._good = self._tell()
         self._emit()
         self._good = self._tell()
 
     def _tell(self) -> int | None:
+        if self._fd is None:
+            return None
         try:
-            return self.out.tell()
-        except (OSError, ValueError):  # a pipe or a terminal
+            return os.lseek(self._fd, 0, os.SEEK_CUR)
+        except OSError:  # a pipe or a terminal
             return None
 
     def _emit(self) -> None:
         text = self._line.getvalue()
         self._line.seek(0)
         self._line.truncate()
-        self.out.write(text)
-        self.out.flush()
+        if self._fd is None:
+            self.out.write(text)
+            self.out.flush()
+            return
+        data = text.encode(getattr(self.out, "encoding", None) or "utf-8")
+        while data:
+            data = data[os.write(self._fd, data):]
 
     def write(self, rows: Iterable[dict]) -> int:
         """Write every row of `rows`; returns the number of rows written so far."""
@@ -120,10 +134,10 @@ class CsvOut:
 
     def cut(self) -> None:
         """Drop whatever follows the last whole row (a file only; best effort)."""
-        if self._good is not None:
+        if self._fd is not None and self._good is not None:
             try:
-                self.out.truncate(self._good)
-            except (OSError, ValueError):
+                os.ftruncate(self._fd, self._good)
+            except OSError:
                 pass
 
 

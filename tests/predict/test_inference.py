@@ -410,3 +410,28 @@ def test_a_recursive_glob_does_not_follow_links_to_folders(tmp_path):
     found = list(files.iter_inputs([f"{root}/**/*.png"]))
     assert found == [f"{root}/a.png", f"{root}/sub/b.png", f"{root}/sub/deeper/c.png"]
     assert list(files.iter_inputs([f"{root}/*.png"])) == [f"{root}/a.png"]
+
+
+def test_a_disk_that_fills_mid_row_leaves_only_whole_rows(run_dir, fixture_root, tmp_path, capsys, monkeypatch):
+    """#32 item 8: a disk that filled during a row left half of it in the CSV, while the message said the file
+    "holds 798 complete rows". The third row's write stops half-way here (ENOSPC): the file keeps the header and
+    two whole rows, and the message says two."""
+    import errno
+    import os
+
+    images = [str(p) for p in sorted((fixture_root / "real" / "real_a").glob("*.png"))[:4]]
+    real_write, calls = os.write, []
+
+    def filling(fd, data):
+        calls.append(len(data))
+        if len(calls) == 4:  # header, two rows, then half of the third
+            real_write(fd, data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+    out = tmp_path / "full.csv"
+    monkeypatch.setattr(files.os, "write", filling)
+    assert main(["predict", *images, "--model", str(run_dir), "--out", str(out)]) == 1
+    assert f"No space left on device; {out} holds 2 complete rows" in capsys.readouterr().err
+    text = out.read_text()
+    assert out.read_bytes().endswith(b"\r\n")  # the last thing in the file is a whole row
+    assert [r["path"] for r in csv.DictReader(io.StringIO(text))] == images[:2]
