@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import sys
 import tempfile
 import time
 from queue import Empty  # noqa: F401  (raised by get_msg, as jupyter_client does)
@@ -45,6 +46,9 @@ RECHECK_S = 0.5
 """Longest a message that arrived without a wake-up waits before it is read."""
 
 ENGINE = "dfx"
+
+#: set when the user stops `dfx run` (Ctrl-C): a kernel's dying words are then noise, not a diagnosis
+INTERRUPTED = False
 """The papermill engine name under which `WatchedEngine` is registered."""
 
 
@@ -99,12 +103,37 @@ class IpcKernelManager(AsyncKernelManager):
         self._ipc_dir = tempfile.mkdtemp(prefix="dfx-kernel-")
         return os.path.join(self._ipc_dir, "ipc")
 
+    async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
+        # The kernel's own stderr (its log, not the notebook's output) goes to a file and is passed on when the
+        # kernel is cleaned up, unless the user stopped the run: a kernel shut down mid-reply prints a 20-line
+        # ZMQError traceback that would bury "dfx run: interrupted".
+        self._stderr = tempfile.TemporaryFile(mode="w+b")
+        kw.setdefault("stderr", self._stderr)
+        await super()._async_launch_kernel(kernel_cmd, **kw)
+
     async def _async_cleanup_resources(self, restart: bool = False) -> None:
         await super()._async_cleanup_resources(restart=restart)
+        relay_stderr(getattr(self, "_stderr", None))
         if not restart and getattr(self, "_ipc_dir", None):
             shutil.rmtree(self._ipc_dir, ignore_errors=True)
 
     cleanup_resources = _async_cleanup_resources
+
+
+def relay_stderr(fh: Any) -> None:
+    """Pass what a kernel wrote to its stderr file on to ours (nothing after an interrupt), and close it."""
+    if fh is None or fh.closed:
+        return
+    try:
+        fh.seek(0)
+        text = fh.read().decode(errors="replace")
+        if text and not INTERRUPTED:
+            sys.stderr.write(text)
+            sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+    finally:
+        fh.close()
 
 
 class WatchedClient(PapermillNotebookClient):

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shlex
+import signal
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import pandas as pd
 import papermill as pm
@@ -159,6 +163,33 @@ def _execute_all(books: Sequence[Path], run_dir: Path, parameters: dict, profile
                  log: Callable[[str], None], stall_timeout: float, heartbeat: float) -> None:
     """Execute `books` in order into `run_dir/notebooks/`, stopping at the first failure (`run_notebooks`)."""
     interactive = sys.stderr.isatty()
+    with _quiet_interrupt():
+        _execute_each(books, run_dir, parameters, profile, params, log, stall_timeout, heartbeat, interactive)
+
+
+@contextmanager
+def _quiet_interrupt() -> Iterator[None]:
+    """Ctrl-C stops the run with one line (`dfx run: interrupted`): what the dying kernel and its client would
+    print after it (a ZMQError traceback, "Kernel died", an unretrieved task) is dropped, not shown."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupted(signum: int, frame: Any) -> None:
+        execute.INTERRUPTED = True
+        for name in ("asyncio", "papermill", "traitlets"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+        raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGINT, interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+def _execute_each(books: Sequence[Path], run_dir: Path, parameters: dict, profile: str, params: Mapping[str, str],
+                  log: Callable[[str], None], stall_timeout: float, heartbeat: float, interactive: bool) -> None:
     for i, nb in enumerate(books, 1):
         out = run_dir / "notebooks" / nb.name
         log(f"[{i}/{len(books)}] {nb.stem} ...")

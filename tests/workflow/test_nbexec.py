@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 import subprocess
 import sys
 
@@ -137,3 +138,34 @@ def test_an_executed_notebook_is_signed_or_says_why_not(tmp_path, monkeypatch):
     monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "a-file" / "data"))
     why = execute.trust(path)
     assert why is not None and why.startswith(f"{path}: not signed as trusted")
+
+
+INTERRUPT = """import sys
+from pathlib import Path
+from dfxlib.workflow.cli import _stop
+from dfxlib.workflow.notebooks import run_notebooks
+try:
+    run_notebooks("smoke", {"run_dir": sys.argv[2]}, folder=Path(sys.argv[1]), log=lambda line: print(line, flush=True))
+except KeyboardInterrupt as exc:
+    sys.exit(_stop("run", exc))
+"""
+
+
+@pytest.mark.notebook
+def test_ctrl_c_stops_a_run_in_one_line(tmp_path):
+    """#32 item 9: Ctrl-C during `dfx run` printed the kernel's 20-line ZMQError traceback (and nbclient's "Kernel
+    died", an unretrieved task) before "dfx run: interrupted". A terminal's Ctrl-C reaches the whole process
+    group, as killpg does here; what is left on stderr is the one line."""
+    import os
+    import signal
+
+    books = tmp_path / "nbs"
+    books.mkdir()
+    write_notebook(books / "01_long.ipynb", "print('started', flush=True)", "import time\ntime.sleep(120)")
+    p = subprocess.Popen([sys.executable, "-c", INTERRUPT, str(books), str(tmp_path / "run")], text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    assert p.stdout.readline().startswith("[1/1] 01_long ...")
+    time.sleep(8)  # into the sleeping cell
+    os.killpg(p.pid, signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130 and err == "dfx run: interrupted\n", err
