@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -57,6 +59,7 @@ def server_config(root: Path, port: int, settings: Path, open_browser: bool = Tr
     return "\n".join([
         "c.ServerApp.ip = '127.0.0.1'",
         f"c.ServerApp.port = {int(port)}",
+        "c.ServerApp.port_retries = 0",  # the port dfx names is the port it serves, or it stops
         f"c.ServerApp.root_dir = {str(root)!r}",
         f"c.ServerApp.open_browser = {bool(open_browser)}",
         f"c.MultiKernelManager.default_kernel_name = {KERNEL_NAME!r}",
@@ -70,6 +73,10 @@ def server_config(root: Path, port: int, settings: Path, open_browser: bool = Tr
 def launch(root: Path, port: int = 8888, open_browser: bool = True, extra: list[str] | None = None) -> int:
     """Register the kernel, write the server configuration under `runs/.lab/` and run JupyterLab in the
     foreground on the latest run's notebooks until it is stopped (Ctrl-C)."""
+    if not port_free(port):  # JupyterLab would take another port while dfx named this one
+        print(f"dfx lab: port {port} of 127.0.0.1 is in use (another JupyterLab?); choose one with --port",
+              file=sys.stderr)
+        return 2
     spec = register_kernel()
     folder = runs_root() / ".lab"
     folder.mkdir(parents=True, exist_ok=True)
@@ -79,7 +86,32 @@ def launch(root: Path, port: int = 8888, open_browser: bool = True, extra: list[
     print(f"dfx lab: kernel {KERNEL_DISPLAY!r} ({spec}); opening {start}/ at http://127.0.0.1:{port}/lab")
     cmd = [sys.executable, "-m", "jupyterlab", f"--config={config}", f"--ServerApp.default_url=/lab/tree/{start}",
            *(["--allow-root"] if os.geteuid() == 0 else []), *(extra or [])]
+    server = subprocess.Popen(cmd)
+
+    def stop(signum: int, frame: object) -> None:  # a closed terminal, a process manager, `kill`
+        server.terminate()
+
+    before = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        return subprocess.call(cmd)
-    except KeyboardInterrupt:
+        return server.wait()
+    except KeyboardInterrupt:  # JupyterLab got the same Ctrl-C; it is not left behind either way
+        server.terminate()
         return 0
+    finally:
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        for s, handler in before.items():
+            signal.signal(s, handler)
+
+
+def port_free(port: int) -> bool:
+    """True when nothing listens on 127.0.0.1:`port` (dfx lab's server would get it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True

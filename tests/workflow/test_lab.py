@@ -248,3 +248,47 @@ def test_lab_opens_the_latest_run(tmp_path, monkeypatch):
         report.write_text("#")
         os.utime(report, (time.time() - age, time.time() - age))
     assert lab.latest_run_notebooks(tmp_path) == "runs/smoke/notebooks"
+
+
+def test_dfx_lab_on_a_busy_port_says_so_instead_of_naming_another(tmp_path, monkeypatch, capsys):
+    """#32 item 14: on a busy port JupyterLab took the next one while dfx's line named the busy one."""
+    from dfxlib.workflow.cli import main
+
+    monkeypatch.setenv("DFX_RUNS", str(tmp_path / "runs"))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["lab", "--port", str(port), "--no-browser"]) == 2
+    assert f"dfx lab: port {port} of 127.0.0.1 is in use" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / ".lab").exists()  # nothing written before the refusal
+    c = type("C", (), {"ServerApp": type("S", (), {})(), "MultiKernelManager": type("M", (), {})(),
+                       "LabApp": type("L", (), {})()})()
+    exec(lab.server_config(tmp_path, port, tmp_path, open_browser=False), {"c": c})
+    assert c.ServerApp.port_retries == 0  # and JupyterLab itself never moves to another port
+
+
+def test_dfx_lab_stopped_by_sigterm_stops_its_server(tmp_path):
+    """#32 item 16: `dfx lab` killed by SIGTERM (a closed terminal, a process manager) left its JupyterLab server
+    running on the port, so the next `dfx lab` landed elsewhere."""
+    import psutil
+
+    port = _free_port()
+    env = {**os.environ, "DFX_RUNS": str(tmp_path / "runs"), "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
+           "JUPYTER_RUNTIME_DIR": str(tmp_path / "rt")}
+    dfx = subprocess.Popen([sys.executable, "-m", "dfxlib.workflow.cli", "lab", "--port", str(port), "--no-browser"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=tmp_path)
+    deadline = time.monotonic() + 90
+    while True:
+        try:  # the server listens (its API wants a token: a connection is enough)
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+            break
+        except OSError:
+            assert dfx.poll() is None and time.monotonic() < deadline, "dfx lab did not start its server"
+            time.sleep(0.5)
+    servers = psutil.Process(dfx.pid).children(recursive=True)
+    assert servers
+    dfx.terminate()
+    assert dfx.wait(60) is not None
+    gone, alive = psutil.wait_procs(servers, timeout=30)
+    assert alive == [] and lab.port_free(port)
