@@ -3,8 +3,9 @@
     python benchmarks/bench_predict_memory.py [--files 8] [--huge 9000] [--small 64] [--input-size 64]
 
 Writes `--files` black PNGs of `--huge` px (a few hundred KB each: small files, huge rasters), the same number
-of JPEGs of that size, and `--files` noise PNGs of `--small` px, then runs `dfx predict`'s path
-(`inference.predict_paths`, 2 decode workers) on each folder in a fresh process and prints that process's peak
+of JPEGs and of 16-bit grayscale PNGs (PNG16) of that size, and `--files` noise PNGs of `--small` px, then runs
+`dfx predict`'s path (`inference.predict_paths`, 2 decode workers) on each folder in a fresh process and prints
+that process's peak
 resident memory (ru_maxrss). The huge folders are measured twice: as dfx decodes now (reduced to the input size
 while decoding, one huge raster at a time) and with the reduction switched off (every image decoded at full
 size and handed whole to the model's resize, the path before), so the figures compare in the same run.
@@ -77,17 +78,19 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="dfx-bench-predict-memory-"))
     t0 = time.perf_counter()
-    folders = {name: tmp / name for name in ("small", "huge_png", "huge_jpeg")}
+    folders = {name: tmp / name for name in ("small", "huge_png", "huge_jpeg", "huge_png16")}
     for f in folders.values():
         f.mkdir()
     rng = np.random.default_rng(0)
     black = Image.new("RGB", (args.huge, args.huge))
+    black16 = Image.new("I;16", (args.huge, args.huge))  # 16-bit grayscale (#32 item 7: 2.9 GB for two)
     for i in range(args.files):
         Image.fromarray(rng.integers(0, 256, (args.small, args.small, 3), dtype=np.uint8)).save(
             folders["small"] / f"{i:03d}.png")
         black.save(folders["huge_png"] / f"{i:03d}.png", compress_level=1)
         black.save(folders["huge_jpeg"] / f"{i:03d}.jpg", quality=90)
-    del black
+        black16.save(folders["huge_png16"] / f"{i:03d}.png", compress_level=1)
+    del black, black16
     size = sum(p.stat().st_size for p in folders["huge_png"].iterdir()) / args.files / 1024
     print(f"{args.files} files per folder written in {time.perf_counter() - t0:.0f} s (huge PNG: {size:.0f} KB each)")
     run = make_run(tmp / "run", "test_resnet", input_size=args.input_size)
@@ -95,11 +98,11 @@ def main() -> None:
     base = measure(folders["small"], run)
     print(f"{args.files} PNGs of {args.small} px: peak RSS {base['peak_mb']:7.0f} MB "
           f"({base['seconds']:.1f} s, {base['errors']} errors)")
-    for name in ("huge_png", "huge_jpeg"):
+    for name in ("huge_png", "huge_jpeg", "huge_png16"):
         for full in (False, True):
             m = measure(folders[name], run, full)
             how = "decoded at full size (before)" if full else "reduced while decoding (now) "
-            print(f"{args.files} {name[5:].upper():4s} of {args.huge} px, {how}: peak RSS {m['peak_mb']:7.0f} MB = "
+            print(f"{args.files} {name[5:].upper():5s} of {args.huge} px, {how}: peak RSS {m['peak_mb']:7.0f} MB = "
                   f"{m['peak_mb'] / base['peak_mb']:4.2f}x the small images' ({m['seconds']:.1f} s, "
                   f"{m['errors']} errors)")
 

@@ -202,16 +202,28 @@ def inspect_file(path: str | Path, check: str = "full", max_pixels: int = DEFAUL
     return ImageInfo(**info)
 
 
+#: rows of a 16- or 32-bit image converted at a time (`to_gray8`): no full-size float copy of a huge raster
+STRIP_ROWS = 256
+
+
+def to_gray8(img: Image.Image) -> Image.Image:
+    """An `I`, `I;16*` or `F` image as 8-bit grayscale: 16-bit values (and `I` values above 255) scaled by
+    1/257, rounded and clipped, a strip of rows at a time (a 9000-pixel 16-bit PNG once took 2.9 GB)."""
+    arr = np.asarray(img)
+    scale = img.mode.startswith("I;16") or (img.mode == "I" and arr.max(initial=0) > 255)
+    out = np.empty(arr.shape, np.uint8)
+    for i in range(0, arr.shape[0], STRIP_ROWS):
+        block = arr[i:i + STRIP_ROWS].astype(np.float64)
+        out[i:i + STRIP_ROWS] = np.clip(np.rint(block / 257.0 if scale else block), 0, 255)
+    return Image.fromarray(out, mode="L")
+
+
 def to_rgb(img: Image.Image) -> Image.Image:
     """Convert any Pillow mode to 8-bit RGB (16-bit scaled, alpha dropped, palette expanded)."""
     if img.mode == "RGB":
         return img
     if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        if img.mode.startswith("I;16") or (img.mode == "I" and arr.max(initial=0) > 255):
-            arr = arr / 257.0
-        arr = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
-        return Image.fromarray(arr, mode="L").convert("RGB")
+        return to_gray8(img).convert("RGB")
     if img.mode == "P":
         img = img.convert("RGBA")
     return img.convert("RGB")
@@ -249,7 +261,9 @@ def _fitted(img: Image.Image, path: Path, fit: int) -> Image.Image:
     if fit:
         factor = (max(1, img.width // (2 * fit)), max(1, img.height // (2 * fit)))
         if factor != (1, 1):
-            if img.mode not in ("L", "RGB", "RGBA", "LA", "I", "F"):
+            if img.mode.startswith("I;16"):  # to 8 bits in strips, then reduced (the same values as through RGB)
+                img = to_gray8(img)
+            elif img.mode not in ("L", "RGB", "RGBA", "LA", "I", "F"):
                 img = to_rgb(img)
             img = img.reduce(factor)
     return to_rgb(img)
