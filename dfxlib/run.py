@@ -197,6 +197,13 @@ class Run:
         return ImageStore(index.root, keep=self.config.keep_images if keep is None else keep,
                           max_pixels=self.config.max_pixels, content=fingerprint(index.usable))
 
+    def roles_of(self, index: DatasetIndex, rows: pd.DataFrame) -> pd.Series:
+        """The role (`generator_roles`) of each row of `rows`, by its family and generator together: one name
+        may be a generator of two families (a real source and a fake generator both called "biggan", or none)."""
+        roles = self.generator_roles(index).set_index(["family", "generator"])["role"]
+        keys = pd.MultiIndex.from_frame(rows[["family", "generator"]])
+        return pd.Series(roles.reindex(keys).fillna("seen").to_numpy(), index=rows.index)
+
     def generator_roles(self, index: DatasetIndex) -> pd.DataFrame:
         """family, generator, role for every generator/source: `seen` (trained on), `inner` (a seen
         architecture with other initial conditions) or `unseen`. MiniDFX marks them; for your own data,

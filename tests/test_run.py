@@ -107,9 +107,12 @@ def test_your_own_data_in_any_layout_gets_a_plan_or_one_line(fixture_root, tmp_p
         csv.writer(fh).writerows([("path", "family", "generator"), *rows])
     (one / "real" / "r").mkdir(parents=True)
     shutil.copy2(man / rows[0][0], one / "real" / "r" / "a.png")
-    assert main(["plan", "--profile", "paper", "-p", f"data_root={man / 'dataset.csv'}",
-                 "-p", f"run_dir={tmp_path / 'r1'}"]) == 0
-    assert "disk" in capsys.readouterr().out
+    with open(man / "shared.csv", "w", newline="") as fh:  # one generator name for every family: InvalidIndexError
+        csv.writer(fh).writerows([("path", "family", "generator"), *((p, f, "") for p, f, _ in rows)])
+    for manifest in ("dataset.csv", "shared.csv"):
+        assert main(["plan", "--profile", "paper", "-p", f"data_root={man / manifest}",
+                     "-p", f"run_dir={tmp_path / manifest}"]) == 0
+        assert "disk" in capsys.readouterr().out
     for data, why in ((binary, "a real/fake layout names no fake DM or GAN"), (one, "no usable DM or GAN images")):
         assert main(["run", "--profile", "paper", "-p", f"data_root={data}", "-p", f"run_dir={tmp_path / 'r2'}"]) == 2
         err = capsys.readouterr().err  # the indexing bar, then one line

@@ -23,12 +23,11 @@ from dfxlib.run import Run
 def comparison_rows(run: Run, index, split: Split) -> pd.DataFrame:
     """Images of the comparison: the test split (seen generators and real images) and the held-out inner and
     unseen generators; `role` is seen / inner / unseen for fakes, real for reals."""
-    roles = run.generator_roles(index).set_index("generator")["role"]
     test = split.rows("test")
     held = split.rows("holdout")
-    held = held[(held["family"] != "real") & held["generator"].map(roles).isin(["inner", "unseen"])]
+    held = held[(held["family"] != "real") & run.roles_of(index, held).isin(["inner", "unseen"])]
     rows = pd.concat([test, held], ignore_index=True)
-    role = rows["generator"].map(roles).fillna("seen")
+    role = run.roles_of(index, rows)
     return rows.assign(role=role.where(rows["family"] != "real", "real")).sort_values("path").reset_index(drop=True)
 
 

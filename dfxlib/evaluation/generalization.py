@@ -53,8 +53,7 @@ def tset_pools(run: Run, index, split: Split) -> tuple[pd.DataFrame, pd.DataFram
     """Candidate fakes (with their role) and reals of the test sets: fakes of `inner` and `unseen`
     generators (never trained on: the holdout split), reals of the test and holdout splits. A generator that
     was trained on never fills a set: without inner generators the T^i sets are empty, and left out."""
-    roles = run.generator_roles(index).set_index("generator")["role"]
-    rows = split.table.assign(role=lambda d: d["generator"].map(roles).fillna("seen"))
+    rows = split.table.assign(role=lambda d: run.roles_of(index, d))
     fakes = rows[(rows["family"] != "real") & rows["role"].isin(["inner", "unseen"])
                  & (rows["split"] == "holdout")].assign(source="held-out generator")
     reals = rows[(rows["family"] == "real") & rows["split"].isin(["test", "holdout"])]
