@@ -170,7 +170,10 @@ def pickle_refusal(exc: Exception, path: Path | None = None) -> str:
     message advises weights_only=False, which dfx never does, so only the global it asked for is kept), or bytes
     that are no PyTorch file at all (a damaged file is not called a threat)."""
     found = re.search(r"(?:[Uu]nsupported global: )?GLOBAL [\w.]+", str(exc))
-    asked = found.group(0).split()[-1] if found else next(iter(pickle_globals(path) or []), "") if path else ""
+    if found:
+        asked = found.group(0).split()[-1]
+    else:  # torch stopped before the global (e.g. at a protocol-4 frame): read what the pickle asks for
+        asked = next(iter(pickle_globals(path) or []), "") if path is not None else ""
     if not asked:
         return "unreadable: not a PyTorch file, or a damaged one"
     return ("refused: this pickle holds more than tensors (it would run code when loaded; dfx never loads such "

@@ -149,7 +149,8 @@ def run_notebooks(profile: str = DEFAULT_PROFILE, params: Mapping[str, str] | No
         batch_before = os.environ.get("DFX_BATCH")
         os.environ["DFX_BATCH"] = "1"  # inherited by the kernels: no progress bars inside executed notebooks
         try:
-            _execute_all(books, run_dir, parameters, profile, params, log, stall_timeout, heartbeat)
+            with _quiet_interrupt():
+                _execute_all(books, run_dir, parameters, profile, params, log, stall_timeout, heartbeat)
         finally:
             if batch_before is None:
                 os.environ.pop("DFX_BATCH", None)
@@ -157,14 +158,6 @@ def run_notebooks(profile: str = DEFAULT_PROFILE, params: Mapping[str, str] | No
                 os.environ["DFX_BATCH"] = batch_before
             log(f"report: {build_report(run_dir)}")
     return run_dir
-
-
-def _execute_all(books: Sequence[Path], run_dir: Path, parameters: dict, profile: str, params: Mapping[str, str],
-                 log: Callable[[str], None], stall_timeout: float, heartbeat: float) -> None:
-    """Execute `books` in order into `run_dir/notebooks/`, stopping at the first failure (`run_notebooks`)."""
-    interactive = sys.stderr.isatty()
-    with _quiet_interrupt():
-        _execute_each(books, run_dir, parameters, profile, params, log, stall_timeout, heartbeat, interactive)
 
 
 @contextmanager
@@ -188,8 +181,10 @@ def _quiet_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGINT, before)
 
 
-def _execute_each(books: Sequence[Path], run_dir: Path, parameters: dict, profile: str, params: Mapping[str, str],
-                  log: Callable[[str], None], stall_timeout: float, heartbeat: float, interactive: bool) -> None:
+def _execute_all(books: Sequence[Path], run_dir: Path, parameters: dict, profile: str, params: Mapping[str, str],
+                 log: Callable[[str], None], stall_timeout: float, heartbeat: float) -> None:
+    """Execute `books` in order into `run_dir/notebooks/`, stopping at the first failure (`run_notebooks`)."""
+    interactive = sys.stderr.isatty()
     for i, nb in enumerate(books, 1):
         out = run_dir / "notebooks" / nb.name
         log(f"[{i}/{len(books)}] {nb.stem} ...")

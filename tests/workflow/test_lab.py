@@ -289,6 +289,6 @@ def test_dfx_lab_stopped_by_sigterm_stops_its_server(tmp_path):
     servers = psutil.Process(dfx.pid).children(recursive=True)
     assert servers
     dfx.terminate()
-    assert dfx.wait(60) is not None
+    dfx.wait(60)  # dfx itself ends (a TimeoutExpired here fails the test)
     gone, alive = psutil.wait_procs(servers, timeout=30)
     assert alive == [] and lab.port_free(port)
