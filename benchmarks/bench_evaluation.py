@@ -24,12 +24,12 @@ import pandas as pd
 import torch
 
 import dfxlib
+from dfxlib.data.index import CLASSES
+from dfxlib.evaluation import generalization as gz
+from dfxlib.evaluation import scoring as ev
 from dfxlib.models import baselines as bl
 from dfxlib.models import features, fusion, networks
-from dfxlib.evaluation import scoring as ev
-from dfxlib.evaluation import generalization as gz
 from dfxlib.models.backbones import create_backbone
-from dfxlib.data.index import CLASSES
 from dfxlib.models.train import save_weights
 
 

@@ -21,10 +21,10 @@ import torch
 import torch.nn.functional as F
 
 import dfxlib
-from dfxlib.models import features, fusion, networks
-from dfxlib.models.backbones import create_backbone, preprocess
 from dfxlib.data.batches import ImageStore, order
 from dfxlib.data.index import CLASS_INDEX, CLASSES
+from dfxlib.models import features, fusion, networks
+from dfxlib.models.backbones import create_backbone, preprocess
 from dfxlib.models.train import save_weights
 
 

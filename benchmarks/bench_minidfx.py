@@ -12,8 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from dfxlib.data import minidfx
 from dfxlib.config import resolve
+from dfxlib.data import minidfx
 
 BUDGET_S = {"smoke": 30.0, "mini": 300.0}
 

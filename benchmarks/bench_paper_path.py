@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from dfxlib.config import resolve  # noqa: E402
 from dfxlib.models.backbones import PAPER_BACKBONES  # noqa: E402
 from dfxlib.workflow.throughput import calibrate  # noqa: E402
-from dfxlib.config import resolve  # noqa: E402
 
 
 def main() -> None:

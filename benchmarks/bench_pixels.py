@@ -26,9 +26,9 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dfxlib.models.backbones import preprocess  # noqa: E402
 from dfxlib.data.batches import ImageStore, order  # noqa: E402
 from dfxlib.data.pixels import PixelStore, loader  # noqa: E402
+from dfxlib.models.backbones import preprocess  # noqa: E402
 
 
 def make_images(root: Path, n: int, size: int) -> list[str]:

@@ -19,9 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from dfxlib.workflow import plan as pl  # noqa: E402
-from dfxlib.config import resolve  # noqa: E402
 from fixture import make_paper_tree  # noqa: E402
+
+from dfxlib.config import resolve  # noqa: E402
+from dfxlib.workflow import plan as pl  # noqa: E402
 
 
 def main() -> None:

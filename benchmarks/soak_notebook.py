@@ -18,8 +18,8 @@ from pathlib import Path
 
 import papermill as pm
 
-from dfxlib.workflow import execute
 from dfxlib.config import resolve, run_dir_of
+from dfxlib.workflow import execute
 
 
 def main() -> None:

@@ -219,6 +219,8 @@ STALL_TIMEOUT_S = 600.0
 
 #: the detectors of dfxlib.detectors (kept here so settings are checked without importing torch)
 DETECTOR_NAMES: tuple[str, ...] = ("simplecnn", "wang2020", "ganfingerprint", "ssp", "dif")
+#: what `dfx predict --detector` accepts: the complete model, the two baselines, a compared detector, or all
+PREDICT_CHOICES: tuple[str, ...] = ("deepfeaturex", "plain", "probe", *DETECTOR_NAMES, "all")
 
 _CHOICES: dict[str, tuple[str, ...]] = {"index_check": ("full", "header"), "profile": tuple(PROFILES),
                                         "feature_dtype": ("float32", "float16")}

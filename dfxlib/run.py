@@ -68,6 +68,10 @@ class Checkpoints:
         """The linear probe's frozen `backbone`."""
         return self.root / "probe" / backbone
 
+    def probe_classifier(self, backbone: str) -> Path:
+        """The linear probe's fitted classifier (a file beside its frozen backbone)."""
+        return self.probe(backbone) / "classifier.safetensors"
+
     def detector(self, name: str) -> Path:
         """A compared one-logit detector."""
         return self.root / "detectors" / name
@@ -75,6 +79,10 @@ class Checkpoints:
     def fingerprint(self, tag: str, generator: str) -> Path:
         """The DIF fingerprint of `generator` at budget `tag` (`detectors.dif.budget_tag`)."""
         return self.root / "dif" / tag / generator
+
+    def dif_union(self, tag: str) -> Path:
+        """The class centres of the DIF fingerprints at budget `tag` used together (`detectors.dif.union`)."""
+        return self.root / "dif" / tag / "union.safetensors"
 
 
 #: the run folder's lock file (`lock`)

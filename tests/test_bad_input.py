@@ -196,11 +196,10 @@ def test_written_files_follow_the_umask_not_mkstemps_0600(tmp_path, umask, mode)
     assert out == repr([mode])  # as any file written with open() would be: the group reads a shared run
 
 
-@pytest.mark.parametrize("fit", [0, 16])
-def test_a_16_bit_image_converts_in_strips_to_the_same_values(tmp_path, fit, monkeypatch):
+def test_a_16_bit_image_converts_in_strips_to_the_same_values(tmp_path, monkeypatch):
     """#32 item 7: 16-bit images were converted through a full-size float64 copy (two 9000-pixel PNGs peaked at
-    2.9 GB; benchmarks/bench_predict_memory.py prints the figure). In strips, before any reduction, the values
-    are those of the whole-image formula: x / 257, rounded, clipped."""
+    2.9 GB; benchmarks/bench_predict_memory.py prints the figure). In strips, the values are those of the
+    whole-image formula: x / 257, rounded, clipped."""
     from PIL import Image
 
     from dfxlib.data import decode
@@ -208,8 +207,6 @@ def test_a_16_bit_image_converts_in_strips_to_the_same_values(tmp_path, fit, mon
     monkeypatch.setattr(decode, "STRIP_ROWS", 7)  # several strips, the last one short
     values = np.random.default_rng(3).integers(0, 65536, (50, 61), dtype=np.uint16)
     Image.fromarray(values).save(tmp_path / "g16.png")
-    got = np.asarray(decode.load_rgb(tmp_path / "g16.png", fit=fit))
+    got = np.asarray(decode.load_rgb(tmp_path / "g16.png"))
     expect = Image.fromarray(np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8), "L").convert("RGB")
-    if fit:
-        expect = expect.reduce((61 // 32, 50 // 32))
     assert got.shape[:2] == (expect.height, expect.width) and np.array_equal(got, np.asarray(expect))

@@ -12,6 +12,7 @@ PACKAGE = ROOT / "dfxlib"
 LAZY = {
     ("workflow.cli", "workflow.notebooks"), ("workflow.cli", "evaluation.tables"), ("workflow.cli", "data.audit"),
     ("workflow.cli", "data.index"), ("workflow.cli", "predict.inference"), ("workflow.cli", "predict.files"),
+    ("workflow.cli", "predict.complete"), ("workflow.cli", "predict.served"),
     ("workflow.cli", "workflow.lab"), ("workflow.cli", "config"), ("workflow.cli", "workflow.plan"),
     ("workflow.cli", "run"), ("workflow.cli", "workflow.submit"), ("config", "models.backbones"),
     ("config", "data.perturb"), ("run", "data.batches"), ("run", "data.pixels"),

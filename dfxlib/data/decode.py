@@ -138,13 +138,11 @@ def _open(data: bytes, path: Path, max_pixels: int) -> Image.Image:
     return img
 
 
-def _decode(img: Image.Image, path: Path, fit: int = 0) -> None:
+def _decode(img: Image.Image, path: Path) -> None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             img.seek(0)
-            if fit and img.format == "JPEG":  # decoded at 1/2, 1/4 or 1/8 scale, never below 2 * fit
-                img.draft(img.mode, (2 * fit, 2 * fit))
             img.load()
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise ImageError(path, f"truncated or corrupt image data ({exc})") from None
@@ -229,11 +227,10 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def load_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, fit: int = 0) -> Image.Image:
-    """Decode `path` to an 8-bit RGB image (first frame if animated), or raise ImageError; `fit` as in
-    `decode_rgb`."""
+def load_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode `path` to an 8-bit RGB image (first frame if animated), or raise ImageError."""
     path = Path(path)
-    return decode_rgb(read_file(path), path, max_pixels, fit)
+    return decode_rgb(read_file(path), path, max_pixels)
 
 
 #: decodes of images above this many pixels run one at a time (their full raster is what costs memory)
@@ -241,29 +238,27 @@ LARGE_PIXELS = 4096 * 4096
 _large = threading.Lock()
 
 
-def decode_rgb(data: bytes, name: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, fit: int = 0) -> Image.Image:
-    """Decode the bytes of an image file (e.g. an upload) to 8-bit RGB, or raise ImageError naming `name`.
+def decode_rgb(data: bytes, name: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode the bytes of an image file (e.g. an upload) to 8-bit RGB at its full size, or raise ImageError
+    naming `name`: the one decode of training, evaluation and `dfx predict` (a model then reads it through
+    `resize.resize_uint8`, which never copies the full raster). Images above `LARGE_PIXELS` are decoded one at
+    a time, across threads (`decoded` keeps one held while it is used)."""
+    with decoded(data, name, max_pixels) as img:
+        return img
 
-    With `fit` (a network's input side) an image more than twice that size is reduced while decoding: JPEG
-    by its decoder's scaling, any format by an integer box reduction right after decoding, each side kept at
-    least 2 * fit so the model's own resize still sees more pixels than it keeps. Memory then stays flat in
-    image size: only one image above `LARGE_PIXELS` is held at full size at a time, across threads."""
+
+@contextlib.contextmanager
+def decoded(data: bytes, name: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterator[Image.Image]:
+    """`decode_rgb` for the duration of a block: an image above `LARGE_PIXELS` holds the one-at-a-time lock
+    until the block ends (its decode and what the block does with it, e.g. resizing), so threads that decode
+    large photos hold one full raster at a time between them."""
     path = Path(name)
     img = _open(data, path, max_pixels)
     if img.width * img.height <= LARGE_PIXELS:
-        return _fitted(img, path, fit)
+        _decode(img, path)
+        yield to_rgb(img)
+        return
     with _large:
-        return _fitted(img, path, fit)
-
-
-def _fitted(img: Image.Image, path: Path, fit: int) -> Image.Image:
-    _decode(img, path, fit)
-    if fit:
-        factor = (max(1, img.width // (2 * fit)), max(1, img.height // (2 * fit)))
-        if factor != (1, 1):
-            if img.mode.startswith("I;16"):  # to 8 bits in strips, then reduced (the same values as through RGB)
-                img = to_gray8(img)
-            elif img.mode not in ("L", "RGB", "RGBA", "LA", "I", "F"):
-                img = to_rgb(img)
-            img = img.reduce(factor)
-    return to_rgb(img)
+        _decode(img, path)
+        img = to_rgb(img)  # the raster as decoded (16-bit: 162 MB at 9000 px) is not kept beside the RGB one
+        yield img

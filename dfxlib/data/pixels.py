@@ -20,20 +20,11 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm.auto import tqdm
 
 from dfxlib.data.batches import ImageStore
+from dfxlib.data.resize import resize_uint8
 from dfxlib.evaluation.tables import atomic_write
-
-
-def resize_uint8(img: Image.Image, size: int) -> torch.Tensor:
-    """(3, size, size) uint8: the resize every backbone's preprocessing applies (antialiased, aspect ratio not
-    kept), on the image's own uint8 pixels."""
-    from torchvision.transforms.v2 import functional as TF
-
-    x = TF.pil_to_tensor(img.convert("RGB"))
-    return TF.resize(x, [size, size], antialias=True)
 
 
 class PixelStore:

@@ -37,6 +37,7 @@ chooses:
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -44,6 +45,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from dfxlib.data.batches import ImageStore, order
@@ -55,8 +57,8 @@ from dfxlib.detectors.training import training_rows
 from dfxlib.evaluation.generalization import equal_sample
 from dfxlib.evaluation.metrics import binary_scores, pct
 from dfxlib.evaluation.scoring import Detector, memoized
-from dfxlib.models.train import FitResult, device_of, fit, load_weights
-from dfxlib.run import Run
+from dfxlib.models.train import CheckpointMismatch, FitResult, device_of, fit, load_weights, read_meta, save_weights
+from dfxlib.run import Checkpoints, Run
 
 
 # -------------------------------------------------------------------------------------------- training
@@ -181,11 +183,15 @@ def score_matrix(run: Run, store: ImageStore, fps: Sequence[Fingerprint], rels: 
     bar = tqdm(total=len(rels), desc="DIF scores", disable=not run.progress, leave=False)
     for i in range(0, len(rels), 1024):
         part = list(rels[i:i + 1024])
-        r = residuals(store, part, crop, mean, perturb_fn, run.config.seed)
-        out.append(np.stack([fp.scores(r.to(fp.net.fingerprint.device)) for fp in fps], axis=1))
+        out.append(fingerprint_scores(fps, residuals(store, part, crop, mean, perturb_fn, run.config.seed)))
         bar.update(len(part))
     bar.close()
     return np.concatenate(out) if out else np.zeros((0, len(fps)))
+
+
+def fingerprint_scores(fps: Sequence[Fingerprint], r: torch.Tensor) -> np.ndarray:
+    """(N, G) centre scores of residuals `r` (mean real residual subtracted) under every fingerprint."""
+    return np.stack([fp.scores(r.to(fp.net.fingerprint.device)) for fp in fps], axis=1)
 
 
 @dataclass
@@ -202,12 +208,58 @@ class Union:
         return 1.0 / (1.0 + np.exp(-centre_score(scores.max(axis=1), self.mu_real, self.mu_fake)))
 
 
+class UnionCentres(nn.Module):
+    """The centres a union detector needs, as a checkpoint: row g holds fingerprint g's (real, fake) centres,
+    the last row the union's."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.register_buffer("centres", torch.zeros(n + 1, 2, dtype=torch.float64))
+
+
+def _identity(fp: Fingerprint) -> str:
+    """A fingerprint's generator and the hash of its weights: what a saved union was computed with."""
+    return f"{fp.generator}-{hashlib.sha256((fp.folder / 'best.safetensors').read_bytes()).hexdigest()[:12]}"
+
+
 def union(run: Run, store: ImageStore, split: Split, fps: Sequence[Fingerprint]) -> Union:
-    """The union detector of `fps`, its centres from the held-out part (reals and every seen generator's fakes)."""
+    """The union detector of `fps`, its centres from the held-out part (reals and every seen generator's fakes);
+    every centre is saved beside the fingerprints (`Checkpoints.dif_union`), for `dfx predict`."""
     _, held = pools(split, run.config.val_fraction, run.config.seed)
     top = score_matrix(run, store, fps, list(held["path"])).max(axis=1)
     mu_real, mu_fake = centres(torch.as_tensor(top), torch.as_tensor(held["target"].to_numpy().copy()))
+    saved = UnionCentres(len(fps))
+    saved.centres.copy_(torch.tensor([[fp.mu_real, fp.mu_fake] for fp in fps] + [[mu_real, mu_fake]]))
+    save_weights(saved, run.checkpoints.dif_union(fps[0].budget),
+                 {"model": "dif-union", "budget": fps[0].budget, "crop": run.config.dif_crop,
+                  "fingerprints": [_identity(fp) for fp in fps], "split": split_id(split)})
     return Union(fingerprints=list(fps), mu_real=mu_real, mu_fake=mu_fake)
+
+
+def load_union(checkpoints: Checkpoints, crop: int, tag: str = "all") -> Union:
+    """The union detector saved by `union` at budget `tag`: its fingerprints and centres, checked to belong
+    together (CheckpointMismatch names the fingerprint retrained since)."""
+    path = checkpoints.dif_union(tag)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no DIF detector at budget {tag}; run notebook 06 first")
+    meta = read_meta(path)
+    names = meta.get("fingerprints")
+    if meta.get("model") != "dif-union" or not isinstance(names, list) or not names:
+        raise CheckpointMismatch(f"{path}: not the centres of a DIF union (model={meta.get('model')!r})")
+    saved = load_weights(UnionCentres(len(names)), path, {"model": "dif-union", "budget": tag, "crop": crop})
+    fps = []
+    for k, ident in enumerate(names):
+        generator = str(ident).rpartition("-")[0]
+        folder = checkpoints.fingerprint(tag, generator)
+        net = load_weights(DIFNet(crop, 0), folder / "best.safetensors",
+                           {"model": "dif", "generator": generator, "budget": tag, "crop": crop}).eval()
+        fp = Fingerprint(generator=generator, budget=tag, n_train=0, net=net, mu_real=float(saved.centres[k, 0]),
+                         mu_fake=float(saved.centres[k, 1]), folder=folder)
+        if _identity(fp) != ident:
+            raise CheckpointMismatch(f"{folder}: this fingerprint is not the one the centres {path} were computed "
+                                     "with (retrained, or copied from another run); run notebook 06 again")
+        fps.append(fp)
+    return Union(fingerprints=fps, mu_real=float(saved.centres[-1, 0]), mu_fake=float(saved.centres[-1, 1]))
 
 
 def as_detector(run: Run, det: Union, name: str = "DIF (one fingerprint per seen generator)"):

@@ -36,7 +36,7 @@ def centre_crop(img: Image.Image, size: int) -> torch.Tensor:
     """(3, size, size) in [0, 1]: the centre of `img` at native resolution, zero-padded where it is smaller."""
     w, h = img.size
     left, top = int(round((w - size) / 2.0)), int(round((h - size) / 2.0))
-    arr = np.asarray(img.convert("RGB").crop((left, top, left + size, top + size)), dtype=np.float32)
+    arr = np.asarray(img.crop((left, top, left + size, top + size)).convert("RGB"), dtype=np.float32)
     return torch.from_numpy(arr.copy()).permute(2, 0, 1) / 255.0
 
 

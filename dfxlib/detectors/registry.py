@@ -57,13 +57,14 @@ def spec_of(name: str) -> DetectorSpec:
     return DETECTORS[name]
 
 
-def detector_meta(run: Run, split: Split, name: str) -> dict:
-    """What identifies a trained detector (checked when resuming or loading)."""
+def detector_meta(run: Run, split: Split | None, name: str) -> dict:
+    """What identifies a trained detector (checked when resuming or loading; without `split`, what `dfx predict`
+    checks: the same network and inputs, whatever images it was trained on)."""
     cfg = run.config
     backbone = {"simplecnn": "", "ganfingerprint": cfg.fingerprint_backbone}.get(name, cfg.detector_backbone)
     return {"model": "detector", "detector": name, "backbone": backbone, "input_size": cfg.input_size,
             "pretrained": cfg.detector_pretrained, "normalization": normalization_meta(backbone or NO_BACKBONE),
-            "name": f"detectors/{name}", "split": split_id(split)}
+            "name": f"detectors/{name}", **({"split": split_id(split)} if split is not None else {})}
 
 
 def new_detector(run: Run, name: str) -> nn.Module:

@@ -31,11 +31,10 @@ def simplest_patch(img: Image.Image, seed: int | None) -> Image.Image:
     """The simplest 32x32 patch of 64 candidates at native resolution: random positions from `seed` (training)
     or, with `seed=None`, an 8 x 8 grid (evaluation, deterministic). Images under 32 px are first resized to
     256 (as the reference)."""
-    img = img.convert("RGB")
+    img = img if img.mode == "RGB" else img.convert("RGB")  # convert() and asarray() would copy a whole photo
     if min(img.size) < PATCH:
         img = img.resize((256, 256), Image.Resampling.BILINEAR)
-    a = np.asarray(img)
-    h, w = a.shape[:2]
+    w, h = img.size
     if seed is None:
         ys, xs = np.meshgrid(np.linspace(0, h - PATCH, 8).round().astype(int),
                              np.linspace(0, w - PATCH, 8).round().astype(int), indexing="ij")
@@ -43,7 +42,7 @@ def simplest_patch(img: Image.Image, seed: int | None) -> Image.Image:
     else:
         rng = np.random.default_rng(seed)
         ys, xs = rng.integers(0, h - PATCH + 1, 64), rng.integers(0, w - PATCH + 1, 64)
-    cands = np.stack([a[y:y + PATCH, x:x + PATCH] for y, x in zip(ys, xs)])
+    cands = np.stack([np.asarray(img.crop((int(x), int(y), int(x) + PATCH, int(y) + PATCH))) for y, x in zip(ys, xs)])
     return Image.fromarray(cands[int(np.argmin(simplicity(cands)))])
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from dfxlib.data.resize import resize_uint8
 from dfxlib.evaluation.tables import atomic_write
 
 if TYPE_CHECKING:  # torch, timm and torchvision are imported when a model is built, not with the registry
@@ -309,12 +310,12 @@ def preprocess(name: str, input_size: int) -> Callable[[Image.Image], torch.Tens
 
 def resize_normalize(input_size: int, crop: int = 0, mean: tuple[float, ...] = IMAGENET_MEAN,
                      std: tuple[float, ...] = IMAGENET_STD) -> Callable[[Image.Image], torch.Tensor]:
-    """Resize to input_size x input_size, centre crop to `crop` (0: none), normalise (ImageNet's mean/std
-    unless given); works on a PIL image or a uint8 tensor batch."""
+    """Resize to input_size x input_size (`resize.resize_uint8`, the one resize of decoded images), centre crop to
+    `crop` (0: none), normalise (ImageNet's mean/std unless given); works on a PIL image or a uint8 tensor batch."""
     import torch
     from torchvision.transforms import v2 as T
 
-    steps: list = [T.ToImage(), T.Resize((input_size, input_size), antialias=True)]
+    steps: list = [lambda x: resize_uint8(x, input_size)]
     if crop:
         steps.append(T.CenterCrop(crop))
     steps += [T.ToDtype(torch.float32, scale=True), T.Normalize(mean, std)]

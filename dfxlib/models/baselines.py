@@ -11,7 +11,7 @@ splits):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -28,12 +28,9 @@ from dfxlib.models.backbones import create_backbone, display_name, normalization
 from dfxlib.models.basemodels import fit_on_images
 from dfxlib.models.features import features
 from dfxlib.models.fusion import class_weights, fit_probe, probe_proba
-from dfxlib.models.networks import BaseClassifier, BaseModel, SiameseNet
+from dfxlib.models.networks import BaseClassifier, BaseModel, LinearProbe, SiameseNet
 from dfxlib.models.train import load_weights, save_weights
 from dfxlib.run import Run
-
-if TYPE_CHECKING:  # sklearn is imported where it is used (fusion.fit_probe): it takes seconds
-    from sklearn.pipeline import Pipeline
 
 
 def seen_images(split: Split) -> pd.DataFrame:
@@ -92,7 +89,14 @@ class Probe:
     and the logistic regression fitted on its features of the seen images."""
 
     model: BaseModel
-    clf: Pipeline
+    clf: LinearProbe
+
+
+def probe_meta(run: Run, backbone: str) -> dict:
+    """What identifies the linear probe of `backbone` (its frozen backbone and its fitted classifier)."""
+    cfg = run.config
+    return {"model": "probe", "backbone": backbone, "pretrained": cfg.pretrained, "input_size": cfg.input_size,
+            "normalization": normalization_meta(backbone), "seed": cfg.seed}
 
 
 def frozen_backbone(run: Run, backbone: str) -> BaseModel:
@@ -101,8 +105,7 @@ def frozen_backbone(run: Run, backbone: str) -> BaseModel:
     change, like a base model's."""
     cfg = run.config
     folder = run.checkpoints.probe(backbone)
-    meta = {"model": "probe", "backbone": backbone, "pretrained": cfg.pretrained, "input_size": cfg.input_size,
-            "normalization": normalization_meta(backbone), "seed": cfg.seed}
+    meta = probe_meta(run, backbone)
     torch.manual_seed(cfg.seed)  # random-init backbones (pretrained="none") depend on the seed only
     net = FrozenBackbone(create_backbone(backbone, cfg.pretrained))
     folder.mkdir(parents=True, exist_ok=True)
@@ -112,11 +115,16 @@ def frozen_backbone(run: Run, backbone: str) -> BaseModel:
 
 def train_probe(run: Run, store: ImageStore, split: Split, backbone: str) -> Probe:
     """The linear probe of `backbone`: frozen features of the seen images, then `fit_probe` (seeded, so the
-    same run gives the same probe in every notebook)."""
+    same run gives the same probe in every notebook); its classifier is saved beside the frozen backbone (for
+    `dfx predict`)."""
     model = frozen_backbone(run, backbone)
     data = seen_images(split)
     x = features(run, store, model, list(data["path"]))
-    return Probe(model=model, clf=fit_probe(x, data["target"].to_numpy(), run.config.seed))
+    clf = fit_probe(x, data["target"].to_numpy(), run.config.seed)
+    save_weights(clf, run.checkpoints.probe_classifier(backbone),
+                 {**probe_meta(run, backbone), "model": "probe-classifier", "fitted": len(clf.classes),
+                  "split": split_id(split)})
+    return Probe(model=model, clf=clf)
 
 
 def probe_detector(run: Run, probe: Probe) -> Detector:

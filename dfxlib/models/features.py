@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from dfxlib.data.batches import ImageStore, image_batches
 from dfxlib.data.perturb import Perturbation
-from dfxlib.data.pixels import resize_uint8
+from dfxlib.data.resize import resize_uint8
 from dfxlib.evaluation.tables import atomic_write
 from dfxlib.models.backbones import preprocess
 from dfxlib.models.distributed import current

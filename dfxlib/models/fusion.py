@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -22,12 +22,9 @@ from dfxlib.evaluation.metrics import correct, evaluate, outcomes, pct
 from dfxlib.models.backbones import display_name, feature_dim
 from dfxlib.models.basemodels import combos, load_base_model
 from dfxlib.models.features import TIMES, stacked_features
-from dfxlib.models.networks import HEAD_INPUTS, BaseModel, FusionHead
+from dfxlib.models.networks import HEAD_INPUTS, BaseModel, FusionHead, LinearProbe
 from dfxlib.models.train import FINISHED, FitResult, classifier_step, device_of, fit, is_finished, load_weights
 from dfxlib.run import Run
-
-if TYPE_CHECKING:  # sklearn is imported where it is used: it takes seconds
-    from sklearn.pipeline import Pipeline
 
 
 def class_weights(labels: np.ndarray) -> torch.Tensor:
@@ -92,7 +89,7 @@ def predict_head(head: FusionHead, x: np.ndarray, batch: int = 256) -> np.ndarra
     return torch.cat(out).numpy() if out else np.zeros((0, len(CLASSES)))
 
 
-def fit_probe(x: np.ndarray, y: np.ndarray, seed: int) -> Pipeline:
+def fit_probe(x: np.ndarray, y: np.ndarray, seed: int) -> LinearProbe:
     """A standardised, class-balanced logistic regression on frozen features (N, D) with labels in CLASSES:
     a base model used alone (notebook 03) and the linear-probe baseline (`dfxlib.models.baselines`)."""
     from sklearn.linear_model import LogisticRegression
@@ -101,15 +98,13 @@ def fit_probe(x: np.ndarray, y: np.ndarray, seed: int) -> Pipeline:
 
     clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, class_weight="balanced",
                                                              random_state=seed))
-    return clf.fit(x, y)
+    return LinearProbe.of(clf.fit(x, y), len(CLASSES))
 
 
-def probe_proba(clf: Pipeline, x: np.ndarray) -> np.ndarray:
+def probe_proba(probe: LinearProbe, x: np.ndarray) -> np.ndarray:
     """(N, 3) probabilities over CLASSES of a fitted probe (a class absent from its training gets 0)."""
-    probs = np.zeros((len(x), len(CLASSES)))
-    if len(x):
-        probs[:, clf.classes_] = clf.predict_proba(x)
-    return probs
+    with torch.no_grad():
+        return probe(torch.as_tensor(x)).numpy()
 
 
 @dataclass

@@ -5,6 +5,7 @@
 - `SiameseNet`: a Siamese base model (one shared backbone, trained with `contrastive_loss`).
 - `FusionHead`: the paper's 1-D CNN over the three base models' stacked features; `CompleteModel`: the three
   frozen backbones and the head.
+- `LinearProbe`: a fitted standardised logistic regression on frozen features, as tensors (saved like a network).
 """
 
 from __future__ import annotations
@@ -105,6 +106,37 @@ class FusionHead(nn.Module):
         if hasattr(self, "in_mean"):
             x = (x - self.in_mean) / self.in_std
         return self.classifier(self.pool(self.convs(x)).flatten(1))
+
+
+class LinearProbe(nn.Module):
+    """A fitted standardised logistic regression (scikit-learn's StandardScaler and LogisticRegression) as
+    buffers, so it is saved as safetensors and applied by one formula everywhere: `forward` gives (N, n_classes)
+    probabilities in float64, 0 for a class it never saw."""
+
+    def __init__(self, dim: int, fitted: int, n_classes: int):
+        super().__init__()
+        rows = 1 if fitted == 2 else fitted  # scikit-learn keeps one row of weights for two classes
+        for name, shape in (("mean", (dim,)), ("scale", (dim,)), ("weight", (rows, dim)), ("bias", (rows,))):
+            self.register_buffer(name, torch.zeros(shape, dtype=torch.float64))
+        self.register_buffer("classes", torch.arange(fitted))
+        self.n_classes = n_classes
+
+    @classmethod
+    def of(cls, pipeline, n_classes: int) -> "LinearProbe":
+        """The probe of a fitted `make_pipeline(StandardScaler(), LogisticRegression(...))`."""
+        scaler, lr = pipeline[0], pipeline[-1]
+        probe = cls(lr.coef_.shape[1], len(lr.classes_), n_classes)
+        for name, value in (("mean", scaler.mean_), ("scale", scaler.scale_), ("weight", lr.coef_),
+                            ("bias", lr.intercept_), ("classes", lr.classes_)):
+            getattr(probe, name).copy_(torch.as_tensor(value))
+        return probe
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = ((x.double() - self.mean) / self.scale) @ self.weight.T + self.bias
+        p = torch.cat([1 - torch.sigmoid(z), torch.sigmoid(z)], 1) if len(self.weight) == 1 else F.softmax(z, 1)
+        out = torch.zeros(len(x), self.n_classes, dtype=torch.float64)
+        out[:, self.classes] = p
+        return out
 
 
 class CompleteModel(nn.Module):

@@ -1,167 +1,58 @@
-"""A trained complete model on your own images: loading, streaming prediction, base-model contributions and
-Grad-CAM. `dfx predict` and notebook 07 both go through `predict_items`.
+"""Trained models on your own images: streaming prediction for any model `dfx predict` serves (`Served`: the
+complete model of `predict.complete`, every other model of `predict.served`). `dfx predict` and notebook 07 both
+go through `predict_items`.
 
-- Loading reads safetensors only (never pickled code) and checks every file's metadata: a head and base models
-  that do not belong together, another backbone, or another checkpoint format are clear errors.
-- Prediction streams: images are decoded and preprocessed in a background thread, a batch at a time, and rows
-  are yielded as they are ready (memory stays flat on any number of files). An unreadable image gives a row
-  with its error; the run goes on.
-- Contribution of a base model (DM, GAN, REAL) to one decision: the drop in the probability of the predicted
-  class when that base model's features are replaced by zeros (occlusion at the fusion head's input).
-- Grad-CAM panels (`dfxlib.predict.gradcam`): the input beside one map per base model.
+- One image path: each file is decoded in full (`data.decode`) and each model prepares it as the notebooks do
+  (`resize.resize_uint8` and the model's own normalisation, a detector its evaluation transform), so a model
+  answers here what it answers in the tables, to float precision.
+- Prediction streams: images are decoded and prepared in background threads, a batch at a time, and rows are
+  yielded as they are ready (memory stays flat on any number of files; a large photo's raster is held by one
+  thread at a time). An unreadable image gives a row with its error; the run goes on.
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence, TypeVar
+from typing import Iterable, Iterator, Protocol, Sequence, TypeVar
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
-from dfxlib.config import BASE_KINDS, DEFAULT_MAX_PIXELS, DEFAULT_PROFILE, runs_root
-from dfxlib.data.decode import ImageError, decode_rgb, load_rgb
+from dfxlib.config import DEFAULT_MAX_PIXELS
+from dfxlib.data.decode import ImageError, decode_rgb, decoded, load_rgb, read_file
 from dfxlib.data.index import CLASSES
-from dfxlib.models.backbones import create_backbone, feature_dim, normalization_meta, preprocess
-from dfxlib.models.features import prepare_batch
-from dfxlib.models.networks import HEAD_INPUTS, BaseClassifier, CompleteModel, FusionHead, SiameseNet
-from dfxlib.models.train import CheckpointMismatch, device_of, load_weights, read_meta
 from dfxlib.predict.files import iter_inputs
-from dfxlib.predict.gradcam import complete_cams, heatmap_panel
-from dfxlib.run import Checkpoints
 
 T = TypeVar("T")
 
 #: columns of a prediction row (contributions only when asked)
 COLUMNS = ["path", "p_dm", "p_gan", "p_real", "predicted", "p_fake", "error", "note"]
 CONTRIB_COLUMNS = ["contrib_dm", "contrib_gan", "contrib_real", "driver"]
+#: the cells of each model's column group when several models predict together
+GROUP_CELLS = ["p_fake", "predicted"]
 
 
-@dataclass
-class Predictor:
-    """A complete model (three frozen base backbones + fusion head) ready for inference."""
+class Served(Protocol):
+    """A trained model as `dfx predict` serves it: `prepare` one decoded image (in a decoding thread), `forward`
+    a batch of prepared images to (B, 3) probabilities over CLASSES (a binary detector: p(fake) in the dm
+    column and 1 - p(fake) in the real one, the convention of `evaluation.scoring`)."""
 
-    model: CompleteModel
-    backbone: str
-    kind: str
+    name: str
+    multiclass: bool
     input_size: int
-    head_path: Path
     device: torch.device
 
-    @property
-    def transform(self) -> Callable[[Image.Image], torch.Tensor]:
-        return preprocess(self.backbone, self.input_size)
+    def prepare(self, img: Image.Image) -> torch.Tensor: ...
 
-    @property
-    def name(self) -> str:
-        return f"{self.backbone}/{self.kind}"
+    def forward(self, x: torch.Tensor) -> torch.Tensor: ...
 
 
-# --------------------------------------------------------------------------------------------- loading
-def find_head(model: str | Path = "", backbone: str = "", kind: str = "") -> Path:
-    """The head checkpoint (best.safetensors) named by `model`: a run folder (its first trained backbone, in
-    the run's order, and the unbalanced kind, unless given), a head folder, or the file itself. Default:
-    runs/mini."""
-    p = Path(model) if model else runs_root() / DEFAULT_PROFILE
-    if p.is_file():
-        return p
-    if (p / "best.safetensors").is_file():
-        return p / "best.safetensors"
-    checkpoints = Checkpoints.of(p)
-    heads = checkpoints.heads
-    if not heads.is_dir():
-        raise FileNotFoundError(f"{p}: not a run folder, head folder or checkpoint (no {heads}); train one with "
-                                "`dfx run` (notebooks 02 and 03) or pass --model")
-    order: list[str] = []
-    if (p / "config.json").is_file():  # the run's own backbone order
-        import json
-
-        order = list(json.loads((p / "config.json").read_text()).get("backbones", []))
-    pattern = checkpoints.head(backbone or "*", kind or "*").relative_to(checkpoints.root)
-    found = sorted(checkpoints.root.glob(f"{pattern}/best.safetensors"),
-                   key=lambda f: (order.index(f.parts[-4]) if f.parts[-4] in order else len(order),
-                                  f.parts[-3] != "unbalanced", str(f)))
-    if not found:
-        raise FileNotFoundError(f"{heads}: no trained complete model{' for ' + backbone if backbone else ''}"
-                                f"{' / ' + kind if kind else ''}; run notebook 03 first")
-    return found[0]
-
-
-def load_predictor(model: str | Path = "", backbone: str = "", kind: str = "", device: str = "auto") -> Predictor:
-    """Load a complete model from safetensors checkpoints (see `find_head`), checking that its head and its
-    three base models belong together."""
-    head_path = find_head(model, backbone, kind)
-    meta = checked_head_meta(head_path)
-    bb, kd = meta["backbone"], meta["kind"]
-    checkpoints = Checkpoints.of_head(head_path)
-    bases, input_size = [], None
-    for main, ident in zip(CLASSES, meta["bases"]):
-        path = checkpoints.base(bb, kd, main) / "best.safetensors"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: base model {main} of {head_path} is missing")
-        bmeta = read_meta(path)  # a file that is not a dfx checkpoint is said so, not "retrained"
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
-        if not ident.endswith(digest):
-            if path.stat().st_mtime > head_path.stat().st_mtime:
-                raise CheckpointMismatch(f"{path}: this base model was retrained after the head {head_path} "
-                                         f"(head expects {ident}); run notebook 03 again")
-            raise CheckpointMismatch(f"{path}: not the base model the head {head_path} was trained with (head expects "
-                                     f"{ident}, the file's weights hash to {digest}) although it is not newer than "
-                                     "the head: damaged or copied from another run; restore it, or run notebooks 02 "
-                                     "and 03 again")
-        input_size = bmeta.get("input_size", input_size)
-        if bmeta.get("normalization", normalization_meta(bb)) != normalization_meta(bb):
-            raise CheckpointMismatch(f"{path}: trained with inputs normalised by mean/std {bmeta['normalization']}, "
-                                     f"but dfx now feeds {bb} {normalization_meta(bb)} (its weights' own); "
-                                     "retrain it (notebooks 02 and 03)")
-        net = (BaseClassifier if kd == "unbalanced" else SiameseNet)(create_backbone(bb, "none"))
-        load_weights(net, path, {"model": "base", "backbone": bb, "kind": kd, "main": main})
-        bases.append(net.backbone)
-    head = FusionHead(in_channels=meta["in_channels"], feature_dim=feature_dim(bases[0]))
-    load_weights(head, head_path, {"model": "head", "backbone": bb, "kind": kd, "inputs": HEAD_INPUTS})
-    dev = device_of(device)
-    model = CompleteModel(bases, head).to(dev).eval()
-    return Predictor(model=model, backbone=bb, kind=kd, input_size=int(input_size or 256), head_path=head_path,
-                     device=dev)
-
-
-def checked_head_meta(path: Path) -> dict:
-    """The metadata of a fusion head, checked field by field (CheckpointMismatch names the file and the field):
-    model "head", the classes, a known backbone and kind, three base-model identities, an integer in_channels."""
-    meta = read_meta(path)
-
-    def bad(field: str, why: str) -> CheckpointMismatch:
-        return CheckpointMismatch(f"{path}: head metadata field {field!r} {why}; this file was not written by "
-                                  "notebook 03 of this dfx, train it again there")
-    if meta.get("model") != "head":
-        raise CheckpointMismatch(f"{path}: not a complete model's head (model={meta.get('model')!r})")
-    if meta.get("classes") != list(CLASSES):
-        raise CheckpointMismatch(f"{path}: classes {meta.get('classes')} differ from {list(CLASSES)}")
-    for field in ("backbone", "kind", "bases"):
-        if field not in meta:
-            raise bad(field, "is missing")
-    if not isinstance(meta["backbone"], str) or not meta["backbone"]:
-        raise bad("backbone", f"is {meta['backbone']!r}, not a backbone name")
-    if meta["kind"] not in BASE_KINDS:
-        raise CheckpointMismatch(f"{path}: unknown base-model kind {meta['kind']!r}")
-    bases = meta["bases"]
-    if not (isinstance(bases, list) and len(bases) == len(CLASSES) and all(isinstance(b, str) for b in bases)):
-        raise bad("bases", f"is {bases!r}, not the identities of the {len(CLASSES)} base models")
-    channels = meta.get("in_channels", len(CLASSES))
-    if isinstance(channels, bool) or not isinstance(channels, int) or channels != len(CLASSES):
-        raise bad("in_channels", f"is {channels!r}, not {len(CLASSES)} (one channel per base model)")
-    return dict(meta, in_channels=channels)
-
-
-def decode(name: str, data: bytes | None = None, max_pixels: int = DEFAULT_MAX_PIXELS, fit: int = 0) -> Image.Image:
-    """An RGB image from a file or from bytes (an upload), reduced while decoding when it is more than twice
-    `fit` (see `images.decode_rgb`); ImageError names it and says why not."""
-    return load_rgb(name, max_pixels, fit) if data is None else decode_rgb(data, name, max_pixels, fit)
+def decode(name: str, data: bytes | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """An RGB image from a file or from bytes (an upload), decoded as the notebooks decode it
+    (`data.decode.decode_rgb`); ImageError names it and says why not."""
+    return load_rgb(name, max_pixels) if data is None else decode_rgb(data, name, max_pixels)
 
 
 def upscale_note(img: Image.Image, input_size: int) -> str:
@@ -173,33 +64,46 @@ def upscale_note(img: Image.Image, input_size: int) -> str:
 # ------------------------------------------------------------------------------------------ prediction
 @dataclass
 class _Batch:
-    """One decoded batch: names, errors ('' when fine), notes, and the input tensor of the good ones."""
+    """One decoded batch: names, errors ('' when fine), notes, and each model's input tensor of the good ones."""
 
     names: list[str]
     errors: list[str]
     notes: list[str]
-    x: torch.Tensor | None
+    xs: list[torch.Tensor] | None
 
 
-def _prepare(pred: Predictor, items: list[tuple[str, bytes | None]]) -> _Batch:
-    """Decode (reduced to the input size, see `decode`) and preprocess one batch."""
-    imgs, errors, notes = [], [], []
+def _prepare(models: Sequence[Served], items: list[tuple[str, bytes | None]], max_pixels: int) -> _Batch:
+    """Decode each image once and prepare it for every model."""
+    inputs: list[list[torch.Tensor]] = [[] for _ in models]
+    errors, notes = [], []
+    size = max(m.input_size for m in models)
     for name, data in items:
         try:
-            img = decode(name, data, fit=pred.input_size)
-            imgs.append(pred.transform(img))
-            errors.append("")
-            notes.append(upscale_note(img, pred.input_size))
+            prepared, note = _inputs(models, name, data, max_pixels, size)
         except ImageError as exc:
             errors.append(exc.reason)
             notes.append("")
+            continue
         except Exception as exc:  # anything else about one file must not stop the run
             errors.append(f"{type(exc).__name__}: {exc}")
             notes.append("")
-    return _Batch([n for n, _ in items], errors, notes, torch.stack(imgs) if imgs else None)
+            continue
+        for k, x in enumerate(prepared):
+            inputs[k].append(x)
+        errors.append("")
+        notes.append(note)
+    return _Batch([n for n, _ in items], errors, notes, [torch.stack(x) for x in inputs] if inputs[0] else None)
 
 
-def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
+def _inputs(models: Sequence[Served], name: str, data: bytes | None, max_pixels: int,
+            size: int) -> tuple[list[torch.Tensor], str]:
+    """Every model's input from one image, and its note. A large photo's raster lives only in this call, held
+    until every model has its input: one at a time across threads."""
+    with decoded(read_file(name) if data is None else data, name, max_pixels) as img:
+        return [m.prepare(img) for m in models], upscale_note(img, size)
+
+
+def batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
     """Consecutive lists of `size` items (the last may be shorter)."""
     batch: list = []
     for it in items:
@@ -211,104 +115,71 @@ def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield batch
 
 
-def contributions(head: FusionHead, feats: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
-    """(B, 3) drop in the predicted class's probability when each base model's features are zeroed."""
-    b, k, _ = feats.shape
-    cls = probs.argmax(1)
-    occluded = feats.unsqueeze(1).repeat(1, k, 1, 1)  # (B, k, k, D): copy j has base j zeroed
-    idx = torch.arange(k)
-    occluded[:, idx, idx] = 0
-    p = F.softmax(head(occluded.reshape(b * k, k, -1)), dim=1).reshape(b, k, -1)
-    return probs.gather(1, cls[:, None]) - p.gather(2, cls[:, None, None].expand(b, k, 1)).squeeze(2)
-
-
-def predict_items(pred: Predictor, items: Iterable[tuple[str, bytes | None]], batch_size: int = 64,
-                  explain: bool = False, workers: int = 2) -> Iterator[dict]:
-    """One row per item (name, bytes or None to read the file): class probabilities, the predicted class,
-    p_fake, an error for unreadable images, and with `explain` the base models' contributions. Decoding runs
-    `workers` batches ahead in background threads."""
+def predict_items(models: Served | Sequence[Served], items: Iterable[tuple[str, bytes | None]],
+                  batch_size: int = 64, explain: bool = False, workers: int = 2,
+                  max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterator[dict]:
+    """One row per item (name, bytes or None to read the file): for one model its probabilities, predicted
+    class and p_fake (`COLUMNS`), for a list of models a p_fake and a predicted class per model (`columns`); an error
+    for unreadable images, and with `explain` (one complete model) the base models' contributions. Decoding
+    runs `workers` batches ahead in background threads."""
+    grouped = isinstance(models, Sequence)
+    models = list(models) if isinstance(models, Sequence) else [models]
+    if explain and (grouped or not hasattr(models[0], "explain")):
+        raise ValueError("explain needs one complete model (DeepFeatureX): it reads the fusion head's inputs")
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         pending: list = []
-        for batch in _batches(items, batch_size):
-            pending.append(pool.submit(_prepare, pred, batch))
+        for batch in batches(items, batch_size):
+            pending.append(pool.submit(_prepare, models, batch, max_pixels))
             if len(pending) > workers:
-                yield from _rows(pred, pending.pop(0).result(), explain)
+                yield from _rows(models, pending.pop(0).result(), explain, grouped)
         for fut in pending:
-            yield from _rows(pred, fut.result(), explain)
+            yield from _rows(models, fut.result(), explain, grouped)
 
 
-def _rows(pred: Predictor, batch: _Batch, explain: bool) -> list[dict]:
-    names, errors, x = batch.names, batch.errors, batch.x
-    good = [i for i, e in enumerate(errors) if not e]
-    out: dict[int, dict] = {}
-    if x is not None:
+def _cells(model: Served, p: np.ndarray) -> dict:
+    """The prediction cells of one image: p_fake = 1 - p(real), the predicted class (fake or real for a
+    binary detector), and a 3-class model's class probabilities."""
+    cells = {"predicted": CLASSES[int(p.argmax())] if model.multiclass else ("fake" if p[2] < 0.5 else "real"),
+             "p_fake": float(1.0 - p[2])}
+    if model.multiclass:
+        cells.update({f"p_{c}": float(p[k]) for k, c in enumerate(CLASSES)})
+    return cells
+
+
+def _rows(models: Sequence[Served], batch: _Batch, explain: bool, grouped: bool) -> list[dict]:
+    good = [i for i, e in enumerate(batch.errors) if not e]
+    out: dict[int, dict] = {i: {} for i in good}
+    if batch.xs is not None:
         with torch.no_grad():
-            feats = pred.model.features(x.to(pred.device))
-            probs = F.softmax(pred.model.head(feats), dim=1)
-            contrib = contributions(pred.model.head, feats, probs).cpu().numpy() if explain else None
-        probs_np = probs.cpu().numpy()
-        for j, i in enumerate(good):
-            p = probs_np[j]
-            row = {"p_dm": float(p[0]), "p_gan": float(p[1]), "p_real": float(p[2]),
-                   "predicted": CLASSES[int(p.argmax())], "p_fake": float(1.0 - p[2])}
-            if contrib is not None:
-                row.update({f"contrib_{c}": float(contrib[j, k]) for k, c in enumerate(CLASSES)},
-                           driver=CLASSES[int(contrib[j].argmax())])
-            out[i] = row
-    cols = COLUMNS + (CONTRIB_COLUMNS if explain else [])
-    return [{c: "" for c in cols} | {"path": n, "error": errors[i], "note": batch.notes[i]} | out.get(i, {})
-            for i, n in enumerate(names)]
+            for model, x in zip(models, batch.xs):
+                if explain:
+                    probs, contrib = model.explain(x)
+                    contrib = contrib.numpy()
+                    for j, i in enumerate(good):
+                        out[i].update({f"contrib_{c}": float(contrib[j, k]) for k, c in enumerate(CLASSES)},
+                                      driver=CLASSES[int(contrib[j].argmax())])
+                else:
+                    probs = model.forward(x)
+                probs = probs.double().cpu().numpy()  # per-image cells from numpy: torch scalars cost microseconds
+                for j, i in enumerate(good):
+                    cells = _cells(model, probs[j])
+                    out[i].update({f"{model.name}.{c}": cells[c] for c in GROUP_CELLS} if grouped else cells)
+    cols = columns(models if grouped else models[0], explain)
+    return [{c: "" for c in cols} | {"path": n, "error": batch.errors[i], "note": batch.notes[i]} | out.get(i, {})
+            for i, n in enumerate(batch.names)]
 
 
-def predict_paths(pred: Predictor, inputs: Sequence[str], batch_size: int = 64, explain: bool = False,
-                  workers: int = 2) -> Iterator[dict]:
+def predict_paths(models: Served | Sequence[Served], inputs: Sequence[str], batch_size: int = 64,
+                  explain: bool = False, workers: int = 2, max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterator[dict]:
     """`predict_items` over files, folders and globs (see `iter_inputs`)."""
-    return predict_items(pred, ((p, None) for p in iter_inputs(inputs)), batch_size, explain, workers)
+    return predict_items(models, ((p, None) for p in iter_inputs(inputs)), batch_size, explain, workers, max_pixels)
 
 
-def columns(explain: bool = False, heatmaps: bool = False) -> list[str]:
-    """The CSV columns of a prediction run."""
-    return COLUMNS + (CONTRIB_COLUMNS if explain else []) + (["heatmap"] if heatmaps else [])
+def columns(models: Served | Sequence[Served], explain: bool = False, heatmaps: bool = False) -> list[str]:
+    """The CSV columns of a prediction run: `COLUMNS` for one model, for a list of models the path, a column
+    group per model (`<name>.p_fake`, `<name>.predicted`), the error and the note."""
+    if not isinstance(models, Sequence):
+        return COLUMNS + (CONTRIB_COLUMNS if explain else []) + (["heatmap"] if heatmaps else [])
+    return ["path", *(f"{m.name}.{c}" for m in models for c in GROUP_CELLS), "error", "note"]
 
 
-def _safe_stem(path: str) -> str:
-    """A file's stem fit for a heatmap's name: control characters (a newline in a file name) and anything but
-    letters, digits, '.', '-' and '_' become '_', at most 100 characters."""
-    return re.sub(r"[^\w.-]", "_", Path(path).stem)[:100] or "image"
-
-
-def panels(pred: Predictor, rows: Sequence[dict], images: Sequence[Image.Image],
-           target: str | None = None) -> list[Image.Image]:
-    """A Grad-CAM panel (input and the three base models' maps) for each predicted row and its image."""
-    if not rows:
-        return []
-    cams = complete_cams(pred.model, prepare_batch(list(images), pred.transform).to(pred.device), target)
-    return [heatmap_panel(img, cams, j, f"{Path(r['path']).name}: {r['predicted']} (p_fake {r['p_fake']:.2f}).")
-            for j, (r, img) in enumerate(zip(rows, images))]
-
-
-def with_heatmaps(pred: Predictor, rows: Iterable[dict], folder: Path, target: str | None = None,
-                  batch_size: int = 16) -> Iterator[dict]:
-    """Pass `rows` through while writing a Grad-CAM panel PNG into `folder` for each readable image (a chunk
-    at a time, so streaming is kept); the row gains the panel's path in `heatmap`."""
-    folder.mkdir(parents=True, exist_ok=True)
-    n = 0
-    for chunk in _batches(rows, batch_size):
-        good = [r for r in chunk if not r["error"]]
-        for r, panel in zip(good, panels(pred, good, [decode(r["path"], fit=pred.input_size) for r in good],
-                                      target)):
-            out = folder / f"{n:06d}_{_safe_stem(r['path'])}.png"
-            panel.save(out)
-            r["heatmap"] = str(out)
-            n += 1
-        yield from chunk
-
-
-def inspect(pred: Predictor, items: Sequence[tuple[str, bytes | None]],
-            target: str | None = None) -> tuple[list[dict], list[Image.Image]]:
-    """What notebook 07 shows for some images (name, bytes or None to read the file): the prediction rows
-    with the base models' contributions (the `dfx predict --explain` path) and a Grad-CAM panel per readable
-    image."""
-    rows = list(predict_items(pred, items, explain=True))
-    good = [(r, decode(name, data, fit=pred.input_size)) for r, (name, data) in zip(rows, items) if not r["error"]]
-    return rows, panels(pred, [r for r, _ in good], [img for _, img in good], target)

@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from dfxlib.config import BASE_KINDS, DEFAULT_PROFILE, PROFILES, STALL_TIMEOUT_S, ConfigError, load, resolve, runs_root
+from dfxlib.config import (BASE_KINDS, DEFAULT_PROFILE, PREDICT_CHOICES, PROFILES, STALL_TIMEOUT_S, ConfigError, load,
+                           resolve, runs_root)
 from dfxlib.data.index import CLASSES, DataError
 from dfxlib.data.split import SplitMismatchError
 from dfxlib.models.train import CheckpointMismatch
@@ -200,17 +201,25 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from dfxlib.predict import files, inference
+    from dfxlib.predict import complete, files, inference, served
 
     if args.out not in ("", "-"):
         files.check_out(Path(args.out), args.paths)  # before the model loads: nothing of yours is replaced
-    pred = inference.load_predictor(args.model, args.backbone, args.kind, args.device)
-    print(f"dfx predict: {pred.name} from {pred.head_path.parent} ({pred.input_size} px, {pred.device})",
-          file=sys.stderr)
-    rows = inference.predict_paths(pred, args.paths, args.batch_size, args.explain, args.workers)
+    if args.detector != "deepfeaturex" and (args.explain or args.heatmaps):
+        raise ConfigError("--explain and --heatmaps read the complete model's base models: use them with "
+                          "--detector deepfeaturex (the default)")
+    models = served.load_models(args.model, args.detector, args.backbone, args.kind, args.device)
+    if not models:
+        raise ConfigError(f"{args.model or 'runs/mini'}: no trained model to predict with; run `dfx run` first")
+    for m in models:
+        where = f" from {m.head_path.parent}" if isinstance(m, complete.Predictor) else ""
+        print(f"dfx predict: {m.name}{where} ({m.input_size} px, {m.device})", file=sys.stderr)
+    chosen = models if args.detector == "all" else models[0]  # all: a column group per model
+    max_pixels = complete.run_setting(served.find_run(args.model), "max_pixels")
+    rows = inference.predict_paths(chosen, args.paths, args.batch_size, args.explain, args.workers, max_pixels)
     if args.heatmaps:
-        rows = inference.with_heatmaps(pred, rows, Path(args.heatmaps), args.cam_class)
-    cols = inference.columns(args.explain, bool(args.heatmaps))
+        rows = complete.with_heatmaps(models[0], rows, Path(args.heatmaps), args.cam_class)
+    cols = inference.columns(chosen, args.explain, bool(args.heatmaps))
     bad = 0
 
     def counted(rows):
@@ -346,9 +355,13 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--layout", default="auto", choices=["auto", "paper", "binary", "manifest"])
     a.add_argument("--check", default="full", choices=["full", "header"])
     a.set_defaults(func=cmd_audit)
-    p = sub.add_parser("predict", help="classify images (files, folders, globs) with a trained complete model")
+    p = sub.add_parser("predict", help="classify images (files, folders, globs) with a trained complete model "
+                       "or any detector of the run")
     p.add_argument("paths", nargs="+", help="image files, folders (searched recursively) or glob patterns")
     p.add_argument("--model", default="", help="run folder, head folder or head checkpoint (default runs/mini)")
+    p.add_argument("--detector", default="deepfeaturex", choices=PREDICT_CHOICES,
+                   help="deepfeaturex (the complete model, default), plain or probe (the baselines), a compared "
+                        "detector, or all: one CSV with a p_fake and a predicted column per trained model")
     p.add_argument("--backbone", default="", help="which backbone's model in a run folder (default: the first)")
     p.add_argument("--kind", default="", choices=["", *BASE_KINDS],
                    help="which base-model kind in a run folder (default: unbalanced)")

@@ -1,6 +1,7 @@
 """The uint8 pixel store: the same numbers as decoding every time, written once, appended, and recovered."""
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -79,3 +80,18 @@ def test_a_dataset_whose_files_changed_gets_new_caches(tmp_path):
     assert new.key != old.key
     after = PixelStore(tmp_path / "pixels", new, 32).uint8(rels[:1])
     assert not torch.equal(before, after) and after[0, 0].float().mean() == 255
+
+
+@pytest.mark.parametrize("shape", [(1100, 700), (513, 1500), (1025, 40), (300, 300)])
+def test_the_one_resize_reads_large_images_in_strips_with_the_whole_image_numbers(shape, monkeypatch):
+    """`resize_uint8` (every model's resize of a decoded image) resizes across a strip of rows at a time, then
+    down: bit for bit what one resize of the whole image gives, short last strip and upscaling included."""
+    from torchvision.transforms.v2 import functional as TF
+
+    from dfxlib.data import resize
+
+    monkeypatch.setattr(resize, "RESIZE_ROWS", 128)
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (*shape, 3), dtype=np.uint8))
+    for size in (32, 256, 1200):
+        assert torch.equal(resize.resize_uint8(img, size), TF.resize(TF.pil_to_tensor(img), [size, size],
+                                                                      antialias=True)), (shape, size)

@@ -23,7 +23,7 @@ def test_linear_probe_keeps_the_backbone_frozen_and_predicts_probabilities(tmp_p
     for k, v in probe.model.features_net.state_dict().items():
         assert torch.equal(v, fresh[k]), k  # never trained: the weights it came with
     seen = bl.seen_images(split)
-    assert set(seen["split"]) == {"base", "fusion"} and sorted(probe.clf.classes_) == [0, 1, 2]
+    assert set(seen["split"]) == {"base", "fusion"} and probe.clf.classes.tolist() == [0, 1, 2]
 
     again = bl.frozen_backbone(run, "test_resnet")
     assert again.id == probe.model.id  # same bytes each time: its feature cache is reused, not recomputed

@@ -18,7 +18,7 @@ from dfxlib.data.index import CLASSES
 from dfxlib.models import features, networks
 from dfxlib.models.backbones import create_backbone, normalization_meta
 from dfxlib.models.train import CheckpointMismatch, save_weights
-from dfxlib.predict import files, gradcam, inference
+from dfxlib.predict import complete, files, gradcam, inference
 from dfxlib.run import Checkpoints
 from dfxlib.workflow.cli import main
 
@@ -32,7 +32,7 @@ def run_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def pred(run_dir):
-    return inference.load_predictor(run_dir, device="cpu")
+    return complete.load_predictor(run_dir, device="cpu")
 
 
 def test_rows_for_files_folders_globs_and_bad_input(pred, fixture_root, tmp_path):
@@ -64,25 +64,21 @@ def test_a_folder_reports_every_file_but_its_metadata(pred, tmp_path):
     assert rows[0]["error"] == "" and rows[1]["error"]
 
 
-def test_huge_images_are_reduced_while_decoding_and_tiny_ones_get_a_note(pred, tmp_path):
+def test_huge_images_are_read_whole_and_tiny_ones_get_a_note(pred, tmp_path):
     folder = tmp_path / "sizes"
     folder.mkdir()
-    Image.new("RGB", (3000, 2000), (200, 10, 10)).save(folder / "a_huge.png")  # 3,000 px: reduced, not refused
+    Image.new("RGB", (3000, 2000), (200, 10, 10)).save(folder / "a_huge.png")  # 3,000 px: read, not refused
     Image.new("RGB", (3000, 2000), (200, 10, 10)).save(folder / "b_huge.jpg", quality=95)
     Image.new("RGB", (1, 1), (1, 2, 3)).save(folder / "c_tiny.png")
     Image.new("RGB", (pred.input_size, pred.input_size)).save(folder / "d_exact.png")
     rows = list(inference.predict_paths(pred, [str(folder)]))
     assert [r["error"] for r in rows] == [""] * 4
     assert [r["note"] for r in rows] == ["", "", f"upscaled from 1x1 to {pred.input_size}x{pred.input_size}", ""]
-    s = pred.input_size
-    for name in ("a_huge.png", "b_huge.jpg"):  # each side reduced by an integer factor, kept at >= 2 * input
-        img = inference.decode(str(folder / name), fit=s)
-        assert 2 * s <= img.width < 4 * s and 2 * s <= img.height < 4 * s, img.size
-    # a reduced decode predicts as the full-size one does (the model's resize sees the same picture)
-    x = pred.transform(Image.open(folder / "a_huge.png").convert("RGB"))[None]
+    # the whole image, resized as the notebooks resize it (no reduced decode)
+    x = pred.transform(Image.open(folder / "b_huge.jpg").convert("RGB"))[None]
     with torch.no_grad():
         ref = torch.softmax(pred.model(x), 1)[0, 1].item()
-    assert rows[0]["p_gan"] == pytest.approx(ref, abs=1e-3)
+    assert rows[1]["p_gan"] == pytest.approx(ref, abs=1e-6)
 
 
 def test_same_numbers_as_the_complete_model_and_any_batch_size(pred, fixture_root):
@@ -97,12 +93,12 @@ def test_same_numbers_as_the_complete_model_and_any_batch_size(pred, fixture_roo
 
 def test_prediction_streams(pred, fixture_root, monkeypatch):
     decoded = []
-    real_decode = inference.decode
-    monkeypatch.setattr(inference, "decode",
-                        lambda name, data=None, **kw: decoded.append(name) or real_decode(name, data, **kw))
+    real_decoded = inference.decoded
+    monkeypatch.setattr(inference, "decoded",
+                        lambda data, name, *a: decoded.append(name) or real_decoded(data, name, *a))
     rows = inference.predict_paths(pred, [str(fixture_root)], batch_size=4, workers=1)
     next(rows)
-    assert len(decoded) <= 8  # the first batch and at most one ahead, not the 60 files
+    assert 4 <= len(decoded) <= 8  # the first batch and at most one ahead, not the 60 files
 
 
 def test_contributions_are_occlusion_drops(pred, fixture_root):
@@ -169,28 +165,28 @@ def test_mismatched_and_foreign_checkpoints_are_refused(tmp_path):
     save_weights(networks.BaseClassifier(create_backbone(BACKBONE, "none")), base,
                  {"model": "base", "backbone": BACKBONE, "kind": "unbalanced", "main": "gan", "input_size": 32})
     with pytest.raises(CheckpointMismatch, match="retrained after the head"):
-        inference.load_predictor(run, device="cpu")
+        complete.load_predictor(run, device="cpu")
 
     run = make_run(tmp_path / "b")
     head = Checkpoints.of(run).head(BACKBONE, "unbalanced") / "best.safetensors"
     save_file({"w": torch.zeros(1)}, str(head), metadata={"dfx": json.dumps({"model": "head", "format": 2})})
     with pytest.raises(CheckpointMismatch, match="format 2 was written by another dfx version"):
-        inference.load_predictor(run, device="cpu")
+        complete.load_predictor(run, device="cpu")
 
     run = make_run(tmp_path / "c", normalization=[[0.5] * 3, [0.5] * 3])  # trained under other mean/std
     with pytest.raises(CheckpointMismatch, match=r"normalised by mean/std \[\[0.5, 0.5, 0.5\]"):
-        inference.load_predictor(run, device="cpu")
+        complete.load_predictor(run, device="cpu")
     run = make_run(tmp_path / "d", normalization=normalization_meta(BACKBONE))  # the same: accepted
-    assert inference.load_predictor(run, device="cpu").backbone == BACKBONE
+    assert complete.load_predictor(run, device="cpu").backbone == BACKBONE
 
     evil = tmp_path / "evil.safetensors"
     torch.save({"x": 1}, evil)  # a pickle in disguise: refused, never unpickled
     with pytest.raises(CheckpointMismatch, match="not a dfx safetensors checkpoint"):
-        inference.load_predictor(evil, device="cpu")
+        complete.load_predictor(evil, device="cpu")
     with pytest.raises(FileNotFoundError, match="no trained complete model for densenet121"):
-        inference.load_predictor(tmp_path / "a", backbone="densenet121")
+        complete.load_predictor(tmp_path / "a", backbone="densenet121")
     with pytest.raises(FileNotFoundError, match="not a run folder"):
-        inference.load_predictor(tmp_path / "nowhere")
+        complete.load_predictor(tmp_path / "nowhere")
 
 
 def _rewrite_meta(path: Path, change) -> None:
@@ -217,7 +213,7 @@ def test_malformed_head_metadata_is_named_before_any_output(tmp_path, fixture_ro
     run = make_run(tmp_path / "run")
     _rewrite_meta(Checkpoints.of(run).head(BACKBONE, "unbalanced") / "best.safetensors", change)
     with pytest.raises(CheckpointMismatch, match=message):
-        inference.load_predictor(run, device="cpu")
+        complete.load_predictor(run, device="cpu")
     out = tmp_path / "kept.csv"
     out.write_text("earlier results\n")
     assert main(["predict", str(fixture_root / "real"), "--model", str(run), "--out", str(out)]) == 2
@@ -254,10 +250,10 @@ def test_a_damaged_base_model_is_not_called_retrained(tmp_path):
     base.write_bytes(bytes(data))
     os.utime(base, (head.stat().st_mtime - 60,) * 2)
     with pytest.raises(CheckpointMismatch, match="not the base model the head .* not newer than the head: damaged"):
-        inference.load_predictor(run, device="cpu")
+        complete.load_predictor(run, device="cpu")
     base.write_bytes(bytes(data[:-20]))  # cut: its header no longer covers the file
     with pytest.raises(CheckpointMismatch, match="dm/best.safetensors: not a dfx safetensors checkpoint, or a damaged"):
-        inference.load_predictor(run, device="cpu")
+        complete.load_predictor(run, device="cpu")
 
 
 def test_cli_writes_csv_and_heatmaps(run_dir, fixture_root, tmp_path, capsys):
@@ -364,7 +360,7 @@ def test_a_head_saved_before_inputs_were_standardised_is_refused_by_name(tmp_pat
     meta = {k: v for k, v in read_meta(head_path).items() if k not in ("inputs", "format")}
     save_weights(networks.FusionHead(), head_path, meta)  # an old head: raw inputs, no standardisation buffers
     with pytest.raises(CheckpointMismatch, match="inputs: checkpoint has None, expected 'standardised'"):
-        inference.load_predictor(root)
+        complete.load_predictor(root)
 
 
 def test_predict_never_writes_over_an_input_or_a_file_that_is_not_a_csv(run_dir, fixture_root, tmp_path, capsys):

@@ -23,7 +23,7 @@ import pytest
 from conftest import REPO
 from nbformat.sign import NotebookNotary
 
-from dfxlib.predict import inference
+from dfxlib.predict import complete
 from dfxlib.workflow import lab
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -199,8 +199,8 @@ def test_inspect_runs_in_jupyterlab_and_its_widget_predicts(browser, lab_url, sm
     chosen = options[2]
     dropdown.select_option(label=chosen)
     # the output widget redraws with the chosen image's row: wait for its probabilities
-    pred = inference.load_predictor(smoke_run, "", "", "cpu")
-    rows, _ = inference.inspect(pred, [(str(smoke_run_image(smoke_run, chosen)), None)])
+    pred = complete.load_predictor(smoke_run, "", "", "cpu")
+    rows, _ = complete.inspect(pred, [(str(smoke_run_image(smoke_run, chosen)), None)])
     page.wait_for_function(
         """([want, chosen]) => [...document.querySelectorAll('.widget-output table tr')].some(tr => {
                const th = tr.querySelector('th'), tds = [...tr.querySelectorAll('td')];

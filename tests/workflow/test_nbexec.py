@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-import time
 import subprocess
 import sys
+import time
 
 import nbformat
 import papermill as pm
