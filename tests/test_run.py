@@ -70,6 +70,37 @@ def test_a_second_dfx_run_is_refused_before_it_writes(tmp_path, capsys):
     assert json.loads((run_dir / "config.json").read_text())["seed"] == 7
 
 
+def test_a_submission_is_refused_before_it_writes_settings_into_a_running_folder(tmp_path, capsys):
+    """`dfx submit --profile P -p ...` wrote the run's config.json before its lock refused it, changing the
+    settings of the `dfx run` that held the folder."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / ".dfx-run").touch()
+    (run_dir / "config.json").write_text(json.dumps({"profile": "smoke", "seed": 7, "run_dir": str(run_dir)}))
+    other = _holder(run_dir, "dfx run")
+    try:
+        assert main(["submit", "--executor", "local", "--profile", "smoke", "-p", f"run_dir={run_dir}",
+                     "-p", "seed=3", "--no-wait"]) == 2
+    finally:
+        other.kill()
+        other.wait()
+    assert f"is in use by dfx run (pid {other.pid}" in capsys.readouterr().err
+    assert json.loads((run_dir / "config.json").read_text())["seed"] == 7
+
+
+def test_a_notebook_number_that_does_not_exist_is_said_before_the_disk_plan(fixture_root, tmp_path, capsys,
+                                                                             monkeypatch):
+    """With a data_root, `dfx run --only 99` indexed the whole dataset for its disk plan before saying that there
+    is no notebook 99."""
+    from dfxlib.workflow import plan
+
+    monkeypatch.setattr(plan, "plan_for", lambda cfg: pytest.fail("planned before checking the notebook numbers"))
+    assert main(["run", "--profile", "smoke", "-p", f"data_root={fixture_root}", "-p", f"run_dir={tmp_path / 'r'}",
+                 "--only", "99"]) == 2
+    assert "no notebook numbered '99'" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
 def test_a_dataset_without_every_class_is_named_before_the_split(fixture_root, tmp_path):
     """#32 item 10: a data_root holding only `real/` passed notebook 01 and failed in 02 with numpy's "a cannot be
     empty unless no samples are taken", naming no class."""

@@ -32,9 +32,10 @@ def _bad_seed(text: str) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from dfxlib.workflow.notebooks import NotebookFailure, run_notebooks
+    from dfxlib.workflow.notebooks import NotebookFailure, run_notebooks, select
 
     cfg = resolve(args.profile, _params(args.param))
+    select(_numbers(args.only), args.start)  # a notebook number that does not exist is said before any planning
     if cfg.data_root and not args.no_disk_check:  # the built-in worlds are small
         from dfxlib.workflow.plan import plan_for, summary
 
@@ -113,7 +114,7 @@ def _kept_flags(args: argparse.Namespace, last: dict) -> list[str]:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from dfxlib.run import Run, start
+    from dfxlib.run import Run, claim_run_dir, lock, run_dir_of, start
     from dfxlib.workflow.submit import last_params, submit
 
     if args.run_dir:  # an existing run, with the settings it was started with
@@ -124,7 +125,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
             return 2
         run = Run(config=load(run_dir / "config.json"), dir=run_dir)
     else:
-        run = start(args.profile, overrides=_params(args.param))
+        overrides = _params(args.param)
+        run_dir = claim_run_dir(run_dir_of(resolve(args.profile, overrides)))
+        with lock(run_dir, "dfx submit", shared=True):  # a folder a dfx run writes is refused before its settings
+            run = start(args.profile, overrides=overrides)
     try:
         last = last_params(run) if args.run_dir else {}
         params = _submit_params(args, last)
