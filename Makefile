@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.dfx-installed
 PROFILE ?= mini
 
-.PHONY: run test smoke lab bench clean-runs
+.PHONY: run test smoke lab bench docs clean-runs
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 is needed (python3.11 or python3 on PATH)"; exit 1; }
@@ -24,6 +24,9 @@ smoke: $(STAMP)
 
 lab: $(STAMP)
 	$(BIN)/dfx lab
+
+docs: $(STAMP)  # the pages generated from dfxlib: the ledger of differences (docs/differences.md, README)
+	$(BIN)/python -c "from dfxlib.config import project_root; from dfxlib.evaluation.differences import write_docs; write_docs(project_root())"
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_index.py

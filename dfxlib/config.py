@@ -205,6 +205,8 @@ PROFILES: dict[str, dict[str, Any]] = {
                              "resnext101", "vit_b16", "vit_b32"),
                   pretrained="imagenet", input_size=256, lr=1e-4, base_epochs=50, siamese_epochs=50,
                   patience=0, amp=False, head_epochs=50, head_lr=1e-4, keep_images=False, detector_backbone="resnet50",
+                  manipulations=("blur3_sigma4", "blur7_sigma4", "blur15_sigma4", "scale50", "scale200", "rot180",
+                                 "rot45", "rot135"),  # the reference's filters (its "mirror" is rot180)
                   detector_pretrained="imagenet",
                   fingerprint_backbone="resnet34",
                   detector_epochs=30, fingerprint_epochs=30, detector_lr=1e-4, dif_crop=256, dif_budgets=(32, 128),

@@ -5,14 +5,19 @@ the frozen-feature cache is keyed by them.
 
 - ``jpeg90`` ... ``jpeg50``: JPEG at that quality, 4:4:4 chroma (no subsampling), RGB first (the paper's test).
 - ``blur3``, ``blur7``, ``blur15``: Gaussian blur with a k x k kernel and sigma from OpenCV's rule for a given
-  kernel, sigma = 0.3 * ((k - 1) / 2 - 1) + 0.8 (0.8, 1.4, 2.6); edges reflected (OpenCV's default).
+  kernel, sigma = 0.3 * ((k - 1) / 2 - 1) + 0.8 (0.8, 1.4, 2.6); edges reflected (OpenCV's default). dfx's
+  addition: what a kernel size usually means.
   ``blur3_sigma4`` ...: the reference code's blur, whose sigma is 4 for every kernel (it passed
   cv2.BORDER_DEFAULT, which equals 4, as sigmaX).
-- ``noise5``, ``noise10``: additive Gaussian noise, standard deviation 5 or 10 grey levels, seeded.
+- ``noise5``, ``noise10``: additive Gaussian noise, standard deviation 5 or 10 grey levels, seeded (dfx's
+  addition: the reference has no noise).
 - ``scale50``, ``scale200``: resize to 50% (area average) or 200% (nearest, as OpenCV's INTER_AREA does when
   enlarging, which the reference used).
-- ``mirror``: horizontal mirror. ``rot180``: the reference's "mirror" (cv2.flip(img, -1) flips both axes,
-  which is a 180-degree rotation).
+- ``mirror``: horizontal mirror (dfx's addition). ``rot180``: the reference's "mirror" (cv2.flip(img, -1) flips
+  both axes, which is a 180-degree rotation).
+
+The paper profile runs the reference's list (sigma-4 blurs, scalings, rot180, rotations); the OpenCV-rule blurs,
+noise and the true mirror are dfx's additions (`evaluation.differences`).
 - ``rot45``, ``rot135``: rotation about the centre keeping the canvas (corners black), bilinear.
 """
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import tempfile
@@ -9,6 +10,8 @@ from pathlib import Path
 from typing import Callable
 
 import pandas as pd
+
+from dfxlib.evaluation.differences import report_section
 
 #: the order of tables in REPORT.md; others follow alphabetically
 TABLE_ORDER: tuple[str, ...] = ("dataset", "table1_base_models", "table2_multiclass", "table3_binary",
@@ -78,6 +81,15 @@ def write_table(df: pd.DataFrame, name: str, folder: str | Path, title: str = ""
     return csv_path
 
 
+def _profile(config_json: Path) -> str:
+    """The profile a run's config.json names ("" when it cannot be read)."""
+    try:
+        saved = json.loads(config_json.read_text())
+    except (OSError, ValueError):
+        return ""
+    return str(saved.get("profile", "")) if isinstance(saved, dict) else ""
+
+
 def build_report(run_dir: str | Path) -> Path:
     """(Re)write `run_dir/REPORT.md` from every table under `run_dir/tables`; returns its path."""
     run_dir = Path(run_dir)
@@ -96,6 +108,9 @@ def build_report(run_dir: str | Path) -> Path:
     for n in ordered:
         body = (tables / f"{n}.md").read_text()
         parts.append(f"## {n}\n\n{body}")
+    profile = _profile(cfg)
+    if profile:
+        parts.append(report_section(profile))
     out = run_dir / "REPORT.md"
     atomic_write_text(out, "\n".join(parts))
     return out
