@@ -125,6 +125,10 @@ class Config:
     fingerprint_epochs: int = 5
     #: compared detectors' learning rate
     detector_lr: float = 1e-3
+    #: how the compared detectors train: "shared" (one recipe: Adam at detector_lr, batch_size, detector_epochs /
+    #: fingerprint_epochs, minimum validation loss) or "published" (each its own paper's or code's optimizer,
+    #: schedule, batch, epochs and selection: dfxlib.detectors.registry.RECIPES)
+    detector_recipe: str = "shared"
     #: DIF: centre crop at native resolution (the paper's 256; a multiple of 16; smaller images are zero-padded)
     dif_crop: int = 64
     #: DIF: at most this many training images per class for each generator's fingerprint (the paper's 512)
@@ -209,8 +213,8 @@ PROFILES: dict[str, dict[str, Any]] = {
                                  "rot45", "rot135"),  # the reference's filters (its "mirror" is rot180)
                   detector_pretrained="imagenet",
                   fingerprint_backbone="resnet34",
-                  detector_epochs=30, fingerprint_epochs=30, detector_lr=1e-4, dif_crop=256, dif_budgets=(32, 128),
-                  dif_epochs=100, dif_gray_size=128, dif_gray_steps=1000),
+                  detector_epochs=30, fingerprint_epochs=30, detector_lr=1e-4, detector_recipe="published",
+                  dif_crop=256, dif_budgets=(32, 128), dif_epochs=100, dif_gray_size=128, dif_gray_steps=1000),
 }
 
 #: the largest network input side accepted (the paper's largest is 256; a typo such as 100000 is refused)
@@ -225,7 +229,8 @@ DETECTOR_NAMES: tuple[str, ...] = ("simplecnn", "wang2020", "ganfingerprint", "s
 PREDICT_CHOICES: tuple[str, ...] = ("deepfeaturex", "plain", "probe", *DETECTOR_NAMES, "all")
 
 _CHOICES: dict[str, tuple[str, ...]] = {"index_check": ("full", "header"), "profile": tuple(PROFILES),
-                                        "feature_dtype": ("float32", "float16")}
+                                        "feature_dtype": ("float32", "float16"),
+                                        "detector_recipe": ("shared", "published")}
 
 
 def _coerce(key: str, value: Any, typ: Any) -> Any:

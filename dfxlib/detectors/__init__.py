@@ -20,7 +20,9 @@ binary, one logit, fake = 1 (the positive class for recall, AUC and AP).
   prediction is deterministic.
 
 Every detector trains on the base and fusion splits (the images DeepFeatureX saw) with a seeded validation
-part, BCE with the real:fake ratio as positive weight (balanced), and keeps minimum validation loss.
+part and BCE with the real:fake ratio as positive weight (balanced). Its recipe (optimizer, learning rate and
+schedule, batch, epochs, which weights are kept) is `registry.recipe_of`: on the paper profile each detector's
+published one (`registry.RECIPES`), on the built-in profiles one shared short recipe.
 
 Modules: `nets` (the networks), `transforms` (their image transforms), `registry` (`DETECTORS`, checkpoints),
 `training` (training and predictions), `compare` (notebook 06's comparison), and DIF apart (`difnet`, `dif`: a

@@ -9,6 +9,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from dfxlib.config import Config
 from dfxlib.data.split import Split, split_id
 from dfxlib.detectors.nets import BackboneLogit, GANFingerprint, SimpleCNN, SSPNet
 from dfxlib.detectors.transforms import (NO_BACKBONE, EvalTransform, Transform, crop_size, flip_train, norm_of,
@@ -48,6 +49,53 @@ DETECTORS: dict[str, DetectorSpec] = {s.name: s for s in (
                  lambda run: SSPNet(_backbone(run, run.config.detector_backbone), run.config.input_size),
                  ssp_train, ssp_eval),
 )}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a detector trains: optimizer, learning rate, weight decay, batch, epochs (at most), the learning-rate
+    schedule (`models.train.lr_factor`), which weights are kept ("val_loss" lowest, "val_acc" highest), early
+    stopping patience (0: every epoch; with the "plateau" schedule, the epochs between its drops) and where it
+    comes from."""
+
+    optimizer: str
+    lr: float
+    weight_decay: float
+    batch_size: int
+    epochs: int
+    schedule: str
+    select: str
+    patience: int
+    source: str
+
+
+#: each compared detector's published training recipe (`detector_recipe="published"`, the paper profile);
+#: ../shared/reference/METHODS.md quotes the code. What the recipes leave out is in `evaluation.differences`.
+RECIPES: dict[str, Recipe] = {
+    "simplecnn": Recipe("adam", 1e-4, 0.0, 32, 10, "constant", "val_loss", 0,
+                        "the comparative study's Exp1: Adam 1e-4, batch 32, 10 epochs"),
+    "wang2020": Recipe("adam", 1e-4, 0.0, 64, 200, "plateau", "val_acc", 5,
+                       "CNNDetection: Adam 1e-4, batch 64; lr / 10 after 5 epochs without a better validation "
+                       "accuracy, stopped below 1e-6 (at most 200 epochs here); the most accurate weights kept"),
+    "ganfingerprint": Recipe("adamw", 5e-5, 1e-5, 16, 20, "warmup_cosine", "val_acc", 5,
+                             "its code: AdamW 5e-5, weight decay 1e-5, batch 16, 20 epochs, 2 warm-up epochs then "
+                             "cosine, early stopping after 5 epochs (selected by validation accuracy here, by a "
+                             "combined score there)"),
+    "ssp": Recipe("adam", 1e-4, 0.0, 64, 30, "poly", "val_acc", 0,
+                  "its code: Adam 1e-4, batch 64, 30 epochs, poly lr (1 - epoch / 30) ** 0.9, the most accurate "
+                  "weights kept"),
+}
+
+
+def recipe_of(cfg: Config, name: str) -> Recipe:
+    """How detector `name` trains under `cfg`: its published recipe (`detector_recipe="published"`) or dfx's
+    shared one (Adam at detector_lr, batch_size, detector_epochs or fingerprint_epochs, minimum validation loss,
+    the run's patience)."""
+    if cfg.detector_recipe == "published":
+        return RECIPES[name]
+    epochs = cfg.fingerprint_epochs if name == "ganfingerprint" else cfg.detector_epochs
+    return Recipe("adam", cfg.detector_lr, 0.0, cfg.batch_size, epochs, "constant", "val_loss", cfg.patience,
+                  "dfx's shared recipe")
 
 
 def spec_of(name: str) -> DetectorSpec:

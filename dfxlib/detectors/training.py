@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from dfxlib.data.batches import ImageStore, image_batches, image_seed, order
 from dfxlib.data.perturb import Perturbation
 from dfxlib.data.split import Split, train_val
-from dfxlib.detectors.registry import DetectorSpec, detector_meta, new_detector, spec_of
+from dfxlib.detectors.registry import DetectorSpec, detector_meta, new_detector, recipe_of, spec_of
 from dfxlib.evaluation.scoring import Detector, memoized
 from dfxlib.models.train import FitResult, device_of, fit, load_weights
 from dfxlib.run import Run
@@ -40,11 +40,13 @@ def training_rows(split: Split) -> pd.DataFrame:
 
 
 def train_detector(run: Run, store: ImageStore, split: Split, name: str) -> TrainedDetector:
-    """Train (or resume, or reuse) one detector; returns it with its minimum-validation-loss weights."""
+    """Train (or resume, or reuse) one detector with its recipe (`registry.recipe_of`: the published one on the
+    paper profile); returns it with the weights its recipe keeps."""
     cfg = run.config
     spec = spec_of(name)
     dev = device_of(cfg.device)
     net = new_detector(run, name)
+    recipe = recipe_of(cfg, name)
     tr, va = train_val(training_rows(split), cfg.val_fraction, cfg.seed)
     n_fake = max(int(tr["target"].sum()), 1)
     pos_weight = torch.tensor((len(tr) - n_fake) / n_fake, device=dev)  # real:fake, so both classes weigh alike
@@ -59,8 +61,8 @@ def train_detector(run: Run, store: ImageStore, split: Split, name: str) -> Trai
     def train_batches(epoch: int) -> Iterator:
         paths, ys = tr["path"].to_numpy(), tr["target"].to_numpy().copy()
         idx = order(len(tr), cfg.seed, epoch)
-        for i in range(0, len(idx), cfg.batch_size):
-            j = idx[i:i + cfg.batch_size]
+        for i in range(0, len(idx), recipe.batch_size):
+            j = idx[i:i + recipe.batch_size]
             if len(j) < 2:  # batch norm (GANFingerprint's embedding) needs two samples
                 continue
             x = torch.stack([train_tf(store.image(paths[k]), image_seed(cfg.seed * 1000 + epoch, paths[k]))
@@ -75,10 +77,10 @@ def train_detector(run: Run, store: ImageStore, split: Split, name: str) -> Trai
 
     folder = run.checkpoints.detector(name)
     meta = detector_meta(run, split, name)
-    epochs = cfg.fingerprint_epochs if name == "ganfingerprint" else cfg.detector_epochs
-    result = fit(net, step, train_batches, val_batches, folder, meta, epochs=epochs,
-                 lr=cfg.detector_lr, weight_decay=0.0, seed=cfg.seed, patience=cfg.patience, device=dev,
-                 amp=cfg.amp, progress=run.progress, config_json=cfg.to_json())
+    result = fit(net, step, train_batches, val_batches, folder, meta, epochs=recipe.epochs, lr=recipe.lr,
+                 weight_decay=recipe.weight_decay, seed=cfg.seed, patience=recipe.patience, device=dev, amp=cfg.amp,
+                 progress=run.progress, config_json=cfg.to_json(), optimizer=recipe.optimizer,
+                 schedule=recipe.schedule, select=recipe.select)
     load_weights(net, folder / "best.safetensors", meta)
     return TrainedDetector(spec=spec, net=net.eval(), folder=folder, fit=result)
 

@@ -20,7 +20,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import pandas as pd
 import torch
@@ -207,14 +207,49 @@ def _optimizer(name: str, params: Iterable[nn.Parameter], lr: float, weight_deca
                                                                          betas=(0.9, 0.999))
 
 
+#: learning-rate schedules of `fit` (the compared detectors' published recipes); "plateau" ends a fit whose next
+#: learning rate would fall below MIN_LR
+SCHEDULES = ("constant", "poly", "warmup_cosine", "plateau")
+MIN_LR = 1e-6
+
+
+def lr_factor(schedule: str, epoch: int, epochs: int, history: Sequence[dict], patience: int) -> float:
+    """The factor on the learning rate for `epoch` (1-based) of at most `epochs`, from the rows of the epochs
+    before it: "constant" 1; "poly" (1 - epoch / epochs) ** 0.9 (SSP, applied at the start of each epoch);
+    "warmup_cosine" e / 2 for the first two epochs e = 0, 1, then a half cosine to the last (GANFingerprint's
+    LambdaLR, its first epoch at factor 0 as published); "plateau" divided by 10 each time validation accuracy
+    has not risen by 0.001 for `patience` epochs (Wang2020's early stopping, which then goes on at lr / 10)."""
+    if schedule == "constant":
+        return 1.0
+    if schedule == "poly":
+        return max(0.0, 1.0 - epoch / epochs) ** 0.9
+    if schedule == "warmup_cosine":
+        e = epoch - 1
+        return e / 2 if e < 2 else 0.5 * (1 + math.cos(math.pi * (e - 2) / max(epochs - 2, 1)))
+    if schedule == "plateau":
+        factor, best, since = 1.0, -math.inf, 0
+        for row in history:
+            if row["val_acc"] > best + 0.001:
+                best, since = row["val_acc"], 0
+            else:
+                since += 1
+                if since >= max(patience, 1):
+                    factor, since = factor / 10, 0
+        return factor
+    raise ValueError(f"schedule: one of {', '.join(SCHEDULES)}, got {schedule!r}")
+
+
 def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], Iterable[Batch]],
         val_batches: Callable[[], Iterable[Batch]], folder: str | Path, meta: dict, *, epochs: int,
         lr: float, weight_decay: float, seed: int, patience: int = 0, device: torch.device | None = None,
         amp: bool = False, progress: bool = True, params: Iterable[nn.Parameter] | None = None,
-        stop_after: int | None = None, config_json: str = "", optimizer: str = "adam") -> FitResult:
+        stop_after: int | None = None, config_json: str = "", optimizer: str = "adam", schedule: str = "constant",
+        select: str = "val_loss") -> FitResult:
     """Train with Adam (or AdamW, decoupled weight decay: `optimizer="adamw"`), keep the minimum-validation-loss
-    weights, resume from `folder` if it holds an unfinished run of the same model (`meta` must match), skip
-    training if it holds a finished one.
+    weights (`select="val_acc"`: the maximum-validation-accuracy ones), resume from `folder` if it holds an
+    unfinished run of the same model (`meta` must match), skip training if it holds a finished one. The learning
+    rate follows `schedule` (`lr_factor`); with "plateau", `patience` paces its drops and the fit ends when the
+    next rate would fall below MIN_LR.
 
     `train_batches(epoch)` yields the batches of an epoch (seed them with the epoch); `val_batches()` the
     validation batches. `patience` > 0 stops after that many epochs without a better validation loss.
@@ -226,8 +261,13 @@ def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], Iterable[
     device = device or torch.device("cpu")
     model.to(device)
     meta = {**meta, "epochs": epochs, "lr": lr, "weight_decay": weight_decay, "seed": seed, "patience": patience}
-    if optimizer != "adam":  # recorded only when not the default, so existing checkpoints still match
-        meta["optimizer"] = optimizer
+    for key, value, default in (("optimizer", optimizer, "adam"), ("schedule", schedule, "constant"),
+                                ("select", select, "val_loss")):
+        if value != default:  # recorded only when not the default, so existing checkpoints still match
+            meta[key] = value
+    if select not in ("val_loss", "val_acc"):
+        raise ValueError(f"select: 'val_loss' or 'val_acc', got {select!r}")
+    lr_factor(schedule, 1, epochs, [], patience)  # an unknown schedule is said before anything is written
     opt = _optimizer(optimizer, params if params is not None else [p for p in model.parameters() if p.requires_grad],
                      lr, weight_decay)
     st = _resume(folder, meta, model, opt, device)
@@ -244,6 +284,8 @@ def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], Iterable[
                leave=False)
     for epoch in bar if not st.finished else []:
         torch.manual_seed(seed * 100_003 + epoch)
+        for group in opt.param_groups:
+            group["lr"] = lr * lr_factor(schedule, epoch, epochs, st.history, patience)
         t0 = time.perf_counter()
         net.train()
         tl, tc, tn = _pass(net, step, train_batches(epoch), dist, autocast, opt)
@@ -252,11 +294,15 @@ def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], Iterable[
         row = {"epoch": epoch, "train_loss": tl / max(tn, 1), "train_acc": tc / max(tn, 1),
                "val_loss": vl / max(vn, 1), "val_acc": vc / max(vn, 1), "seconds": time.perf_counter() - t0}
         st.history.append(row)
-        if dist.agree(row["val_loss"] < st.best):  # decided on rank 0, the same on every process
-            st.best, st.best_epoch = row["val_loss"], epoch
+        key = row["val_loss"] if select == "val_loss" else -row["val_acc"]  # lower is better
+        if dist.agree(key < st.best):  # decided on rank 0, the same on every process
+            st.best, st.best_epoch = key, epoch
             if dist.main:
                 save_weights(model, folder / "best.safetensors", meta)
-        st.finished = (patience > 0 and epoch - st.best_epoch >= patience) or epoch == epochs
+        if schedule == "plateau":  # patience paces the rate; the fit ends when it is spent
+            st.finished = epoch == epochs or lr * lr_factor(schedule, epoch + 1, epochs, st.history, patience) < MIN_LR
+        else:
+            st.finished = (patience > 0 and epoch - st.best_epoch >= patience) or epoch == epochs
         if dist.main:
             _checkpoint(folder, model, opt, meta, st, epoch)
         bar.set_postfix(val_loss=f"{row['val_loss']:.4f}", best=st.best_epoch)
@@ -268,7 +314,8 @@ def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], Iterable[
     if len(table) and dist.main:
         atomic_write(folder / "log.csv", lambda tmp: table.to_csv(tmp, index=False))
         _curves(table, folder / "curves.png", meta.get("name", folder.name))
-    return FitResult(best_epoch=st.best_epoch, best_val_loss=st.best, history=table, folder=folder,
+    best_loss = next((h["val_loss"] for h in st.history if h["epoch"] == st.best_epoch), st.best)
+    return FitResult(best_epoch=st.best_epoch, best_val_loss=best_loss, history=table, folder=folder,
                      resumed_from=resumed_from)
 
 

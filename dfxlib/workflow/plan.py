@@ -34,6 +34,7 @@ from dfxlib.detectors.dif import budget_tag
 from dfxlib.detectors.dif import pools as dif_pools
 from dfxlib.detectors.dif import seen_generators
 from dfxlib.detectors.difnet import DIFNet
+from dfxlib.detectors.registry import recipe_of
 from dfxlib.evaluation.generalization import MISSING_SETS, external_sets, make_tsets, tset_pools
 from dfxlib.models.backbones import create_backbone, feature_dim
 from dfxlib.models.basemodels import siamese_anchors, unbalanced_set
@@ -231,7 +232,7 @@ def _detector_units(run: Run, split: Split, n: dict[str, int]) -> list[Cost]:
         if name == "dif":
             continue
         backbone = cfg.fingerprint_backbone if name == "ganfingerprint" else cfg.detector_backbone
-        epochs = cfg.fingerprint_epochs if name == "ganfingerprint" else cfg.detector_epochs
+        epochs = recipe_of(cfg, name).epochs  # at most: a published recipe may stop earlier
         params = _small_params(lambda: spec_of(name).build(untrained))
         units.append(_cost(run, ("detector", name), backbone, "base", epochs * n["seen_train"],
                            epochs * (n["seen"] - n["seen_train"]) + evals, params))

@@ -1,5 +1,7 @@
 """The compared detectors: what their parts compute, one label convention, training on the shared splits."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -147,3 +149,40 @@ def test_pca_panels_before_and_after_per_detector(tmp_path, fixture_root):
     assert [t for t, _, _ in panels] == ["SimpleCNN: before training", "SimpleCNN: after training"]
     assert panels[0][1].shape == (len(rows), 512) and not np.allclose(panels[0][1], panels[1][1])
     assert panels[0][2].tolist() == (rows["family"] != "real").astype(int).tolist()
+
+
+@pytest.mark.parametrize("name", ["simplecnn", "wang2020", "ganfingerprint", "ssp"])
+def test_the_paper_profile_trains_each_detector_with_its_published_recipe(name, tmp_path, fixture_root,
+                                                                         monkeypatch):
+    """#31: on the paper path (detector_recipe="published"), one epoch of each detector runs with its recipe's
+    optimizer, weight decay, batch and scheduled learning rate, and keeps the weights its recipe selects."""
+    from dfxlib.detectors import training
+    from dfxlib.detectors.registry import RECIPES, recipe_of
+    from dfxlib.models.train import load_state, lr_factor
+
+    small = {"detector_backbone": "test_resnet", "fingerprint_backbone": "test_resnet", "detector_pretrained": "none",
+             "backbones": ("test_resnet",), "pretrained": "none", "input_size": 32, "progress": False,
+             "keep_images": True}
+    run = dfxlib.start("paper", run_dir=str(tmp_path / "r"), data_root=str(fixture_root), overrides=small)
+    recipe = RECIPES[name]
+    assert recipe_of(run.config, name) == recipe and run.config.detector_recipe == "published"
+    seen = {}
+    real_fit = training.fit
+
+    def one_epoch(net, step, train_batches, *args, **kwargs):
+        seen.update(kwargs, first=next(iter(train_batches(1)))[0].shape[0])
+        return real_fit(net, step, train_batches, *args, **kwargs, stop_after=1)
+    monkeypatch.setattr(training, "fit", one_epoch)
+    index = run.index()
+    split = run.split(index)
+    n_train = len(training.train_val(training.training_rows(split), run.config.val_fraction, run.config.seed)[0])
+    det = training.train_detector(run, run.images(index), split, name)
+    assert (seen["optimizer"], seen["lr"], seen["weight_decay"], seen["epochs"], seen["schedule"], seen["select"]) == (
+        recipe.optimizer, recipe.lr, recipe.weight_decay, recipe.epochs, recipe.schedule, recipe.select)
+    assert seen["first"] == min(recipe.batch_size, n_train)
+    state = load_state(det.folder / "last_state.pt")
+    group = state["optimizer"]["param_groups"][0]
+    assert group["lr"] == pytest.approx(recipe.lr * lr_factor(recipe.schedule, 1, recipe.epochs, [], recipe.patience))
+    assert group["weight_decay"] == recipe.weight_decay
+    meta = json.loads((det.folder / "meta.json").read_text())
+    assert (meta.get("optimizer", "adam"), meta.get("schedule", "constant")) == (recipe.optimizer, recipe.schedule)

@@ -1,6 +1,7 @@
 """The one fit loop: resumable to the same weights, reused when finished, refused when mismatched, never unpickling
 code, early stopping and the cut-short flag."""
 
+import math
 import pickle
 from pathlib import Path
 
@@ -185,3 +186,41 @@ def test_an_epoch_stopped_before_its_commit_runs_again(tmp_path, monkeypatch):
     assert res.resumed_from == 2 and list(res.history["epoch"]) == [1, 2, 3, 4]
     for k, v in straight.state_dict().items():
         assert torch.equal(v, resumed.state_dict()[k]), k
+
+
+def test_learning_rate_schedules_follow_the_published_recipes():
+    """SSP's poly lr (epoch 1 at 9.70e-5, the last at 0), GANFingerprint's warm-up then cosine (its first epoch at
+    factor 0, as its code), Wang2020's lr / 10 after `patience` epochs without a better validation accuracy."""
+    from dfxlib.models.train import lr_factor
+
+    assert 1e-4 * lr_factor("poly", 1, 30, [], 0) == pytest.approx(9.70e-5, abs=5e-8)
+    assert lr_factor("poly", 30, 30, [], 0) == 0.0
+    assert [lr_factor("warmup_cosine", e, 20, [], 0) for e in (1, 2, 3)] == [0.0, 0.5, 1.0]
+    assert lr_factor("warmup_cosine", 20, 20, [], 0) == pytest.approx(0.5 * (1 + math.cos(math.pi * 17 / 18)))
+    flat = [{"val_acc": 0.6}] * 6
+    assert [lr_factor("plateau", e, 99, flat[:e - 1], 5) for e in (6, 7)] == [1.0, 0.1]
+    with pytest.raises(ValueError, match="schedule"):
+        lr_factor("step", 1, 10, [], 0)
+
+
+def test_fit_keeps_the_selected_weights_and_a_plateau_schedule_ends_when_spent(tmp_path):
+    """select="val_acc" keeps the most accurate epoch where the lowest loss is another; "plateau" stops once the
+    next learning rate would fall below 1e-6 (1e-4 after three drops), well before its cap."""
+    val = iter([(1.0, 9), (0.5, 6), (0.8, 7)] * 30)  # (loss, correct of 10) per validation pass
+
+    def step(model, batch):
+        loss, correct = next(val) if not model.training else (None, 0)
+        if model.training:
+            x, y = batch
+            return F.cross_entropy(model(x), y), 0.0, len(y)
+        return torch.tensor(loss), float(correct), 10
+    by_loss = fit(_model(), step, _train, lambda: [None], tmp_path / "loss", {"m": 1}, epochs=3, lr=1e-3,
+                  weight_decay=0.0, seed=0, progress=False)
+    val = iter([(1.0, 9), (0.5, 6), (0.8, 7)] * 30)
+    by_acc = fit(_model(), step, _train, lambda: [None], tmp_path / "acc", {"m": 1}, epochs=3, lr=1e-3,
+                 weight_decay=0.0, seed=0, progress=False, select="val_acc")
+    assert (by_loss.best_epoch, by_acc.best_epoch) == (2, 1) and by_acc.best_val_loss == pytest.approx(1.0)
+    val = iter([(1.0, 9)] + [(1.0, 5)] * 60)  # better once, then never again
+    plateau = fit(_model(), step, _train, lambda: [None], tmp_path / "plateau", {"m": 1}, epochs=50, lr=1e-4,
+                  weight_decay=0.0, seed=0, patience=1, progress=False, schedule="plateau", select="val_acc")
+    assert len(plateau.history) == 4
