@@ -80,7 +80,7 @@ def main() -> None:
     for i, kind in enumerate(("unbalanced", "siamese")):
         bases = [model(run_dir, backbone, f"{kind}-{c}-{stamp}", 2, 10 * i + k) for k, c in enumerate(CLASSES)]
         torch.manual_seed(i)
-        completes.append(fusion.Fused(backbone=backbone, kind=kind, bases=bases, head=networks.FusionHead().eval()))
+        completes.append(fusion.Complete(backbone=backbone, kind=kind, bases=bases, head=networks.FusionHead().eval()))
     plain = model(run_dir, backbone, f"plain-all-{stamp}", len(CLASSES), 99)
     detectors = [bl.plain_detector(run, plain)] + [ev.complete_detector(run, c) for c in completes]
     fakes, reals = gz.tset_pools(run, index, split)

@@ -8,7 +8,8 @@ binary, one logit, fake = 1 (the positive class for recall, AUC and AP).
   `fc = Linear(D, 1)` initialised N(0, 0.02); training augmentation in the published order: resize, Gaussian
   blur with probability 0.5 and sigma ~ U[0, 3], JPEG with probability 0.5 and quality ~ U{30..100} (PIL only:
   the published cv2 branch is left out), random crop to 224/256 of the side, horizontal flip; evaluation:
-  resize and centre crop.
+  the centre crop. With the published recipe the resize keeps the aspect (shorter side to the input size) and
+  evaluation crops the image as it is, without resizing (CNNDetection's test).
 - ``ganfingerprint``: a ResNet (`fingerprint_backbone`; ResNet34 in the paper profile) in three streams, a
   log-spectrum branch, self-attention, the fingerprint block and the residual classifier (see the class);
   only the new layers are initialised. Training augmentation here is a horizontal flip only (the reference's

@@ -69,18 +69,50 @@ def norm_of(backbone: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     return normalization(backbone or NO_BACKBONE)
 
 
+def published(run: Run) -> bool:
+    """Whether the detectors train and read images as their own code does (`detector_recipe="published"`)."""
+    return run.config.detector_recipe == "published"
+
+
 def wang_train(run: Run) -> Transform:
+    """Wang2020's training transform: resize (published: the shorter side to the input size, as CNNDetection's
+    loadSize; shared: squashed to a square), blur + JPEG augmentation, random crop of 224/256 of the side,
+    horizontal flip."""
     size, crop = run.config.input_size, crop_size(run)
     norm = resize_normalize(crop, 0, *norm_of(run.config.detector_backbone))  # already `crop`: resize is identity
+    keep_aspect = published(run)
 
     def tf(img: Image.Image, seed: int) -> torch.Tensor:
         rng = np.random.default_rng(seed)
-        img = wang_augment(img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR), rng)
-        y, x = rng.integers(0, size - crop + 1, 2)
+        img = img.convert("RGB")
+        w, h = img.size
+        side = (max(size, round(w * size / min(w, h))), max(size, round(h * size / min(w, h)))) if keep_aspect \
+            else (size, size)
+        img = wang_augment(img.resize(side, Image.Resampling.BILINEAR), rng)
+        if img.width == img.height:  # one draw of both corners (the draws every shared-recipe table was made with)
+            y, x = rng.integers(0, img.height - crop + 1, 2)
+        else:
+            y, x = rng.integers(0, img.height - crop + 1), rng.integers(0, img.width - crop + 1)
         img = img.crop((int(x), int(y), int(x) + crop, int(y) + crop))
         if rng.random() < 0.5:
             img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         return norm(img)
+    return tf
+
+
+def wang_eval(run: Run) -> EvalTransform:
+    """Wang2020's evaluation transform: published, the centre crop of 224/256 of the input size from the image as
+    it is (CNNDetection tests without resizing; a smaller image is zero-padded); shared, resized to the input
+    size, then that centre crop."""
+    crop, norm = crop_size(run), norm_of(run.config.detector_backbone)
+    if not published(run):
+        return resize_normalize(run.config.input_size, crop, *norm)
+    at_crop = resize_normalize(crop, 0, *norm)  # already `crop`: resize is identity
+
+    def tf(img: Image.Image) -> torch.Tensor:
+        w, h = img.size
+        left, top = int(round((w - crop) / 2.0)), int(round((h - crop) / 2.0))
+        return at_crop(img.crop((left, top, left + crop, top + crop)))
     return tf
 
 

@@ -24,7 +24,7 @@ from dfxlib.evaluation import paper
 from dfxlib.evaluation.metrics import correct, evaluate, fmt_ci, outcomes, parse_ci, pct
 from dfxlib.models.backbones import display_name
 from dfxlib.models.features import features_many, stacked_features
-from dfxlib.models.fusion import Fused, predict_head
+from dfxlib.models.fusion import Complete, predict_head
 from dfxlib.models.networks import BaseModel
 from dfxlib.models.train import FINISHED, cut_short
 from dfxlib.run import Run
@@ -100,7 +100,7 @@ def memoized(predict: Predict) -> Predict:
     return wrapped
 
 
-def complete_detector(run: Run, c: Fused) -> Detector:
+def complete_detector(run: Run, c: Complete) -> Detector:
     """A complete model (frozen base models + fusion head) as a detector."""
     name = display_name(c.backbone)
 

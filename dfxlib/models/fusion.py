@@ -108,27 +108,24 @@ def probe_proba(probe: LinearProbe, x: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class Fused:
-    """A complete model: the three frozen base models of (backbone, kind), DM, GAN, REAL, and their fusion head."""
+class Complete:
+    """A trained complete model: the three frozen base models of (backbone, kind), DM, GAN, REAL, and their
+    fusion head; as notebook 03 trains it, also its fit and its evaluation on the test split (None when loaded
+    by a later notebook). Its network is `networks.CompleteModel`; `dfx predict` serves it as
+    `predict.complete.Predictor`."""
 
     backbone: str
     kind: str
     bases: list[BaseModel]
     head: FusionHead
-
-
-@dataclass
-class TrainedComplete(Fused):
-    """A complete model as notebook 03 trains (or reuses) it, with its evaluation on the test split."""
-
-    fit: FitResult
-    multiclass: dict
-    binary: dict
-    ablation: pd.DataFrame
+    fit: FitResult | None = None
+    multiclass: dict | None = None
+    binary: dict | None = None
+    ablation: pd.DataFrame | None = None
 
 
 def train_complete(run: Run, store: ImageStore, split: Split, backbone: str, kind: str,
-                   ablation: bool = False) -> TrainedComplete:
+                   ablation: bool = False) -> Complete:
     """Fuse the three trained base models of (backbone, kind): features of the fusion split, head training
     with a balanced validation part, evaluation on the balanced test sets, and (`ablation`) each base model
     used alone (a linear probe on its frozen features; notebook 03's comparison)."""
@@ -154,18 +151,18 @@ def train_complete(run: Run, store: ImageStore, split: Split, backbone: str, kin
         r = evaluate(ys["multi"], probs, binary=False, n_boot=1, seed=cfg.seed)
         rows.append({"backbone": backbone, "kind": kind, "features": f"{c.upper()} base model alone",
                      "accuracy": r["accuracy"], "f1": r["f1"], "outcomes": outcomes(correct(ys["multi"], probs, binary=False))})
-    return TrainedComplete(backbone=backbone, kind=kind, bases=bases, head=head, fit=result, multiclass=m,
+    return Complete(backbone=backbone, kind=kind, bases=bases, head=head, fit=result, multiclass=m,
                            binary=b, ablation=pd.DataFrame(rows))
 
 
 def train_complete_models(run: Run, store: ImageStore, split: Split,
-                          ablation: bool = False) -> list[TrainedComplete]:
+                          ablation: bool = False) -> list[Complete]:
     """A complete model for every (backbone, kind) of the run (trained, or reused once trained), evaluated on
     the test split; with `ablation`, each base model alone too (see `train_complete`)."""
     return [train_complete(run, store, split, b, k, ablation) for b, k in combos(run)]
 
 
-def per_class_table(completes: list[TrainedComplete]) -> pd.DataFrame:
+def per_class_table(completes: list[Complete]) -> pd.DataFrame:
     """Per-class precision, recall and F1 (%) of every complete model, 3-class and binary."""
     rows = []
     for c in completes:
@@ -177,7 +174,7 @@ def per_class_table(completes: list[TrainedComplete]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def load_complete(run: Run, split: Split, backbone: str, kind: str) -> Fused:
+def load_complete(run: Run, split: Split, backbone: str, kind: str) -> Complete:
     """The complete model of (backbone, kind) that notebook 03 trained, loaded without training or evaluating
     anything: MissingPrerequisite when its head is not finished, CheckpointMismatch when the head was trained
     on other base models."""
@@ -187,9 +184,9 @@ def load_complete(run: Run, split: Split, backbone: str, kind: str) -> Fused:
         run.require(str((folder / FINISHED).relative_to(run.dir)), "03_complete_model")
     head = FusionHead(in_channels=len(bases), feature_dim=feature_dim(bases[0].features_net))
     load_weights(head, folder / "best.safetensors", head_meta(backbone, kind, bases))
-    return Fused(backbone=backbone, kind=kind, bases=bases, head=head.to(device_of(run.config.device)).eval())
+    return Complete(backbone=backbone, kind=kind, bases=bases, head=head.to(device_of(run.config.device)).eval())
 
 
-def load_complete_models(run: Run, split: Split) -> list[Fused]:
+def load_complete_models(run: Run, split: Split) -> list[Complete]:
     """Every complete model of the run (`load_complete`): what notebooks 04-06 evaluate."""
     return [load_complete(run, split, b, k) for b, k in combos(run)]

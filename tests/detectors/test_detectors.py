@@ -186,3 +186,25 @@ def test_the_paper_profile_trains_each_detector_with_its_published_recipe(name, 
     assert group["weight_decay"] == recipe.weight_decay
     meta = json.loads((det.folder / "meta.json").read_text())
     assert (meta.get("optimizer", "adam"), meta.get("schedule", "constant")) == (recipe.optimizer, recipe.schedule)
+
+
+def test_wang2020_reads_images_as_its_code_on_the_paper_path(tmp_path, monkeypatch):
+    """Published recipe: training resizes the shorter side to the input size (aspect kept) before its random
+    crop; evaluation takes the centre crop of the image as it is, without resizing (CNNDetection's test)."""
+    from dfxlib.detectors.transforms import crop_size, wang_eval, wang_train
+    from dfxlib.models.backbones import resize_normalize
+
+    run = dfxlib.start("smoke", run_dir=str(tmp_path / "r"), overrides={"progress": False, "input_size": 64,
+                                                                         "detector_recipe": "published"})
+    crop = crop_size(run)
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (90, 150, 3), dtype=np.uint8))
+    left, top = round((150 - crop) / 2), round((90 - crop) / 2)
+    norm = resize_normalize(crop, 0, *dt.transforms.norm_of(run.config.detector_backbone))
+    assert torch.equal(wang_eval(run)(img), norm(img.crop((left, top, left + crop, top + crop))))
+    seen = []
+    monkeypatch.setattr(dt.transforms, "wang_augment", lambda im, rng: seen.append(im.size) or im)
+    assert wang_train(run)(img, 3).shape == (3, crop, crop)
+    assert seen == [(107, 64)]  # shorter side 64, aspect kept (150 x 90 -> 107 x 64)
+    shared = dfxlib.start("smoke", run_dir=str(tmp_path / "s"), overrides={"progress": False, "input_size": 64})
+    assert torch.equal(wang_eval(shared)(img), resize_normalize(64, crop, *dt.transforms.norm_of(
+        shared.config.detector_backbone))(img))

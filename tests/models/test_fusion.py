@@ -29,7 +29,7 @@ def test_notebooks_04_to_06_load_the_complete_models_without_training(tmp_path, 
         fusion.load_complete(run, split, "test_resnet", "unbalanced")
     trained = fusion.train_complete(run, store, split, "test_resnet", "unbalanced")
     (loaded,) = fusion.load_complete_models(run, split)
-    assert type(loaded) is fusion.Fused and [b.id for b in loaded.bases] == [b.id for b in trained.bases]
+    assert type(loaded) is fusion.Complete and [b.id for b in loaded.bases] == [b.id for b in trained.bases]
     dim = feature_dim(trained.bases[0].features_net)
     x = np.random.default_rng(0).standard_normal((5, 3, dim), dtype=np.float32)
     trained.head.eval()
