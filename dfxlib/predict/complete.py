@@ -154,9 +154,7 @@ def run_setting(run_dir: Path, name: str, default: Any = None) -> Any:
     there (a head copied out of its run), `default`, or the setting's own default."""
     path = Path(run_dir) / "config.json"
     try:
-        saved = json.loads(path.read_text())
-    except FileNotFoundError:
-        saved = {}
+        saved = json.loads(path.read_text()) if path.is_file() else {}  # `run_dir` may be a head's file or folder
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{path}: unreadable run settings ({exc})") from None
     default = getattr(Config(), name) if default is None else default

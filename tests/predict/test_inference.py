@@ -431,3 +431,15 @@ def test_a_disk_that_fills_mid_row_leaves_only_whole_rows(run_dir, fixture_root,
     text = out.read_text()
     assert out.read_bytes().endswith(b"\r\n")  # the last thing in the file is a whole row
     assert [r["path"] for r in csv.DictReader(io.StringIO(text))] == images[:2]
+
+
+def test_cli_takes_a_head_file_or_folder_as_the_model(run_dir, fixture_root, tmp_path, capsys):
+    """`--model` naming the head checkpoint or its folder (not a run folder) predicts as the run folder does."""
+    head = Checkpoints.of(run_dir).head(BACKBONE, "unbalanced") / "best.safetensors"
+    image = str(sorted((fixture_root / "real").rglob("*.png"))[0])
+    got = []
+    for model in (run_dir, head, head.parent):
+        out = tmp_path / f"{len(got)}.csv"
+        assert main(["predict", image, "--model", str(model), "--out", str(out), "--device", "cpu"]) == 0
+        got.append(out.read_text())
+    assert got[0] == got[1] == got[2] and len(got[0].splitlines()) == 2
