@@ -12,8 +12,9 @@ binary, one logit, fake = 1 (the positive class for recall, AUC and AP).
   evaluation crops the image as it is, without resizing (CNNDetection's test).
 - ``ganfingerprint``: a ResNet (`fingerprint_backbone`; ResNet34 in the paper profile) in three streams, a
   log-spectrum branch, self-attention, the fingerprint block and the residual classifier (see the class);
-  only the new layers are initialised. Training augmentation here is a horizontal flip only (the reference's
-  stack of crops, rotation, colour jitter, JPEG, noise, blur and erasing is not reproduced).
+  only the new layers are initialised. Training augmentation: a horizontal flip on the shared recipe; with the
+  published one, the reference's stack of resized crop, flip, rotation, colour jitter, JPEG, noise, blur and
+  erasing (`transforms.fingerprint_train`).
 - ``ssp`` (Single Simple Patch): the simplest of 64 candidate 32x32 patches (sum of absolute differences in
   four directions, lowest wins) taken at native resolution, upsampled bilinearly to the input size, three
   fixed SRM filters (5x5, summed over RGB) truncated to [-3, 3], the backbone, one logit. Training draws 64

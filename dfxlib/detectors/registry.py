@@ -12,8 +12,8 @@ from torch import nn
 from dfxlib.config import Config
 from dfxlib.data.split import Split, split_id
 from dfxlib.detectors.nets import BackboneLogit, GANFingerprint, SimpleCNN, SSPNet
-from dfxlib.detectors.transforms import (NO_BACKBONE, EvalTransform, Transform, flip_train, norm_of, ssp_eval,
-                                         ssp_train, wang_eval, wang_train)
+from dfxlib.detectors.transforms import (NO_BACKBONE, EvalTransform, Transform, fingerprint_eval, fingerprint_train,
+                                         ssp_eval, ssp_train, wang_eval, wang_train)
 from dfxlib.models.backbones import create_backbone, normalization_meta, resize_normalize
 from dfxlib.run import Run
 
@@ -42,8 +42,8 @@ DETECTORS: dict[str, DetectorSpec] = {s.name: s for s in (
     DetectorSpec("wang2020", "Wang2020 (ResNet, blur+JPEG)",
                  lambda run: BackboneLogit(_backbone(run, run.config.detector_backbone)), wang_train, wang_eval),
     DetectorSpec("ganfingerprint", "GANFingerprint",
-                 lambda run: GANFingerprint(_backbone(run, run.config.fingerprint_backbone)), flip_train,
-                 lambda run: resize_normalize(run.config.input_size, 0, *norm_of(run.config.fingerprint_backbone))),
+                 lambda run: GANFingerprint(_backbone(run, run.config.fingerprint_backbone)), fingerprint_train,
+                 fingerprint_eval),
     DetectorSpec("ssp", "SSP (simplest patch + SRM)",
                  lambda run: SSPNet(_backbone(run, run.config.detector_backbone), run.config.input_size),
                  ssp_train, ssp_eval),

@@ -116,6 +116,71 @@ def wang_eval(run: Run) -> EvalTransform:
     return tf
 
 
+def fingerprint_augment(img: Image.Image, seed: int, size: int) -> tuple[Image.Image, bool]:
+    """GANFingerprint's training augmentation before its tensor steps, in its order: random resized crop to `size`
+    (scale 0.8-1), horizontal flip, rotation up to 10 degrees (p 0.3), colour jitter (0.1, 0.1, 0.1, hue 0.05),
+    JPEG at quality 60-95 (p 0.4), Gaussian noise of std 0.01-0.05 (p 0.3), PIL blur of radius 0.1-1.5 (p 0.3);
+    and whether to erase a patch afterwards (p 0.2). Seeded by `seed` (torchvision's draws in a forked RNG)."""
+    from torchvision.transforms import v2 as T
+
+    rng = np.random.default_rng(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        img = T.Compose([T.RandomResizedCrop(size, scale=(0.8, 1.0), antialias=True), T.RandomHorizontalFlip(),
+                         T.RandomApply([T.RandomRotation(10)], p=0.3),
+                         T.ColorJitter(0.1, 0.1, 0.1, 0.05)])(img.convert("RGB"))
+    if rng.random() < 0.4:
+        img = perturb.jpeg(img, int(rng.integers(60, 96)))
+    if rng.random() < 0.3:
+        a = np.asarray(img, dtype=np.float64) / 255.0
+        a = np.clip(a + rng.normal(0.0, rng.uniform(0.01, 0.05), a.shape), 0.0, 1.0)
+        img = Image.fromarray(np.rint(a * 255).astype(np.uint8))
+    if rng.random() < 0.3:
+        img = img.filter(ImageFilter.GaussianBlur(radius=float(rng.uniform(0.1, 1.5))))
+    return img, bool(rng.random() < 0.2)
+
+
+def fingerprint_train(run: Run) -> Transform:
+    """GANFingerprint's training transform: published, its augmentation stack (`fingerprint_augment`, then
+    random erasing of 2-15% of the image, then the normalisation); shared, a horizontal flip (`flip_train`)."""
+    if not published(run):
+        return flip_train(run)
+    from torchvision.transforms import v2 as T
+
+    size = run.config.input_size
+    to_unit = resize_normalize(size, 0, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))  # values in [0, 1], as ToTensor
+    normalize = T.Normalize(*norm_of(run.config.fingerprint_backbone))
+
+    def tf(img: Image.Image, seed: int) -> torch.Tensor:
+        img, erase = fingerprint_augment(img, seed, size)
+        x = to_unit(img)
+        if erase:  # the reference erases (zeros) after ToTensor, before Normalize
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed + 1)
+                x = T.RandomErasing(p=1.0, scale=(0.02, 0.15), value=0)(x)
+        return normalize(x)
+    return tf
+
+
+def fingerprint_eval(run: Run) -> EvalTransform:
+    """GANFingerprint's evaluation transform: published, the shorter side resized to the input size (PIL
+    bilinear, the long side as torchvision computes it) and the centre square cropped, as its test transform;
+    shared, the image squashed to the input size."""
+    size, norm = run.config.input_size, norm_of(run.config.fingerprint_backbone)
+    at_size = resize_normalize(size, 0, *norm)  # on an image already `size` square: no resize
+    if not published(run):
+        return at_size
+
+    def tf(img: Image.Image) -> torch.Tensor:
+        w, h = img.size
+        short, long = min(w, h), max(w, h)
+        new_long = max(size, int(size * long / short))
+        img = img.resize((size, new_long) if w <= h else (new_long, size), Image.Resampling.BILINEAR)
+        left, top = int(round((img.width - size) / 2.0)), int(round((img.height - size) / 2.0))
+        return at_size(img.crop((left, top, left + size, top + size)))
+    return tf
+
+
 def flip_train(run: Run) -> Transform:
     norm = resize_normalize(run.config.input_size, 0, *norm_of(run.config.fingerprint_backbone))
 

@@ -208,3 +208,32 @@ def test_wang2020_reads_images_as_its_code_on_the_paper_path(tmp_path, monkeypat
     shared = dfxlib.start("smoke", run_dir=str(tmp_path / "s"), overrides={"progress": False, "input_size": 64})
     assert torch.equal(wang_eval(shared)(img), resize_normalize(64, crop, *dt.transforms.norm_of(
         shared.config.detector_backbone))(img))
+
+
+def test_ganfingerprint_trains_on_its_own_augmentations_on_the_paper_path(tmp_path):
+    """Published recipe: GANFingerprint's stack (resized crop, flip, rotation, colour jitter, JPEG, noise, blur,
+    erasing), seeded per image and epoch: the same seed gives the same tensor, others differ; the shared recipe
+    keeps its flip only (the built-in tables' draws)."""
+    from dfxlib.detectors.transforms import fingerprint_train, flip_train
+
+    run = dfxlib.start("smoke", run_dir=str(tmp_path / "r"), overrides={"progress": False, "input_size": 64,
+                                                                         "detector_recipe": "published"})
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (80, 100, 3), dtype=np.uint8))
+    tf = fingerprint_train(run)
+    outs = [tf(img, s) for s in range(12)]
+    assert all(o.shape == (3, 64, 64) for o in outs) and torch.equal(tf(img, 5), outs[5])
+    assert len({o.sum().item() for o in outs}) == 12
+    torch.manual_seed(0)
+    a = torch.rand(3)
+    torch.manual_seed(0)
+    tf(img, 1)  # its draws come from a forked RNG: training's own (dropout, order) is left as it was
+    assert torch.equal(torch.rand(3), a)
+    shared = dfxlib.start("smoke", run_dir=str(tmp_path / "s"), overrides={"progress": False, "input_size": 64})
+    assert torch.equal(fingerprint_train(shared)(img, 3), flip_train(shared)(img, 3))
+    # testing: the shorter side to 64 (100 x 80 -> 80 x 64), the centre 64 x 64, as its test transform
+    from torchvision.transforms import v2 as T
+
+    from dfxlib.detectors.transforms import fingerprint_eval, norm_of
+    ref = T.Compose([T.Resize(64), T.CenterCrop(64), T.ToImage(), T.ToDtype(torch.float32, scale=True),
+                     T.Normalize(*norm_of(run.config.fingerprint_backbone))])(img)
+    assert torch.equal(fingerprint_eval(run)(img), ref)
