@@ -9,7 +9,9 @@ rather than like pure noise) and measures, in the same run, with a DenseNet-121'
 - first pass into the store (`PixelStore.ensure`: decode and resize once, written to disk) with 1 and 2
   decoding threads, then the store's rows as uint8 batches;
 - from the store: uint8 batches in random order through `pixels.loader` (what a GPU receives; it converts and
-  normalises them itself), and the same batches converted and normalised on the CPU, for comparison.
+  normalises them itself), and the same batches converted and normalised on the CPU, for comparison;
+- a first epoch through `pixels.loader` on an empty store: seconds until its first batch (the loader decodes
+  each batch as it comes up) against seconds for the whole decode pass the first batch used to wait for.
 """
 
 from __future__ import annotations
@@ -78,6 +80,16 @@ def main() -> None:
         built = time.perf_counter() - t0
         print(f"first pass into the store, {workers} thread(s)                : {len(rels) / built:8.0f} images/s "
               f"= {len(rels) / built / today:5.2f}x today ({store.data.stat().st_size / 2**20:.0f} MB on disk)")
+
+    shutil.rmtree(tmp / "cold", ignore_errors=True)
+    cold = PixelStore(tmp / "cold", ImageStore(tmp / "data", keep=False), args.size, workers=2)
+    t0 = time.perf_counter()
+    epoch = loader(cold, batches)
+    next(epoch)
+    first = time.perf_counter() - t0
+    sum(len(x) for x in epoch)
+    print(f"first epoch on an empty store: first batch after {first:.2f} s, the whole decode pass "
+          f"{time.perf_counter() - t0:.1f} s (the first batch waited for all of it before)")
 
     t0 = time.perf_counter()
     n = sum(len(x) for x in loader(store, batches))

@@ -109,20 +109,28 @@ class PixelStore:
 def loader(store: PixelStore, batches: Sequence[Sequence[str]], device: torch.device | None = None,
            prefetch: int = 2) -> Iterator[torch.Tensor]:
     """The uint8 batches of `batches` (lists of paths), assembled `prefetch` ahead in a background thread, in
-    pinned memory and moved without blocking when `device` is a GPU: convert and normalise them there."""
-    for b in batches:  # decode what is missing first: the store has one writer
-        store.ensure(b)
+    pinned memory and moved without blocking when `device` is a GPU: convert and normalise them there. Images
+    not yet in the store are decoded by that thread as their batch comes up (it is the store's one writer
+    meanwhile), so a first epoch starts after one batch, not after the whole decode pass; an image that cannot
+    be read raises its ImageError here, in the caller."""
     pin = device is not None and device.type == "cuda"
     q: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
     done = object()
 
     def fill() -> None:
-        for b in batches:
-            x = store.uint8(b)
-            q.put(x.pin_memory() if pin else x)
+        try:
+            for b in batches:
+                x = store.uint8(b)
+                q.put(x.pin_memory() if pin else x)
+        except BaseException as exc:  # handed to the caller, which would otherwise wait for ever
+            q.put(exc)
+            return
         q.put(done)
     t = threading.Thread(target=fill, daemon=True)
     t.start()
     while (x := q.get()) is not done:
+        if isinstance(x, BaseException):
+            t.join()
+            raise x
         yield x.to(device, non_blocking=True) if device is not None else x
     t.join()

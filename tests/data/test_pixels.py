@@ -95,3 +95,25 @@ def test_the_one_resize_reads_large_images_in_strips_with_the_whole_image_number
     for size in (32, 256, 1200):
         assert torch.equal(resize.resize_uint8(img, size), TF.resize(TF.pil_to_tensor(img), [size, size],
                                                                       antialias=True)), (shape, size)
+
+
+def test_a_first_epoch_starts_after_one_batch_and_a_bad_image_is_raised_to_the_caller(tmp_path):
+    """#33: the loader decoded every missing image of the epoch before its first batch; now its thread decodes
+    each batch as it comes up, the same rows, and an unreadable image raises in the caller instead of hanging."""
+    from dfxlib.data.decode import ImageError
+
+    (tmp_path / "data").mkdir()
+    rels = _images(tmp_path / "data")
+    images = ImageStore(tmp_path / "data", keep=False)
+    store = PixelStore(tmp_path / "pixels", images, 32)
+    batches = [rels[i:i + 2] for i in range(0, 12, 2)]
+    got = loader(store, batches, prefetch=1)
+    first = next(got)
+    assert images.decodes <= 3 * 2 < len(rels)  # this batch and at most the two the thread works ahead on
+    rest = list(got)
+    assert images.decodes == len(rels)
+    fresh = PixelStore(tmp_path / "again", ImageStore(tmp_path / "data", keep=False), 32)
+    assert all(torch.equal(a, fresh.uint8(b)) for a, b in zip([first, *rest], batches))
+    (tmp_path / "data" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot an image")
+    with pytest.raises(ImageError, match="broken.png"):
+        list(loader(store, [rels[:2], ["broken.png"], rels[2:4]]))
