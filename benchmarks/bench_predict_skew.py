@@ -25,16 +25,11 @@ import torch
 from PIL import Image
 
 import dfxlib
-from dfxlib import detectors as dt
 from dfxlib.config import load
 from dfxlib.data.decode import load_rgb
 from dfxlib.data.index import FAMILY_FOLDERS
-from dfxlib.detectors import dif
 from dfxlib.evaluation import generalization as gz
-from dfxlib.evaluation import scoring as ev
 from dfxlib.evaluation.metrics import balanced_accuracy
-from dfxlib.models import baselines as bl
-from dfxlib.models import fusion
 from dfxlib.predict import inference, served
 
 
@@ -81,22 +76,6 @@ def compare(a: np.ndarray, b: np.ndarray, y: np.ndarray) -> dict:
                                                - balanced_accuracy(y, (b > .5).astype(int))), 2)}
 
 
-def notebook_detectors(run) -> dict[str, ev.Detector]:
-    """The models of notebooks 05 and 06 as `evaluation.Detector`s, keyed by the name `dfx predict` gives them."""
-    index = run.index()
-    split, store, cfg = run.split(index), run.images(index), run.config
-    rows = {f"{c.backbone}/{c.kind}": ev.complete_detector(run, c) for c in fusion.load_complete_models(run, split)}
-    for b in cfg.backbones:
-        rows[f"{b}/plain"] = bl.plain_detector(run, bl.train_plain(run, store, split, b))
-        rows[f"{b}/probe"] = bl.probe_detector(run, bl.train_probe(run, store, split, b))
-    for name in cfg.detectors:
-        if name != "dif":
-            rows[name] = dt.as_detector(run, dt.train_detector(run, store, split, name))
-    if "dif" in cfg.detectors:
-        rows["dif"] = dif.as_detector(run, dif.union(run, store, split, dif.train_fingerprints(run, store, split)))
-    return rows
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run-dir", default="runs/mini")
@@ -105,7 +84,7 @@ def main() -> None:
     args = ap.parse_args()
     cfg = load(Path(args.run_dir) / "config.json")
     run = dfxlib.start(cfg.profile, run_dir=args.run_dir, overrides={"seed": cfg.seed, "progress": False})
-    detectors = notebook_detectors(run)
+    detectors = served.notebook_detectors(run)
     models = {m.name: m for m in served.load_models(run.dir, "all", device="cpu")}
     tmp = Path(tempfile.mkdtemp(prefix="dfx-skew-"))
     sets = {"large (4x, 8x; JPEG, PNG)": large_set(run, tmp / "large", args.large)}

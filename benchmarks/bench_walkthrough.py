@@ -85,9 +85,7 @@ def walkthrough(profile: str, keep: str) -> None:
     by_stage = trained.groupby("stage").agg(fits=("fit", "count"), epochs=("epochs", "sum"), seconds=("seconds", "sum"))
     print("\ntraining time by stage (sum of epoch seconds)")
     print(by_stage.round(1).to_string())
-    nb_of = {"02 base models": "02", "03 fusion heads": "03", "03 plain classifiers": "03", "06 detectors": "06",
-             "06 DIF fingerprints": "06"}
-    spent = by_stage["seconds"].groupby(lambda s: nb_of.get(s, "?")).sum()
+    spent = by_stage["seconds"].groupby(lambda stage: stage[:2]).sum()  # each stage is named by its notebook
     print("\nper notebook: wall, training, the rest (features, evaluation, bootstrap, figures, MiniDFX)")
     for nb, secs in times.items():
         train = float(spent.get(nb[:2], 0.0))

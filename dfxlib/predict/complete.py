@@ -16,6 +16,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -49,8 +50,9 @@ class Predictor:
     feature_dtype: torch.dtype = torch.float32
     multiclass: bool = True
 
-    @property
+    @cached_property
     def transform(self) -> Callable[[Image.Image], torch.Tensor]:
+        """The backbone's preprocessing at the model's input size (built once)."""
         return preprocess(self.backbone, self.input_size)
 
     @property

@@ -25,7 +25,11 @@ from dfxlib.data.resize import resize_uint8
 from dfxlib.detectors import dif
 from dfxlib.detectors.difnet import centre_crop, wiener_residual
 from dfxlib.detectors.registry import detector_meta, spec_of
+from dfxlib.detectors.training import as_detector, train_detector
+from dfxlib.evaluation.scoring import Detector, complete_detector
 from dfxlib.models.backbones import create_backbone, feature_dim, normalization_meta, preprocess
+from dfxlib.models.baselines import plain_detector, probe_detector, train_plain, train_probe
+from dfxlib.models.fusion import load_complete_models
 from dfxlib.models.networks import BaseClassifier, LinearProbe, SiameseNet
 from dfxlib.models.train import device_of, load_weights, read_meta
 from dfxlib.predict.complete import load_predictor
@@ -178,6 +182,24 @@ def load_models(model: str | Path = "", detector: str = "deepfeaturex", backbone
     if missing:
         print(f"dfx predict: not trained in {run_dir}, left out: {', '.join(missing)}", file=sys.stderr)
     return out
+
+
+def notebook_detectors(run: Run) -> dict[str, Detector]:
+    """Every model of `run` as notebooks 05 and 06 evaluate it (`evaluation.scoring.Detector`; trained ones are
+    reused), keyed by the name `dfx predict --detector all` serves it under: what parity with the notebooks is
+    checked against (tests/predict/test_parity.py, benchmarks/bench_predict_skew.py)."""
+    index = run.index()
+    split, store, cfg = run.split(index), run.images(index), run.config
+    rows = {f"{c.backbone}/{c.kind}": complete_detector(run, c) for c in load_complete_models(run, split)}
+    for b in cfg.backbones:
+        rows[f"{b}/plain"] = plain_detector(run, train_plain(run, store, split, b))
+        rows[f"{b}/probe"] = probe_detector(run, train_probe(run, store, split, b))
+    for name in cfg.detectors:
+        if name != "dif":
+            rows[name] = as_detector(run, train_detector(run, store, split, name))
+    if "dif" in cfg.detectors:
+        rows["dif"] = dif.as_detector(run, dif.union(run, store, split, dif.train_fingerprints(run, store, split)))
+    return rows
 
 
 def find_run(model: str | Path = "") -> Path:

@@ -14,14 +14,9 @@ import torch
 from PIL import Image
 
 import dfxlib
-from dfxlib import detectors as dt
 from dfxlib.data.decode import load_rgb
 from dfxlib.data.index import FAMILY_FOLDERS
-from dfxlib.detectors import dif
 from dfxlib.evaluation import generalization as gz
-from dfxlib.evaluation import scoring as ev
-from dfxlib.models import baselines as bl
-from dfxlib.models import fusion
 from dfxlib.predict import inference, served
 from dfxlib.workflow.cli import main
 
@@ -63,20 +58,7 @@ def images(run, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def notebooks(run, images):
     """Per served name, the notebooks' per-image p_fake and class probabilities on `images`."""
-    index = run.index()
-    split = run.split(index)
-    store = run.images(index)
-    cfg = run.config
-    rows: dict[str, ev.Detector] = {}
-    for c in fusion.load_complete_models(run, split):
-        rows[f"{c.backbone}/{c.kind}"] = ev.complete_detector(run, c)
-    for b in cfg.backbones:
-        rows[f"{b}/plain"] = bl.plain_detector(run, bl.train_plain(run, store, split, b))
-        rows[f"{b}/probe"] = bl.probe_detector(run, bl.train_probe(run, store, split, b))
-    for name in cfg.detectors:
-        if name != "dif":
-            rows[name] = dt.as_detector(run, dt.train_detector(run, store, split, name))
-    rows["dif"] = dif.as_detector(run, dif.union(run, store, split, dif.train_fingerprints(run, store, split)))
+    rows = served.notebook_detectors(run)
     per, bad = gz.evaluate_wild(run, images, list(rows.values()), reencode=0)
     assert bad.empty
     out = {}
