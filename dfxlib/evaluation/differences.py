@@ -70,7 +70,7 @@ DIFFERENCES: tuple[Difference, ...] = (
     Difference(
         "Model selection", "the weights of minimum validation loss", "minimum validation loss, every epoch run",
         "every epoch run, minimum validation loss kept", "early stopping after `patience` epochs without a better "
-        "validation loss, within a cap (a cap reached while improving is flagged)",
+        "validation loss (mini: 8), within a cap (a cap reached while improving is flagged)",
         "the built-in profiles stop when converged; the paper profile runs the paper's epochs", ("patience",)),
     Difference(
         "EfficientNet and ResNeXt weights", "ImageNet-pretrained backbones",
