@@ -29,6 +29,10 @@ DEFAULT_MAX_PIXELS = 89_478_485
 DEFAULT_PROFILE = "mini"
 #: the kinds of base model: DeepFeatureX's unbalanced training and DeepFeatureX-SN's Siamese one
 BASE_KINDS: tuple[str, ...] = ("unbalanced", "siamese")
+#: the baselines built on the same backbone: one 3-class classifier, and a linear probe of its frozen features
+BASELINE_KINDS: tuple[str, ...] = ("plain", "linear probe")
+#: what `kind` means everywhere in dfx (a trained model's, a table row's, a verdict's): which model of one backbone
+MODEL_KINDS: tuple[str, ...] = BASE_KINDS + BASELINE_KINDS
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from dfxlib.config import (DEFAULT_PROFILE, Config, ConfigError, checkout, descr
                            runs_root)
 from dfxlib.data import minidfx
 from dfxlib.data.index import CLASSES, DataError, DatasetIndex, build_index
-from dfxlib.data.split import Split, fingerprint, load_or_make_split
+from dfxlib.data.split import Split, fingerprint, generator_roles, load_or_make_split, roles_of
 from dfxlib.evaluation.tables import FILE_MODE, atomic_write_text, write_table
 
 if TYPE_CHECKING:
@@ -206,49 +206,15 @@ class Run:
                           max_pixels=self.config.max_pixels, content=fingerprint(index.usable))
 
     def roles_of(self, index: DatasetIndex, rows: pd.DataFrame) -> pd.Series:
-        """The role (`generator_roles`) of each row of `rows`, by its family and generator together: one name
-        may be a generator of two families (a real source and a fake generator both called "biggan", or none)."""
-        roles = self.generator_roles(index).set_index(["family", "generator"])["role"]
-        keys = pd.MultiIndex.from_frame(rows[["family", "generator"]])
-        return pd.Series(roles.reindex(keys).fillna("seen").to_numpy(), index=rows.index)
+        """The role (`generator_roles`) of each row of `rows` (`split.roles_of`)."""
+        return roles_of(self.generator_roles(index), rows)
 
     def generator_roles(self, index: DatasetIndex) -> pd.DataFrame:
-        """family, generator, role for every generator/source: `seen` (trained on), `inner` (a seen
-        architecture with other initial conditions) or `unseen`. MiniDFX marks them; for your own data,
-        `holdout_generators` are `unseen`, `inner_generators` are `inner` and the rest `seen`; with
-        `train_generators`, every fake generator it does not name is `unseen` (and every real source it does
-        not name, when it names one). A name that is not in the dataset, or a class left with nothing to train
-        on, raises ConfigError."""
-        cfg = self.config
-        gens = index.usable[["family", "generator"]].drop_duplicates().sort_values(["family", "generator"])
-        if self.builtin:
-            roles = minidfx.metadata(index.root).drop_duplicates("generator").set_index("generator")["role"]
-            gens["role"] = gens["generator"].map(roles).fillna("seen")
-        else:
-            gens["role"] = "seen"
-        known = set(gens["generator"])
-        checked = [("train_generators", cfg.train_generators), ("holdout_generators", cfg.holdout_generators)]
-        if not cfg.generalization_root:  # else inner generators may be the external sets' own
-            checked.append(("inner_generators", cfg.inner_generators))
-        for key, names in checked:
-            missing = sorted(set(names) - known)
-            if missing:
-                raise ConfigError(f"setting {key!r}: {', '.join(missing)} not among the generators of {index.root} "
-                                  f"({', '.join(sorted(known))})")
-        if cfg.train_generators:
-            named = gens["generator"].isin(cfg.train_generators)
-            real = gens["family"] == "real"
-            restrict = ~real | (real & named).any()
-            gens.loc[restrict & ~named & (gens["role"] == "seen"), "role"] = "unseen"
-        gens.loc[gens["generator"].isin(cfg.inner_generators), "role"] = "inner"
-        gens.loc[gens["generator"].isin(cfg.holdout_generators), "role"] = "unseen"
-        if cfg.train_generators or cfg.holdout_generators:
-            seen = set(gens.loc[gens["role"] == "seen", "family"])
-            left = [f for f in CLASSES if f in set(gens["family"]) and f not in seen]
-            if left:
-                raise ConfigError(f"settings 'train_generators' / 'holdout_generators' leave no {', '.join(left)} "
-                                  f"generator to train on (seen: {', '.join(gens.loc[gens['role'] == 'seen', 'generator'])})")
-        return gens.reset_index(drop=True)
+        """family, generator, role of every generator of this run's dataset (`split.generator_roles`, with
+        MiniDFX's own marks when the dataset is the built-in one)."""
+        marks = minidfx.metadata(index.root).drop_duplicates("generator").set_index("generator")["role"] \
+            if self.builtin else None
+        return generator_roles(index, self.config, marks)
 
     def split(self, index: DatasetIndex, write: bool = True) -> Split:
         """The persisted split of this run's dataset (made on first use, then reused and checked; `write` false:

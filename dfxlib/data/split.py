@@ -17,10 +17,14 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from dfxlib.data.index import CLASS_INDEX
+from dfxlib.config import Config, ConfigError
+from dfxlib.data.index import CLASS_INDEX, CLASSES, DatasetIndex
 from dfxlib.evaluation.tables import atomic_write_text
 
 SPLITS: tuple[str, ...] = ("base", "fusion", "test", "holdout")
+#: what a generator (or real source) is to the models: trained on, a seen architecture with other initial
+#: conditions (Table 4's "inner"), or never seen
+ROLES: tuple[str, ...] = ("seen", "inner", "unseen")
 
 
 class SplitMismatchError(Exception):
@@ -176,3 +180,44 @@ def test_sets(split: Split, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     k = min(len(real), len(fake))
     binary = pd.concat([real.sample(n=k, random_state=seed), fake.sample(n=k, random_state=seed)])
     return multi, binary.sort_values("path").reset_index(drop=True)
+
+
+def generator_roles(index: DatasetIndex, cfg: Config, marks: pd.Series | None = None) -> pd.DataFrame:
+    """family, generator, role (`ROLES`) for every generator/source of `index`. `marks` (generator -> role) are
+    the dataset's own (MiniDFX marks its held-out generators); otherwise every generator is `seen`, then
+    `holdout_generators` are `unseen` and `inner_generators` `inner`; with `train_generators`, every fake
+    generator it does not name is `unseen` (and every real source it does not name, when it names one). A name
+    that is not in the dataset, or a class left with nothing to train on, raises ConfigError."""
+    gens = index.usable[["family", "generator"]].drop_duplicates().sort_values(["family", "generator"])
+    gens["role"] = gens["generator"].map(marks).fillna("seen") if marks is not None else "seen"
+    known = set(gens["generator"])
+    checked = [("train_generators", cfg.train_generators), ("holdout_generators", cfg.holdout_generators)]
+    if not cfg.generalization_root:  # else inner generators may be the external sets' own
+        checked.append(("inner_generators", cfg.inner_generators))
+    for key, names in checked:
+        missing = sorted(set(names) - known)
+        if missing:
+            raise ConfigError(f"setting {key!r}: {', '.join(missing)} not among the generators of {index.root} "
+                              f"({', '.join(sorted(known))})")
+    if cfg.train_generators:
+        named = gens["generator"].isin(cfg.train_generators)
+        real = gens["family"] == "real"
+        restrict = ~real | (real & named).any()
+        gens.loc[restrict & ~named & (gens["role"] == "seen"), "role"] = "unseen"
+    gens.loc[gens["generator"].isin(cfg.inner_generators), "role"] = "inner"
+    gens.loc[gens["generator"].isin(cfg.holdout_generators), "role"] = "unseen"
+    if cfg.train_generators or cfg.holdout_generators:
+        seen = set(gens.loc[gens["role"] == "seen", "family"])
+        left = [f for f in CLASSES if f in set(gens["family"]) and f not in seen]
+        if left:
+            raise ConfigError(f"settings 'train_generators' / 'holdout_generators' leave no {', '.join(left)} "
+                              f"generator to train on (seen: {', '.join(gens.loc[gens['role'] == 'seen', 'generator'])})")
+    return gens.reset_index(drop=True)
+
+
+def roles_of(roles: pd.DataFrame, rows: pd.DataFrame) -> pd.Series:
+    """The role of each row of `rows` (from `generator_roles`), by its family and generator together: one name
+    may be a generator of two families (a real source and a fake generator both called "biggan", or none)."""
+    keys = pd.MultiIndex.from_frame(rows[["family", "generator"]])
+    by = roles.set_index(["family", "generator"])["role"]
+    return pd.Series(by.reindex(keys).fillna("seen").to_numpy(), index=rows.index)

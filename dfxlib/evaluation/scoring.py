@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from dfxlib.config import MODEL_KINDS
 from dfxlib.data import perturb
 from dfxlib.data.batches import ImageStore
 from dfxlib.data.perturb import Perturbation
@@ -31,9 +32,8 @@ from dfxlib.run import Run
 
 Predict = Callable[[ImageStore, Sequence[str], str, Perturbation | None], np.ndarray]
 
-#: the group of each kind of model, as Tables 2-4 and the comparisons name them
-GROUPS: dict[str, str] = {"unbalanced": "DeepFeatureX Net", "siamese": "DeepFeatureX-SN", "plain": "Baselines",
-                          "linear probe": "Linear probe"}
+#: the group of each kind of model (`config.MODEL_KINDS`), as Tables 2-4 and the comparisons name them
+GROUPS: dict[str, str] = dict(zip(MODEL_KINDS, ("DeepFeatureX Net", "DeepFeatureX-SN", "Baselines", "Linear probe")))
 
 
 @dataclass
@@ -47,7 +47,7 @@ class Detector:
     models: list[BaseModel]
     #: the row of the paper's Table 4 to show beside ours ("" when none)
     paper_row: str = ""
-    #: "unbalanced", "siamese", "plain", "linear probe" for models built on one backbone; "" for the detectors
+    #: one of `config.MODEL_KINDS` for the models built on one backbone; "" for the compared detectors
     kind: str = ""
     #: the training folders of the fits it rests on (base models, head; the plain classifier), to flag a cut
     trained: list[Path] = field(default_factory=list)

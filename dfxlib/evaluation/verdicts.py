@@ -11,7 +11,7 @@ from typing import Mapping
 
 import pandas as pd
 
-from dfxlib.config import BASE_KINDS
+from dfxlib.config import BASE_KINDS, BASELINE_KINDS
 from dfxlib.evaluation.metrics import difference_ci, parse_ci, read_outcomes
 from dfxlib.evaluation.scoring import GROUPS
 from dfxlib.models.backbones import display_name
@@ -115,7 +115,7 @@ def baselines(rob: pd.DataFrame, untestable: Untestable | None = None, n_boot: i
     """Does DeepFeatureX (Net and -SN) beat the plain classifier and the linear probe of the same backbone?
     From a Tables 2-3 table (`evaluation.robustness`: backbone, kind, condition, task, accuracy %, outcomes),
     every condition and task it holds, each difference with its paired bootstrap interval."""
-    return table(_pairs(rob, BASE_KINDS, ("plain", "linear probe"), "DeepFeatureX beats {ref}", untestable or {},
+    return table(_pairs(rob, BASE_KINDS, BASELINE_KINDS, "DeepFeatureX beats {ref}", untestable or {},
                         n_boot, seed))
 
 
@@ -138,7 +138,7 @@ def generalization(long: pd.DataFrame, untestable: Untestable | None = None, n_b
     untestable = untestable or {}
     for (cond, model), g in long.groupby(["condition", "model"], sort=False):
         for kind in BASE_KINDS:
-            for ref in ("plain", "linear probe"):
+            for ref in BASELINE_KINDS:
                 a = g[g["group"] == GROUPS[kind]].set_index("set")
                 b = g[g["group"] == GROUPS[ref]].set_index("set")
                 sets = [s for s in a.index if s in b.index]

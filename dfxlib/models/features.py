@@ -31,17 +31,16 @@ from dfxlib.run import Run
 
 @dataclass
 class FeatureTimes:
-    """Seconds spent by evaluation: preparing images for uncached features (decode, perturb, preprocess,
-    collate), backbone forward passes, and fusion-head forward passes. `TIMES` accumulates over a process;
-    `TIMES.reset()` starts again (benchmarks/bench_evaluation.py reads it)."""
+    """Seconds spent computing uncached features: preparing images (decode, perturb, preprocess, collate) and
+    backbone forward passes. `TIMES` accumulates over a process and is written only here; `TIMES.reset()` starts
+    again (benchmarks/bench_evaluation.py reads it)."""
 
     prepare: float = 0.0
     forward: float = 0.0
-    head: float = 0.0
     images: int = 0
 
     def reset(self) -> None:
-        self.prepare, self.forward, self.head, self.images = 0.0, 0.0, 0.0, 0
+        self.prepare, self.forward, self.images = 0.0, 0.0, 0
 
 
 TIMES = FeatureTimes()

@@ -5,7 +5,6 @@ the fusion split from the feature cache and evaluated on balanced test sets (Tab
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -21,7 +20,7 @@ from dfxlib.data.split import Split, sample_groups, test_sets
 from dfxlib.evaluation.metrics import correct, evaluate, outcomes, pct
 from dfxlib.models.backbones import display_name, feature_dim
 from dfxlib.models.basemodels import combos, load_base_model
-from dfxlib.models.features import TIMES, stacked_features
+from dfxlib.models.features import stacked_features
 from dfxlib.models.networks import HEAD_INPUTS, BaseModel, FusionHead, LinearProbe
 from dfxlib.models.train import FINISHED, FitResult, classifier_step, device_of, fit, is_finished, load_weights
 from dfxlib.run import Run
@@ -82,10 +81,8 @@ def train_head(run: Run, folder: Path, x_train: np.ndarray, y_train: np.ndarray,
 def predict_head(head: FusionHead, x: np.ndarray, batch: int = 256) -> np.ndarray:
     """Class probabilities (N, 3) of a head on cached features."""
     dev = next(head.parameters()).device
-    t0 = time.perf_counter()
     with torch.no_grad():
         out = [F.softmax(head(torch.as_tensor(x[i:i + batch]).to(dev)), dim=1).cpu() for i in range(0, len(x), batch)]
-    TIMES.head += time.perf_counter() - t0
     return torch.cat(out).numpy() if out else np.zeros((0, len(CLASSES)))
 
 

@@ -167,7 +167,9 @@ class CompleteModel(nn.Module):
 
 @dataclass
 class BaseModel:
-    """A trained base model: its network, backbone name, kind and main class, and where it lives."""
+    """A trained network of one backbone as the feature cache and the tables know it: a base model (`kind`
+    "unbalanced" or "siamese", `main` its class) or a baseline ("plain", "linear probe"; `main` "all"), with its
+    backbone name and where it lives (`config.MODEL_KINDS`)."""
 
     net: nn.Module
     backbone: str
