@@ -53,8 +53,8 @@ DETECTORS: dict[str, DetectorSpec] = {s.name: s for s in (
 @dataclass(frozen=True)
 class Recipe:
     """How a detector trains: optimizer, learning rate, weight decay, batch, epochs (at most), the learning-rate
-    schedule (`models.train.lr_factor`), which weights are kept ("val_loss" lowest, "val_acc" highest), early
-    stopping patience (0: every epoch; with the "plateau" schedule, the epochs between its drops) and where it
+    schedule (`models.train.lr_factor`), which weights are kept ("val_loss" lowest, "val_acc" highest, "val_score"
+    the highest of the detector's own validation score, `detectors.training.VAL_SCORES`), early stopping patience (0: every epoch; with the "plateau" schedule, the epochs between its drops) and where it
     comes from."""
 
     optimizer: str
@@ -76,10 +76,10 @@ RECIPES: dict[str, Recipe] = {
     "wang2020": Recipe("adam", 1e-4, 0.0, 64, 200, "plateau", "val_acc", 5,
                        "CNNDetection: Adam 1e-4, batch 64; lr / 10 after 5 epochs without a better validation "
                        "accuracy, stopped below 1e-6 (at most 200 epochs here); the most accurate weights kept"),
-    "ganfingerprint": Recipe("adamw", 5e-5, 1e-5, 16, 20, "warmup_cosine", "val_acc", 5,
+    "ganfingerprint": Recipe("adamw", 5e-5, 1e-5, 16, 20, "warmup_cosine", "val_score", 5,
                              "its code: AdamW 5e-5, weight decay 1e-5, batch 16, 20 epochs, 2 warm-up epochs then "
-                             "cosine, early stopping after 5 epochs (selected by validation accuracy here, by a "
-                             "combined score there)"),
+                             "cosine, weights of the best combined validation score, early stopping after 5 epochs "
+                             "without a better one"),
     "ssp": Recipe("adam", 1e-4, 0.0, 64, 30, "poly", "val_acc", 0,
                   "its code: Adam 1e-4, batch 64, 30 epochs, poly lr (1 - epoch / 30) ** 0.9, the most accurate "
                   "weights kept"),

@@ -18,6 +18,7 @@ from dfxlib.data.batches import ImageStore, image_batches, image_seed, order
 from dfxlib.data.perturb import Perturbation
 from dfxlib.data.split import Split, train_val
 from dfxlib.detectors.registry import DetectorSpec, detector_meta, new_detector, recipe_of, spec_of
+from dfxlib.evaluation.metrics import binary_metrics, score_metrics
 from dfxlib.evaluation.scoring import Detector, memoized
 from dfxlib.models.train import FitResult, device_of, fit, load_weights
 from dfxlib.run import Run
@@ -37,6 +38,21 @@ def training_rows(split: Split) -> pd.DataFrame:
     """The images every detector trains on: base and fusion splits, `target` 1 for fake, 0 for real."""
     rows = pd.concat([split.rows("base"), split.rows("fusion")], ignore_index=True)
     return rows.assign(target=(rows["family"] != "real").astype(int))
+
+
+def combined_score(y: np.ndarray, p_fake: np.ndarray) -> float:
+    """GANFingerprint's selection score on its validation set, as its code computes it (positive class REAL,
+    threshold 0.5): 0.10 accuracy + 0.05 precision + 0.70 recall + 0.10 F1 + 0.05 ROC AUC."""
+    y_real, p_real = 1 - np.asarray(y, dtype=int), 1.0 - np.asarray(p_fake, dtype=float)
+    m = binary_metrics(y_real, (p_real > 0.5).astype(int))
+    auc = score_metrics(y_real, p_real, n_boot=0)["auc"]
+    return (0.10 * m["accuracy"] + 0.05 * m["precision"] + 0.70 * m["recall"] + 0.10 * m["f1"]
+            + 0.05 * (0.0 if np.isnan(auc) else auc))
+
+
+#: the validation score of a detector whose recipe keeps the weights of its best one (`select="val_score"`):
+#: y (fake = 1) and p_fake of the validation images -> score, higher is better
+VAL_SCORES = {"ganfingerprint": combined_score}
 
 
 def train_detector(run: Run, store: ImageStore, split: Split, name: str) -> TrainedDetector:
@@ -75,12 +91,18 @@ def train_detector(run: Run, store: ImageStore, split: Split, name: str) -> Trai
             x = torch.stack([eval_tf(store.image(p)) for p in paths[i:i + cfg.batch_size]])
             yield x.to(dev), torch.as_tensor(ys[i:i + cfg.batch_size]).to(dev)
 
+    def val_score(model: nn.Module) -> float:
+        with torch.no_grad():
+            p = [torch.sigmoid(model(x).float()).cpu() for x, _ in val_batches()]
+        return VAL_SCORES[name](va["target"].to_numpy(), torch.cat(p).numpy())
+
     folder = run.checkpoints.detector(name)
     meta = detector_meta(run, split, name)
     result = fit(net, step, train_batches, val_batches, folder, meta, epochs=recipe.epochs, lr=recipe.lr,
                  weight_decay=recipe.weight_decay, seed=cfg.seed, patience=recipe.patience, device=dev, amp=cfg.amp,
                  progress=run.progress, config_json=cfg.to_json(), optimizer=recipe.optimizer,
-                 schedule=recipe.schedule, select=recipe.select)
+                 schedule=recipe.schedule, select=recipe.select,
+                 val_score=val_score if recipe.select == "val_score" else None)
     load_weights(net, folder / "best.safetensors", meta)
     return TrainedDetector(spec=spec, net=net.eval(), folder=folder, fit=result)
 

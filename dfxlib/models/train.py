@@ -210,6 +210,8 @@ def _optimizer(name: str, params: Iterable[nn.Parameter], lr: float, weight_deca
 #: learning-rate schedules of `fit` (the compared detectors' published recipes); "plateau" ends a fit whose next
 #: learning rate would fall below MIN_LR
 SCHEDULES = ("constant", "poly", "warmup_cosine", "plateau")
+#: which weights `fit` keeps: the lowest validation loss, the highest validation accuracy or validation score
+SELECTS = ("val_loss", "val_acc", "val_score")
 MIN_LR = 1e-6
 
 
@@ -244,9 +246,10 @@ def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], Iterable[
         lr: float, weight_decay: float, seed: int, patience: int = 0, device: torch.device | None = None,
         amp: bool = False, progress: bool = True, params: Iterable[nn.Parameter] | None = None,
         stop_after: int | None = None, config_json: str = "", optimizer: str = "adam", schedule: str = "constant",
-        select: str = "val_loss") -> FitResult:
+        select: str = "val_loss", val_score: Callable[[nn.Module], float] | None = None) -> FitResult:
     """Train with Adam (or AdamW, decoupled weight decay: `optimizer="adamw"`), keep the minimum-validation-loss
-    weights (`select="val_acc"`: the maximum-validation-accuracy ones), resume from `folder` if it holds an
+    weights (`select="val_acc"`: the maximum-validation-accuracy ones; `select="val_score"`: those of the highest
+    `val_score(model)`, a score on the validation set computed after each epoch and logged as `val_score`), resume from `folder` if it holds an
     unfinished run of the same model (`meta` must match), skip training if it holds a finished one. The learning
     rate follows `schedule` (`lr_factor`); with "plateau", `patience` paces its drops and the fit ends when the
     next rate would fall below MIN_LR.
@@ -265,8 +268,8 @@ def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], Iterable[
                                 ("select", select, "val_loss")):
         if value != default:  # recorded only when not the default, so existing checkpoints still match
             meta[key] = value
-    if select not in ("val_loss", "val_acc"):
-        raise ValueError(f"select: 'val_loss' or 'val_acc', got {select!r}")
+    if select not in SELECTS or (select == "val_score") != (val_score is not None):
+        raise ValueError(f"select: one of {', '.join(SELECTS)} ('val_score' with a val_score function), got {select!r}")
     lr_factor(schedule, 1, epochs, [], patience)  # an unknown schedule is said before anything is written
     opt = _optimizer(optimizer, params if params is not None else [p for p in model.parameters() if p.requires_grad],
                      lr, weight_decay)
@@ -292,9 +295,12 @@ def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], Iterable[
         model.eval()
         vl, vc, vn = _pass(model, step, val_batches(), dist, autocast)
         row = {"epoch": epoch, "train_loss": tl / max(tn, 1), "train_acc": tc / max(tn, 1),
-               "val_loss": vl / max(vn, 1), "val_acc": vc / max(vn, 1), "seconds": time.perf_counter() - t0}
+               "val_loss": vl / max(vn, 1), "val_acc": vc / max(vn, 1)}
+        if val_score is not None:
+            row["val_score"] = float(val_score(model))
+        row["seconds"] = time.perf_counter() - t0
         st.history.append(row)
-        key = row["val_loss"] if select == "val_loss" else -row["val_acc"]  # lower is better
+        key = row["val_loss"] if select == "val_loss" else -row[select]  # lower is better
         if dist.agree(key < st.best):  # decided on rank 0, the same on every process
             st.best, st.best_epoch = key, epoch
             if dist.main:

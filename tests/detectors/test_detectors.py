@@ -186,6 +186,20 @@ def test_the_paper_profile_trains_each_detector_with_its_published_recipe(name, 
     assert group["weight_decay"] == recipe.weight_decay
     meta = json.loads((det.folder / "meta.json").read_text())
     assert (meta.get("optimizer", "adam"), meta.get("schedule", "constant")) == (recipe.optimizer, recipe.schedule)
+    logged = json.loads((det.folder / "log.jsonl").read_text().splitlines()[0])
+    assert ("val_score" in logged) == (recipe.select == "val_score") == (name == "ganfingerprint")
+
+
+def test_ganfingerprint_selects_by_its_combined_score():
+    """Its code's score: 0.10 acc + 0.05 precision + 0.70 recall + 0.10 F1 + 0.05 AUC, REAL the positive class.
+    A model that calls everything real scores 0.05 + 0.025 + 0.70 + 0.1 * 2/3 + 0.025 (AUC 0.5) on a balanced set,
+    far above one that calls everything fake (0.05 + 0 + 0 + 0 + 0.025)."""
+    from dfxlib.detectors.training import combined_score
+
+    y = np.array([0, 0, 1, 1])  # fake = 1
+    assert combined_score(y, np.array([0.1, 0.2, 0.8, 0.9])) == pytest.approx(1.0)
+    assert combined_score(y, np.array([0.1, 0.1, 0.1, 0.1])) == pytest.approx(0.05 + 0.025 + 0.70 + 0.1 * 2 / 3 + 0.025)
+    assert combined_score(y, np.array([0.9, 0.9, 0.9, 0.9])) == pytest.approx(0.05 + 0.025)
 
 
 def test_wang2020_reads_images_as_its_code_on_the_paper_path(tmp_path, monkeypatch):

@@ -220,6 +220,14 @@ def test_fit_keeps_the_selected_weights_and_a_plateau_schedule_ends_when_spent(t
     by_acc = fit(_model(), step, _train, lambda: [None], tmp_path / "acc", {"m": 1}, epochs=3, lr=1e-3,
                  weight_decay=0.0, seed=0, progress=False, select="val_acc")
     assert (by_loss.best_epoch, by_acc.best_epoch) == (2, 1) and by_acc.best_val_loss == pytest.approx(1.0)
+    val = iter([(1.0, 9), (0.5, 6), (0.8, 7)] * 30)
+    scores = iter([0.2, 0.1, 0.7])
+    by_score = fit(_model(), step, _train, lambda: [None], tmp_path / "score", {"m": 1}, epochs=3, lr=1e-3,
+                   weight_decay=0.0, seed=0, progress=False, select="val_score", val_score=lambda m: next(scores))
+    assert by_score.best_epoch == 3 and by_score.history["val_score"].tolist() == [0.2, 0.1, 0.7]
+    with pytest.raises(ValueError, match="val_score"):  # a score selection names its score
+        fit(_model(), step, _train, lambda: [None], tmp_path / "none", {"m": 1}, epochs=1, lr=1e-3,
+            weight_decay=0.0, seed=0, progress=False, select="val_score")
     val = iter([(1.0, 9)] + [(1.0, 5)] * 60)  # better once, then never again
     plateau = fit(_model(), step, _train, lambda: [None], tmp_path / "plateau", {"m": 1}, epochs=50, lr=1e-4,
                   weight_decay=0.0, seed=0, patience=1, progress=False, schedule="plateau", select="val_acc")
