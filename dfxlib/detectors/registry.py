@@ -13,7 +13,7 @@ from dfxlib.config import Config
 from dfxlib.data.split import Split, split_id
 from dfxlib.detectors.nets import BackboneLogit, GANFingerprint, SimpleCNN, SSPNet
 from dfxlib.detectors.transforms import (NO_BACKBONE, EvalTransform, Transform, fingerprint_eval, fingerprint_train,
-                                         ssp_eval, ssp_train, wang_eval, wang_train)
+                                         ssp_eval, ssp_train, wang_eval, wang_train, wang_val)
 from dfxlib.models.backbones import create_backbone, normalization_meta, resize_normalize
 from dfxlib.run import Run
 
@@ -28,6 +28,9 @@ class DetectorSpec:
     build: Callable[[Run], nn.Module]
     train_tf: Callable[[Run], Transform]
     eval_tf: Callable[[Run], EvalTransform]
+    #: how its validation images are read, seeded per image, where its code validates otherwise than it tests
+    #: (None: as tested)
+    val_tf: Callable[[Run], Transform | None] = lambda run: None
 
 
 def _backbone(run: Run, name: str) -> nn.Module:
@@ -35,12 +38,18 @@ def _backbone(run: Run, name: str) -> nn.Module:
     return create_backbone(name, run.config.detector_pretrained)
 
 
+def simplecnn_size(run: Run) -> int:
+    """SimpleCNN's input side: the comparative study's 224 px with its published recipe, else `input_size`."""
+    return 224 if run.config.detector_recipe == "published" else run.config.input_size
+
+
 DETECTORS: dict[str, DetectorSpec] = {s.name: s for s in (
-    DetectorSpec("simplecnn", "SimpleCNN", lambda run: SimpleCNN(run.config.input_size),
-                 lambda run: (lambda img, seed, f=resize_normalize(run.config.input_size): f(img)),
-                 lambda run: resize_normalize(run.config.input_size)),
+    DetectorSpec("simplecnn", "SimpleCNN", lambda run: SimpleCNN(simplecnn_size(run)),
+                 lambda run: (lambda img, seed, f=resize_normalize(simplecnn_size(run)): f(img)),
+                 lambda run: resize_normalize(simplecnn_size(run))),
     DetectorSpec("wang2020", "Wang2020 (ResNet, blur+JPEG)",
-                 lambda run: BackboneLogit(_backbone(run, run.config.detector_backbone)), wang_train, wang_eval),
+                 lambda run: BackboneLogit(_backbone(run, run.config.detector_backbone)), wang_train, wang_eval,
+                 wang_val),
     DetectorSpec("ganfingerprint", "GANFingerprint",
                  lambda run: GANFingerprint(_backbone(run, run.config.fingerprint_backbone)), fingerprint_train,
                  fingerprint_eval),
@@ -72,7 +81,7 @@ class Recipe:
 #: ../shared/reference/METHODS.md quotes the code. What the recipes leave out is in `evaluation.differences`.
 RECIPES: dict[str, Recipe] = {
     "simplecnn": Recipe("adam", 1e-4, 0.0, 32, 10, "constant", "val_loss", 0,
-                        "the comparative study's Exp1: Adam 1e-4, batch 32, 10 epochs"),
+                        "the comparative study's Exp1: Adam 1e-4, batch 32, 10 epochs, 224 px"),
     "wang2020": Recipe("adam", 1e-4, 0.0, 64, 200, "plateau", "val_acc", 5,
                        "CNNDetection: Adam 1e-4, batch 64; lr / 10 after 5 epochs without a better validation "
                        "accuracy, stopped below 1e-6 (at most 200 epochs here); the most accurate weights kept"),
@@ -109,7 +118,8 @@ def detector_meta(run: Run, split: Split | None, name: str) -> dict:
     checks: the same network and inputs, whatever images it was trained on)."""
     cfg = run.config
     backbone = {"simplecnn": "", "ganfingerprint": cfg.fingerprint_backbone}.get(name, cfg.detector_backbone)
-    return {"model": "detector", "detector": name, "backbone": backbone, "input_size": cfg.input_size,
+    size = simplecnn_size(run) if name == "simplecnn" else cfg.input_size
+    return {"model": "detector", "detector": name, "backbone": backbone, "input_size": size,
             "pretrained": cfg.detector_pretrained, "normalization": normalization_meta(backbone or NO_BACKBONE),
             "name": f"detectors/{name}", **({"split": split_id(split)} if split is not None else {})}
 

@@ -66,7 +66,7 @@ def train_detector(run: Run, store: ImageStore, split: Split, name: str) -> Trai
     tr, va = train_val(training_rows(split), cfg.val_fraction, cfg.seed)
     n_fake = max(int(tr["target"].sum()), 1)
     pos_weight = torch.tensor((len(tr) - n_fake) / n_fake, device=dev)  # real:fake, so both classes weigh alike
-    train_tf, eval_tf = spec.train_tf(run), spec.eval_tf(run)
+    train_tf, eval_tf, val_tf = spec.train_tf(run), spec.eval_tf(run), spec.val_tf(run)
 
     def step(model: nn.Module, batch) -> tuple[torch.Tensor, float, int]:
         x, y = batch
@@ -88,7 +88,8 @@ def train_detector(run: Run, store: ImageStore, split: Split, name: str) -> Trai
     def val_batches() -> Iterator:
         paths, ys = list(va["path"]), va["target"].to_numpy().copy()
         for i in range(0, len(paths), cfg.batch_size):
-            x = torch.stack([eval_tf(store.image(p)) for p in paths[i:i + cfg.batch_size]])
+            x = torch.stack([eval_tf(store.image(p)) if val_tf is None
+                             else val_tf(store.image(p), image_seed(cfg.seed, p)) for p in paths[i:i + cfg.batch_size]])
             yield x.to(dev), torch.as_tensor(ys[i:i + cfg.batch_size]).to(dev)
 
     def val_score(model: nn.Module) -> float:

@@ -46,13 +46,14 @@ def simplest_patch(img: Image.Image, seed: int | None) -> Image.Image:
     return Image.fromarray(cands[int(np.argmin(simplicity(cands)))])
 
 
-def wang_augment(img: Image.Image, rng: np.random.Generator, prob: float = 0.5) -> Image.Image:
-    """CNNDetection's data_augment: blur (sigma ~ U[0, 3]) with `prob`, then JPEG (quality ~ U{30..100}) with
-    `prob` (PIL)."""
+def wang_augment(img: Image.Image, rng: np.random.Generator, prob: float = 0.5, sigma: tuple[float, float] = (0.0, 3.0),
+                 quality: tuple[int, int] = (30, 100)) -> Image.Image:
+    """CNNDetection's data_augment: blur (sigma ~ U`sigma`) with `prob`, then JPEG (quality ~ U{`quality`}) with
+    `prob` (PIL). Its validation fixes each range at its middle (sigma 1.5, quality 65)."""
     if rng.random() < prob:
-        img = img.filter(ImageFilter.GaussianBlur(radius=float(rng.uniform(0.0, 3.0))))
+        img = img.filter(ImageFilter.GaussianBlur(radius=float(rng.uniform(*sigma))))
     if rng.random() < prob:
-        img = perturb.jpeg(img, int(rng.integers(30, 101)))
+        img = perturb.jpeg(img, int(rng.integers(quality[0], quality[1] + 1)))
     return img
 
 
@@ -74,6 +75,13 @@ def published(run: Run) -> bool:
     return run.config.detector_recipe == "published"
 
 
+def _wang_side(img: Image.Image, size: int, keep_aspect: bool) -> tuple[int, int]:
+    """CNNDetection's loadSize: the shorter side to `size` (`keep_aspect`), else dfx's square."""
+    w, h = img.size
+    return (max(size, round(w * size / min(w, h))), max(size, round(h * size / min(w, h)))) if keep_aspect \
+        else (size, size)
+
+
 def wang_train(run: Run) -> Transform:
     """Wang2020's training transform: resize (published: the shorter side to the input size, as CNNDetection's
     loadSize; shared: squashed to a square), blur + JPEG augmentation, random crop of 224/256 of the side,
@@ -85,10 +93,7 @@ def wang_train(run: Run) -> Transform:
     def tf(img: Image.Image, seed: int) -> torch.Tensor:
         rng = np.random.default_rng(seed)
         img = img.convert("RGB")
-        w, h = img.size
-        side = (max(size, round(w * size / min(w, h))), max(size, round(h * size / min(w, h)))) if keep_aspect \
-            else (size, size)
-        img = wang_augment(img.resize(side, Image.Resampling.BILINEAR), rng)
+        img = wang_augment(img.resize(_wang_side(img, size, keep_aspect), Image.Resampling.BILINEAR), rng)
         if img.width == img.height:  # one draw of both corners (the draws every shared-recipe table was made with)
             y, x = rng.integers(0, img.height - crop + 1, 2)
         else:
@@ -113,6 +118,24 @@ def wang_eval(run: Run) -> EvalTransform:
         w, h = img.size
         left, top = int(round((w - crop) / 2.0)), int(round((h - crop) / 2.0))
         return at_crop(img.crop((left, top, left + crop, top + crop)))
+    return tf
+
+
+def wang_val(run: Run) -> Transform | None:
+    """Wang2020's validation transform, published: as CNNDetection validates (the shorter side to the input size,
+    its blur and JPEG with probability 0.5 each at the middle of their ranges, sigma 1.5 and quality 65, drawn
+    per image from `seed`, then the centre crop); shared: None (validated as tested)."""
+    if not published(run):
+        return None
+    size, crop = run.config.input_size, crop_size(run)
+    norm = resize_normalize(crop, 0, *norm_of(run.config.detector_backbone))
+
+    def tf(img: Image.Image, seed: int) -> torch.Tensor:
+        img = img.convert("RGB")
+        img = img.resize(_wang_side(img, size, True), Image.Resampling.BILINEAR)
+        img = wang_augment(img, np.random.default_rng(seed), sigma=(1.5, 1.5), quality=(65, 65))
+        left, top = int(round((img.width - crop) / 2.0)), int(round((img.height - crop) / 2.0))
+        return norm(img.crop((left, top, left + crop, top + crop)))
     return tf
 
 

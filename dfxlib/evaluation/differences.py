@@ -104,17 +104,18 @@ DIFFERENCES: tuple[Difference, ...] = (
         "the built-in profiles must train every detector in minutes on a CPU", ("detector_recipe",)),
     Difference(
         "Compared detectors: what the recipes leave out", "each detector as published",
-        "Wang2020: validated under its blur and JPEG; SimpleCNN: 224 px, two logits with cross entropy",
-        "Wang2020: validated on clean images (it reads images as its code: shorter side to 256, random crop 224 in "
-        "training, centre crop 224 without resizing in testing); GANFingerprint: its augmentation stack (resized "
-        "crop, flip, rotation, colour jitter, JPEG, noise, blur, erasing), its test transform (shorter side to 256, "
-        "centre crop) and its selection by a combined validation score (0.7 of it the recall of real images, as its "
-        "code: it rewards calling images real); SimpleCNN: input_size, one logit with BCE; every detector: BCE "
-        "weighted by the real:fake ratio",
-        "Wang2020 squashed to input_size and cropped, in training and testing; GANFingerprint a horizontal flip "
-        "only, tested on the image squashed to input_size",
-        "one loss convention for every detector (fake = 1, one logit), so the comparison reads the same test images "
-        "the same way; Wang2020's blur and JPEG in validation are not reproduced yet", ("input_size",)),
+        "SimpleCNN: two logits with cross entropy",
+        "Wang2020 reads images as its code (shorter side to 256, random crop 224 in training; validation through "
+        "its blur and JPEG at sigma 1.5 and quality 65, then the centre crop; centre crop 224 without resizing in "
+        "testing); GANFingerprint: its augmentation stack (resized crop, flip, rotation, colour jitter, JPEG, "
+        "noise, blur, erasing), its test transform (shorter side to 256, centre crop) and its selection by a "
+        "combined validation score (0.7 of it the recall of real images, as its code: it rewards calling images "
+        "real); SimpleCNN at 224 px, one logit with BCE; every detector: BCE weighted by the real:fake ratio",
+        "Wang2020 squashed to input_size and cropped, in training and testing, validated as tested; GANFingerprint "
+        "a horizontal flip only, tested on the image squashed to input_size; SimpleCNN at input_size",
+        "one loss convention for every detector (fake = 1, one logit; two logits under a softmax are one logit, "
+        "their difference, under a sigmoid), so the comparison reads every score the same way",
+        ("input_size",)),
     Difference(
         "DIF", "as published", "DnCNN residuals (weights not public); the margin 0.01 at 256 px",
         "a training-free Wiener residual; the margin scaled with the crop; one fingerprint per seen generator, "

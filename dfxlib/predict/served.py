@@ -117,7 +117,7 @@ def load_detector(run_dir: Path, cfg: Config, name: str, dev: torch.device) -> M
     path = _needs(Checkpoints.of(run_dir).detector(name) / "best.safetensors", "06")
     wanted = {k: v for k, v in detector_meta(Run(config=cfg, dir=Path(run_dir)), None, name).items() if k != "name"}
     net = load_weights(spec.build(run), path, wanted).to(dev).eval()
-    return Model(name, False, cfg.input_size, dev, spec.eval_tf(run),
+    return Model(name, False, int(wanted["input_size"]), dev, spec.eval_tf(run),
                  lambda x: binary(torch.sigmoid(net.fc(net.features(x)).squeeze(1))))
 
 

@@ -186,8 +186,42 @@ def test_the_paper_profile_trains_each_detector_with_its_published_recipe(name, 
     assert group["weight_decay"] == recipe.weight_decay
     meta = json.loads((det.folder / "meta.json").read_text())
     assert (meta.get("optimizer", "adam"), meta.get("schedule", "constant")) == (recipe.optimizer, recipe.schedule)
+    if name == "simplecnn":  # the comparative study's 224 px, whatever the run's input_size (32 here)
+        assert det.net.fc1[1].in_features == 256 * (224 // 16) ** 2 and meta["input_size"] == 224
     logged = json.loads((det.folder / "log.jsonl").read_text().splitlines()[0])
     assert ("val_score" in logged) == (recipe.select == "val_score") == (name == "ganfingerprint")
+
+
+def test_wang2020_validates_as_its_code_on_the_paper_path(tmp_path):
+    """CNNDetection validates through its blur and JPEG (probability 0.5 each, sigma 1.5, quality 65), the shorter
+    side resized and the centre crop taken: seeded per image, so a validation image reads the same every epoch;
+    the shared recipe validates as it tests."""
+    from dfxlib.detectors.registry import spec_of
+    from dfxlib.detectors.transforms import crop_size, norm_of, wang_augment
+    from dfxlib.models.backbones import resize_normalize
+
+    over = {"progress": False, "input_size": 64}
+    shared = dfxlib.start("smoke", run_dir=str(tmp_path / "s"), overrides=over)
+    assert spec_of("wang2020").val_tf(shared) is None and spec_of("ssp").val_tf(shared) is None
+    run = dfxlib.start("smoke", run_dir=str(tmp_path / "p"), overrides={**over, "detector_recipe": "published"})
+    val, test = spec_of("wang2020").val_tf(run), spec_of("wang2020").eval_tf(run)
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (90, 150, 3), dtype=np.uint8))
+    outs = [val(img, seed) for seed in range(12)]
+    assert all(o.shape == (3, crop_size(run), crop_size(run)) for o in outs)
+    assert torch.equal(val(img, 3), outs[3])  # the same draw for the same image every epoch
+    drawn = [np.random.default_rng(seed).random(2) < 0.5 for seed in range(12)]  # (blur, JPEG) per seed
+    plain = [k for k, (b, j) in enumerate(drawn) if not b and not j]
+    changed = [k for k, (b, j) in enumerate(drawn) if b or j]
+    assert plain and changed
+    assert all(torch.equal(outs[k], outs[plain[0]]) for k in plain)  # neither applied: one image
+    assert not any(torch.equal(outs[k], outs[plain[0]]) for k in changed)
+    resized = img.resize((107, 64), Image.Resampling.BILINEAR)  # the shorter side to 64, aspect kept
+    augmented = wang_augment(resized, np.random.default_rng(changed[0]), sigma=(1.5, 1.5), quality=(65, 65))
+    c = crop_size(run)
+    left, top = round((107 - c) / 2), round((64 - c) / 2)
+    expected = resize_normalize(c, 0, *norm_of(run.config.detector_backbone))(
+        augmented.crop((left, top, left + c, top + c)))
+    assert torch.equal(outs[changed[0]], expected) and test(img).shape == outs[0].shape
 
 
 def test_ganfingerprint_selects_by_its_combined_score():
