@@ -137,3 +137,31 @@ def empty_slurm_queue(timeout_s: float = 60) -> None:
     deadline = time.time() + timeout_s
     while time.time() < deadline and subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout.strip():
         time.sleep(0.2)
+
+
+def reference_layout(src: Path, dst: Path) -> dict[str, int]:
+    """The reference's nine named folders built from the fixture's images (in the paper layout): inner = the
+    `_a` generators, outer = the `_b` ones, reals from both sources; returns the file count of each set."""
+    import shutil
+
+    from dfxlib.evaluation import generalization as gz
+
+    fams = {"gan": "gan_generated", "dm": "dm_generated"}
+    inner, outer = {"gan": ["gan_a"], "dm": ["dm_a"]}, {"gan": ["gan_b"], "dm": ["dm_b"]}
+    counts = {}
+    for folder in gz.REFERENCE_SETS:
+        role, _, fam = folder.partition("_") if folder != "all" else ("io", "", "all")
+        families = ["gan", "dm"] if fam == "all" else [fam]
+        gens = [(f, g) for f in families for g in (inner[f] if role == "inner" else outer[f] if role == "outer"
+                                                   else inner[f] + outer[f])]
+        n = 0
+        for f, g in gens:
+            for p in sorted((src / fams[f] / g).glob("*.png"))[:4]:
+                (dst / folder / "1_fake" / g).mkdir(parents=True, exist_ok=True)
+                shutil.copy(p, dst / folder / "1_fake" / g / p.name)
+                n += 1
+        for p in sorted((src / "real").rglob("*.png"))[:n]:
+            (dst / folder / "0_real").mkdir(parents=True, exist_ok=True)
+            shutil.copy(p, dst / folder / "0_real" / p.name)
+        counts[gz.REFERENCE_SETS[folder]] = 2 * n
+    return counts

@@ -8,13 +8,15 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO
+from fixture import reference_layout
 from PIL import Image
 
 from dfxlib.workflow.cli import build_parser, main
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
-#: the subcommands run for real here; `run` and `submit` train (the notebook and cluster tests run them)
-RUN_HERE = {"audit", "status", "predict", "report", "plan"}
+#: the subcommands run for real here; `run` and `submit` train, so they run with `--dry-run` (settings, dataset
+#: and disk plan checked, nothing trained; the notebook and cluster tests train)
+RUN_HERE = {"audit", "status", "predict", "report", "plan", "run", "submit"}
 
 
 def documented_commands() -> list[tuple[str, list[str]]]:
@@ -59,7 +61,14 @@ def _on_smoke(argv: list[str], smoke_run: Path, data: Path, here: Path) -> list[
         Image.open(photos / "0.png").convert("RGB").save(here / "suspicious.jpg", quality=90)
         (here / "downloads").mkdir()
         shutil.copy2(photos / "1.png", here / "downloads" / "a.png")
-    text = {"/data/deepfeaturex": str(data), "runs/paper": str(smoke_run), "runs/mini": str(smoke_run)}
+    if not (here / "generalization").is_dir():
+        reference_layout(data, here / "generalization")
+        (here / "imagenet").mkdir()  # a weights folder, as `--dry-run` checks it (files found, not read)
+        for name in ("densenet121", "resnet50"):
+            (here / "imagenet" / f"{name}.safetensors").touch()
+    text = {"/data/deepfeaturex": str(data), "/data/generalization": str(here / "generalization"),
+            "/models/imagenet": str(here / "imagenet"),
+            "runs/paper": str(smoke_run), "runs/mini": str(smoke_run)}
     out = []
     for a in argv[1:]:
         for old, new in text.items():
@@ -71,6 +80,8 @@ def _on_smoke(argv: list[str], smoke_run: Path, data: Path, here: Path) -> list[
         out += [] if "--model" in out else ["--model", str(smoke_run)]
     if out[0] == "report":
         out += ["--run-dir", str(smoke_run)] if "--run-dir" not in out else []
+    if out[0] in ("run", "submit"):
+        out += ["-p", f"run_dir={here / 'dry-run'}", "--dry-run"]  # user data: the plan creates no folder
     return out
 
 
@@ -83,7 +94,7 @@ def test_the_documented_commands_that_read_a_run_or_a_folder_work(smoke_run, fix
             continue
         assert main(args) == 0, f"{page}: `{shlex.join(argv)}` (as `dfx {shlex.join(args)}`) failed"
         ran.append(argv[1])
-    assert {"audit", "status", "predict"} <= set(ran) and len(ran) >= 5
+    assert {"audit", "status", "predict", "run", "submit"} <= set(ran) and len(ran) >= 10
     assert len((tmp_path / "results.csv").read_text().splitlines()) > 1  # predict wrote its rows
 
 

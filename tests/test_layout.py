@@ -14,7 +14,8 @@ LAZY = {
     ("workflow.cli", "data.index"), ("workflow.cli", "predict.inference"), ("workflow.cli", "predict.files"),
     ("workflow.cli", "predict.complete"), ("workflow.cli", "predict.served"),
     ("workflow.cli", "workflow.lab"), ("workflow.cli", "config"), ("workflow.cli", "workflow.plan"),
-    ("workflow.cli", "run"), ("workflow.cli", "workflow.submit"), ("config", "models.backbones"),
+    ("workflow.cli", "run"), ("workflow.cli", "workflow.submit"), ("workflow.cli", "models.backbones"),
+    ("config", "models.backbones"),
     ("config", "data.perturb"), ("run", "data.batches"), ("run", "data.pixels"),
     ("workflow.notebooks", "models.train"),
     ("workflow.notebooks", "evaluation.verdicts"),  # verdicts pulls torch in through scoring: only after the runs

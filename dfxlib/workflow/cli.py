@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
-from dfxlib.config import (BASE_KINDS, DEFAULT_PROFILE, PREDICT_CHOICES, PROFILES, STALL_TIMEOUT_S, ConfigError, load,
-                           resolve, runs_root)
+from dfxlib.config import (BASE_KINDS, DEFAULT_PROFILE, PREDICT_CHOICES, PROFILES, STALL_TIMEOUT_S, Config,
+                           ConfigError, describe, load, resolve, runs_root)
 from dfxlib.data.index import CLASSES, DataError
 from dfxlib.data.split import SplitMismatchError
 from dfxlib.models.train import CheckpointMismatch
@@ -35,7 +36,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from dfxlib.workflow.notebooks import NotebookFailure, run_notebooks, select
 
     cfg = resolve(args.profile, _params(args.param))
-    select(_numbers(args.only), args.start)  # a notebook number that does not exist is said before any planning
+    books = select(_numbers(args.only), args.start)  # a notebook number that does not exist is said before planning
+    seeds = [int(s) if s.isdigit() else _bad_seed(s) for s in _numbers(args.seeds)]
+    if args.dry_run:
+        per_seed = f", once per seed ({', '.join(map(str, seeds))})" if seeds else ""
+        return _dry_run("run", cfg, f"notebooks {', '.join(p.stem for p in books)}{per_seed}")
     if cfg.data_root and not args.no_disk_check:  # the built-in worlds are small
         from dfxlib.workflow.plan import plan_for, summary
 
@@ -45,10 +50,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                   "(--no-disk-check runs it anyway)", file=sys.stderr)
             return 2
     try:
-        if args.seeds:
+        if seeds:
             from dfxlib.workflow.notebooks import run_seeds
 
-            seeds = [int(s) if s.isdigit() else _bad_seed(s) for s in _numbers(args.seeds)]
             run_dir = run_seeds(args.profile, _params(args.param), seeds, only=_numbers(args.only), start=args.start,
                                 stall_timeout=args.stall_timeout)
         else:
@@ -59,6 +63,28 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
     print(f"done: {run_dir}")
     return 0
+
+
+def _dry_run(command: str, cfg: Config, what: str) -> int:
+    """`--dry-run`: the settings, the dataset and the disk checked by the plan, and what would run said; nothing
+    is trained or submitted (the built-in world is built, as the plan needs its images)."""
+    from dfxlib.models.backbones import BackboneError, weights_file
+    from dfxlib.workflow.plan import plan_for, summary
+
+    try:  # the weights a long run would otherwise only miss when it reaches them
+        for name in cfg.backbones:
+            weights_file(name, cfg.pretrained)
+        for name in (cfg.detector_backbone, cfg.fingerprint_backbone):
+            weights_file(name, cfg.detector_pretrained)
+    except BackboneError as exc:
+        print(f"dfx {command} --dry-run: {exc}", file=sys.stderr)
+        return 2
+    _, plan = plan_for(cfg)
+    changed = [r for r in describe(cfg, [f.name for f in dataclasses.fields(Config) if f.name != "profile"])
+               if r["changed"]]
+    print(f"dfx {command} --dry-run: would run {what}, {cfg.profile} profile"
+          + "".join(f"\n  {r['setting']} = {r['value']}" for r in changed) + f"\n{summary(plan)}")
+    return 0 if plan.fits else 2
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -124,6 +150,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
             print(f"dfx submit: --run-dir {run_dir} {why}", file=sys.stderr)
             return 2
         run = Run(config=load(run_dir / "config.json"), dir=run_dir)
+    elif args.dry_run:
+        run = Run(config=resolve(args.profile, _params(args.param)), dir=Path())
     else:
         overrides = _params(args.param)
         run_dir = claim_run_dir(run_dir_of(resolve(args.profile, overrides)))
@@ -135,6 +163,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
         kept = _kept_flags(args, last)
         if kept:
             print(f"dfx submit: as this run's last submission: {' '.join(kept)}", file=sys.stderr)
+        if args.dry_run:
+            executor = params.pop("executor")
+            jobs = ", ".join(f"{k}={v}" for k, v in params.items() if v)
+            units = f"the units of work (`--only {args.only}`)" if args.only else "every unit of work"
+            return _dry_run("submit", run.config, f"{units} as {executor} jobs ({jobs})")
         submit(run, params.pop("executor"), wait=not args.no_wait, params=params,
                log=lambda s: print(f"dfx submit: {s}", file=sys.stderr), only=_numbers(args.only))
     except ValueError as exc:  # settings that cannot make a job
@@ -309,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default {STALL_TIMEOUT_S:.0f}; 0: no limit)")
     r.add_argument("--no-disk-check", action="store_true",
                    help="start even when the plan says the disk cannot hold the run (user data only)")
+    r.add_argument("--dry-run", action="store_true",
+                   help="check the settings, the dataset and the disk plan, say what would run, and stop")
     r.set_defaults(func=cmd_run)
     sb = sub.add_parser("submit", help="run the units of work (models, features) through submitit: local or Slurm")
     sb.add_argument("--profile", default=DEFAULT_PROFILE, help=f"{', '.join(PROFILES)} (default {DEFAULT_PROFILE})")
@@ -320,6 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--wait-timeout", type=SECONDS, default=0, metavar="SECONDS",
                     help="stop waiting after this long (the jobs go on); default: as long as it takes")
     sb.add_argument("--only", help="comma-separated unit name prefixes, e.g. base,head/densenet121")
+    sb.add_argument("--dry-run", action="store_true",
+                    help="check the settings, the dataset, the job settings and the disk plan, say what would be "
+                         "submitted, and stop")
     sb.add_argument("--partition", help="Slurm partition")
     sb.add_argument("--account", help="Slurm account")
     sb.add_argument("--gpus", type=AT_LEAST_0, help="GPUs per job")

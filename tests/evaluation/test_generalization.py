@@ -1,7 +1,6 @@
 """Generalization test sets, detectors on a folder in the wild, and the format-bias report."""
 
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,6 +10,7 @@ import dfxlib
 from dfxlib.data.index import CLASSES
 from dfxlib.evaluation import generalization as gz
 from dfxlib.evaluation.scoring import Detector
+from fixture import reference_layout
 
 
 def pools() -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -200,32 +200,6 @@ def test_memoized_predictions_run_once_per_dataset_variant_and_image():
 
 
 # ------------------------------------------------------------------------ external sets (generalization_root)
-def reference_layout(src: Path, dst: Path) -> dict[str, int]:
-    """The reference's nine named folders built from the fixture's images (in the paper layout): inner = the
-    `_a` generators, outer = the `_b` ones, reals from both sources; returns the file count of each set."""
-    import shutil
-
-    fams = {"gan": "gan_generated", "dm": "dm_generated"}
-    inner, outer = {"gan": ["gan_a"], "dm": ["dm_a"]}, {"gan": ["gan_b"], "dm": ["dm_b"]}
-    counts = {}
-    for folder in gz.REFERENCE_SETS:
-        role, _, fam = folder.partition("_") if folder != "all" else ("io", "", "all")
-        families = ["gan", "dm"] if fam == "all" else [fam]
-        gens = [(f, g) for f in families for g in (inner[f] if role == "inner" else outer[f] if role == "outer"
-                                                   else inner[f] + outer[f])]
-        n = 0
-        for f, g in gens:
-            for p in sorted((src / fams[f] / g).glob("*.png"))[:4]:
-                (dst / folder / "1_fake" / g).mkdir(parents=True, exist_ok=True)
-                shutil.copy(p, dst / folder / "1_fake" / g / p.name)
-                n += 1
-        for p in sorted((src / "real").rglob("*.png"))[:n]:
-            (dst / folder / "0_real").mkdir(parents=True, exist_ok=True)
-            shutil.copy(p, dst / folder / "0_real" / p.name)
-        counts[gz.REFERENCE_SETS[folder]] = 2 * n
-    return counts
-
-
 def test_reference_layout_fills_all_nine_sets_from_the_external_images(tmp_path, fixture_root):
     ext = tmp_path / "external"
     counts = reference_layout(fixture_root, ext)

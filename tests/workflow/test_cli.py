@@ -17,6 +17,26 @@ def test_audit_command(fixture_root, tmp_path, capsys):
     assert (tmp_path / "a" / "dataset.csv").is_file() and (tmp_path / "a" / "index.csv").is_file()
 
 
+def test_a_dry_run_checks_settings_data_weights_and_disk_and_writes_nothing(fixture_root, tmp_path, capsys):
+    common = ["--profile", "smoke", "-p", f"data_root={fixture_root}", "-p", f"run_dir={tmp_path / 'r'}",
+              "-p", "seed=3", "--dry-run"]
+    assert main(["run", *common, "--only", "02,03"]) == 0
+    out = capsys.readouterr().out
+    assert "would run notebooks 02_base_models, 03_complete_model" in out and "\n  seed = 3\n" in out
+    assert "base                6 units" in out and ": fits" in out  # the plan, on the indexed dataset
+    assert main(["submit", "--executor", "slurm", "--partition", "gpu", *common]) == 0
+    assert "every unit of work as slurm jobs (slurm_partition=gpu" in capsys.readouterr().out
+    assert not (tmp_path / "r").exists()  # nothing trained, submitted or written
+    assert main(["run", *common, "-p", f"pretrained={tmp_path / 'weights'}"]) == 2
+    assert "not 'none', 'imagenet', a weights file or a folder of them" in capsys.readouterr().err
+    (tmp_path / "weights").mkdir()
+    assert main(["run", *common, "-p", f"pretrained={tmp_path / 'weights'}"]) == 2
+    assert "no weights for backbone 'efficientnet_lite0'" in capsys.readouterr().err
+    assert main(["run", *common, "-p", "holdout_generators=nope"]) == 2  # the dataset is read, as the run would
+    assert "'holdout_generators': nope not among the generators" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
 def test_audit_missing_root(tmp_path, capsys):
     assert main(["audit", str(tmp_path / "nope")]) == 2
     assert "nope: data root does not exist" in capsys.readouterr().err
