@@ -14,6 +14,7 @@ LAZY = {
     ("workflow.cli", "data.index"), ("workflow.cli", "predict.inference"), ("workflow.cli", "predict.files"),
     ("workflow.cli", "predict.complete"), ("workflow.cli", "predict.served"),
     ("workflow.cli", "workflow.lab"), ("workflow.cli", "config"), ("workflow.cli", "workflow.plan"),
+    ("workflow.plan", "workflow.notebooks"),
     ("workflow.cli", "run"), ("workflow.cli", "workflow.submit"), ("workflow.cli", "models.backbones"),
     ("config", "models.backbones"),
     ("config", "data.perturb"), ("run", "data.batches"), ("run", "data.pixels"),

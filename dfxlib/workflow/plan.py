@@ -136,9 +136,20 @@ def _wild_images(root: Path, per_group: int = 0) -> int:
     return sum(min(n, per_group) if per_group else n for n in groups.values())
 
 
-#: how many notebooks read the features of a perturbed set (computed again by each when they are not cached):
-#: JPEG of the test set (04 and 06), manipulations (04), Table 4's JPEG of the generalization sets (05 and 06)
-READERS = {"jpeg": 2, "manipulation": 1, "tset": 2}
+#: the call by which a notebook reads each kind of perturbed set: JPEG of the test set, the manipulations, Table 4's
+#: JPEG of the generalization sets (`readers` counts the notebooks that make it)
+READ_BY = {"jpeg": "perturb.JPEG_QUALITIES", "manipulation": "config.manipulations", "tset": "gz.evaluate_tsets("}
+
+
+@functools.cache
+def readers() -> dict[str, int]:
+    """How many notebooks read the features of each kind of perturbed set (each computes them again when they are
+    not cached), from the notebooks' own code, so the plan follows the notebooks."""
+    from dfxlib.workflow.notebooks import select
+
+    code = ["".join("".join(c["source"]) for c in json.loads(p.read_text())["cells"] if c["cell_type"] == "code")
+            for p in select()]
+    return {kind: sum(call in text for text in code) for kind, call in READ_BY.items()}
 
 
 def feature_rows(run: Run, sets: dict[str, set[str]], kind: str) -> tuple[int, int]:
@@ -146,7 +157,7 @@ def feature_rows(run: Run, sets: dict[str, set[str]], kind: str) -> tuple[int, i
     over a run: RAW for what its notebooks read, every JPEG quality and manipulation of the test sets (and Table
     4's JPEG of the generalization sets), the wild folder as found and re-encoded. Without
     `cache_perturbed_features` only RAW and the wild folder as found are cached, and each notebook that reads a
-    perturbed set computes it again (`READERS`)."""
+    perturbed set computes it again (`readers`)."""
     cfg = run.config
     later = sets["fusion"] | sets["test"] | sets["holdout"] | sets["tsets"]
     raw = {"unbalanced": later, "siamese": later | sets["base"], "linear probe": later | sets["base"],
@@ -162,7 +173,7 @@ def feature_rows(run: Run, sets: dict[str, set[str]], kind: str) -> tuple[int, i
     if cfg.cache_perturbed_features:
         rows = len(raw) + sum(n for _, n in perturbed.values()) + wild + reencoded
         return rows, rows
-    return len(raw) + wild, len(raw) + wild + reencoded + sum(READERS[r] * n for r, n in perturbed.values())
+    return len(raw) + wild, len(raw) + wild + reencoded + sum(readers()[r] * n for r, n in perturbed.values())
 
 
 def _sizes(run: Run, split: Split, sets: dict[str, set[str]]) -> dict[str, int]:

@@ -3,6 +3,7 @@ the disk cannot hold."""
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -45,6 +46,28 @@ def test_paper_plan_lists_every_unit_and_writes_nothing(paper_plan, paper_tree):
     n = sum(1 for p in paper_tree.rglob("*.png"))
     assert paper_plan.disk["uint8 store"] == n * 3 * 256 * 256
     assert not paper_plan.run_dir.exists()  # a plan of user data writes nothing
+
+
+def test_the_plan_counts_the_notebooks_that_read_each_perturbed_set(tmp_path, monkeypatch):
+    """Without a cache of perturbed features, each notebook that reads a set computes it again: the plan counts
+    those notebooks from their code (04 and 06 read the test set under JPEG, 04 the manipulations, 05 and 06
+    Table 4's JPEG sets), and follows a notebook that stops reading one."""
+    from dfxlib.workflow import notebooks
+
+    pl.readers.cache_clear()
+    assert pl.readers() == {"jpeg": 2, "manipulation": 1, "tset": 2}
+    books = tmp_path / "notebooks"
+    books.mkdir()
+    for p in notebooks.select():
+        shutil.copy(p, books / p.name)
+    six = books / "06_detectors.ipynb"
+    six.write_text(six.read_text().replace("gz.evaluate_tsets(", "gz.evaluate_sets("))
+    monkeypatch.setattr(notebooks, "notebooks_dir", lambda: books)
+    pl.readers.cache_clear()
+    try:
+        assert pl.readers() == {"jpeg": 2, "manipulation": 1, "tset": 1}
+    finally:
+        pl.readers.cache_clear()
 
 
 def test_a_plan_that_does_not_fit_says_which_settings_make_it_fit(paper_plan):
