@@ -79,6 +79,16 @@ def test_smoke_run_writes_config_notebooks_and_report(smoke_run):
         assert (smoke_run / "notebooks" / nb.name).is_file()
     report = (smoke_run / "REPORT.md").read_text()
     assert "## dataset" in report and "## split" in report
+    # what a run writes to share (tables, report, executed notebooks, settings) names no home folder and carries no
+    # kernel or server secret: a run folder can be published as it is
+    home = str(Path.home())
+    secrets = ('"key":', "token=", "hmac") + (() if str(smoke_run).startswith(home) else (home + "/",))
+    shared = [p for p in smoke_run.rglob("*") if p.suffix in (".md", ".csv", ".ipynb", ".json") and p.is_file()
+              and "cache" not in p.relative_to(smoke_run).parts]
+    assert len(shared) > 50
+    for p in shared:
+        text = p.read_text(errors="replace")
+        assert not [s for s in secrets if s in text], f"{p.relative_to(smoke_run)} names a secret or the home folder"
 
 
 @pytest.mark.notebook
