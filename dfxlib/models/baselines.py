@@ -28,7 +28,7 @@ from dfxlib.models.backbones import create_backbone, display_name, normalization
 from dfxlib.models.basemodels import fit_on_images
 from dfxlib.models.features import features
 from dfxlib.models.fusion import class_weights, fit_probe, probe_proba
-from dfxlib.models.networks import BaseClassifier, BaseModel, LinearProbe, SiameseNet
+from dfxlib.models.networks import BaseModel, LinearProbe, network
 from dfxlib.models.train import load_weights, save_weights
 from dfxlib.run import Run
 
@@ -55,7 +55,7 @@ def train_plain(run: Run, store: ImageStore, split: Split, backbone: str) -> Bas
     cfg = run.config
     folder = run.checkpoints.plain(backbone)
     torch.manual_seed(cfg.seed)
-    net = BaseClassifier(create_backbone(backbone, cfg.pretrained), n_classes=len(CLASSES))
+    net = network("plain", create_backbone(backbone, cfg.pretrained))
     tr, va = train_val(seen_images(split), cfg.val_fraction, cfg.seed)
     result = fit_on_images(run, store, net, backbone, tr, va, folder, plain_meta(run, split, backbone),
                            weight=class_weights(tr["target"].to_numpy()))
@@ -78,11 +78,6 @@ def plain_detector(run: Run, model: BaseModel) -> Detector:
 
 
 # --------------------------------------------------------------------------------------------- linear probe
-class FrozenBackbone(SiameseNet):
-    """A backbone used as it came (pretrained weights, never trained here): forward gives pooled features,
-    the same wrapper (and state-dict layout) as a Siamese base model's."""
-
-
 @dataclass
 class Probe:
     """A linear probe: the frozen backbone (as a `BaseModel` of kind "linear probe", for the feature cache)
@@ -107,7 +102,7 @@ def frozen_backbone(run: Run, backbone: str) -> BaseModel:
     folder = run.checkpoints.probe(backbone)
     meta = probe_meta(run, backbone)
     torch.manual_seed(cfg.seed)  # random-init backbones (pretrained="none") depend on the seed only
-    net = FrozenBackbone(create_backbone(backbone, cfg.pretrained))
+    net = network("linear probe", create_backbone(backbone, cfg.pretrained))  # used as it came, never trained
     folder.mkdir(parents=True, exist_ok=True)
     save_weights(net, folder / "best.safetensors", meta)
     return BaseModel(net=net.eval(), backbone=backbone, kind="linear probe", main="all", folder=folder)

@@ -26,7 +26,7 @@ from dfxlib.evaluation import paper
 from dfxlib.evaluation.metrics import binary_metrics, pct
 from dfxlib.models.backbones import create_backbone, display_name, normalization_meta, preprocess
 from dfxlib.models.features import features
-from dfxlib.models.networks import BaseClassifier, BaseModel, SiameseNet, contrastive_loss, embedding
+from dfxlib.models.networks import BaseModel, contrastive_loss, embedding, network
 from dfxlib.models.train import FitResult, StepFn, classifier_step, device_of, fit, load_weights
 from dfxlib.run import Run
 
@@ -84,8 +84,7 @@ def base_meta(run: Run, split: Split, backbone: str, kind: str, main: str) -> di
 
 def _new_net(run: Run, backbone: str, kind: str) -> nn.Module:
     torch.manual_seed(run.config.seed)  # the initial weights depend on the seed only, not on what ran before
-    bb = create_backbone(backbone, run.config.pretrained)
-    return BaseClassifier(bb) if kind == "unbalanced" else SiameseNet(bb)
+    return network(kind, create_backbone(backbone, run.config.pretrained))
 
 
 def siamese_step(margin: float) -> StepFn:

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dfxlib.data.index import CLASSES
 from dfxlib.models.backbones import feature_dim
 
 if TYPE_CHECKING:  # the networks do not depend on how they are trained
@@ -48,6 +49,19 @@ class SiameseNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)
+
+
+def network(kind: str, backbone: nn.Module) -> nn.Module:
+    """The network of a model of `kind` (`config.MODEL_KINDS`) on `backbone`, built in one place for training,
+    loading and `dfx predict`: an unbalanced base model's main-vs-others classifier, the plain 3-class classifier,
+    or the feature extractor of a Siamese base model and of the linear probe (whose backbone stays as it came)."""
+    if kind == "unbalanced":
+        return BaseClassifier(backbone)
+    if kind == "plain":
+        return BaseClassifier(backbone, n_classes=len(CLASSES))
+    if kind in ("siamese", "linear probe"):
+        return SiameseNet(backbone)
+    raise ValueError(f"unknown model kind {kind!r}")
 
 
 def embedding(features: torch.Tensor) -> torch.Tensor:

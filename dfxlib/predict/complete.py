@@ -29,7 +29,7 @@ from dfxlib.data.index import CLASSES
 from dfxlib.data.resize import resize_uint8
 from dfxlib.models.backbones import create_backbone, feature_dim, normalization_meta, preprocess
 from dfxlib.models.features import prepare_batch
-from dfxlib.models.networks import HEAD_INPUTS, BaseClassifier, CompleteModel, FusionHead, SiameseNet
+from dfxlib.models.networks import HEAD_INPUTS, CompleteModel, FusionHead, network
 from dfxlib.models.train import CheckpointMismatch, device_of, load_weights, read_meta
 from dfxlib.predict.gradcam import complete_cams, heatmap_panel
 from dfxlib.predict.inference import batches, decode, predict_items
@@ -140,7 +140,7 @@ def load_predictor(model: str | Path = "", backbone: str = "", kind: str = "", d
             raise CheckpointMismatch(f"{path}: trained with inputs normalised by mean/std {bmeta['normalization']}, "
                                      f"but dfx now feeds {bb} {normalization_meta(bb)} (its weights' own); "
                                      "retrain it (notebooks 02 and 03)")
-        net = (BaseClassifier if kd == "unbalanced" else SiameseNet)(create_backbone(bb, "none"))
+        net = network(kd, create_backbone(bb, "none"))
         load_weights(net, path, {"model": "base", "backbone": bb, "kind": kd, "main": main})
         bases.append(net.backbone)
     head = FusionHead(in_channels=meta["in_channels"], feature_dim=feature_dim(bases[0]))

@@ -30,7 +30,7 @@ from dfxlib.evaluation.scoring import Detector, complete_detector
 from dfxlib.models.backbones import create_backbone, feature_dim, normalization_meta, preprocess
 from dfxlib.models.baselines import plain_detector, probe_detector, train_plain, train_probe
 from dfxlib.models.fusion import load_complete_models
-from dfxlib.models.networks import BaseClassifier, LinearProbe, SiameseNet
+from dfxlib.models.networks import LinearProbe, network
 from dfxlib.models.train import device_of, load_weights, read_meta
 from dfxlib.predict.complete import load_predictor
 from dfxlib.predict.inference import Served
@@ -89,7 +89,7 @@ def _uint8_model(name: str, cfg: Config, backbone: str, dev: torch.device, net: 
 def load_plain(run_dir: Path, cfg: Config, backbone: str, dev: torch.device) -> Model:
     """The plain 3-class classifier of `backbone` (notebook 05)."""
     path = _needs(Checkpoints.of(run_dir).plain(backbone) / "best.safetensors", "05")
-    net = load_weights(BaseClassifier(create_backbone(backbone, "none"), n_classes=len(CLASSES)), path,
+    net = load_weights(network("plain", create_backbone(backbone, "none")), path,
                        {"model": "plain", "backbone": backbone, "input_size": cfg.input_size,
                         "normalization": normalization_meta(backbone)})
     fc = net.fc.to(dev)
@@ -101,7 +101,7 @@ def load_probe(run_dir: Path, cfg: Config, backbone: str, dev: torch.device) -> 
     """The linear probe of `backbone` (notebooks 05 and 06): its frozen backbone and fitted classifier."""
     checkpoints = Checkpoints.of(run_dir)
     wanted = {"backbone": backbone, "input_size": cfg.input_size, "normalization": normalization_meta(backbone)}
-    net = load_weights(SiameseNet(create_backbone(backbone, "none")),
+    net = load_weights(network("linear probe", create_backbone(backbone, "none")),
                        _needs(checkpoints.probe(backbone) / "best.safetensors", "05"), {"model": "probe", **wanted})
     path = _needs(checkpoints.probe_classifier(backbone), "05")
     fitted = read_meta(path).get("fitted", len(CLASSES))

@@ -20,7 +20,7 @@ from dfxlib.models.backbones import create_backbone, preprocess
 from dfxlib.models.basemodels import siamese_step
 from dfxlib.models.features import prepare_batch
 from dfxlib.models.fusion import class_weights
-from dfxlib.models.networks import BaseClassifier, FusionHead, SiameseNet
+from dfxlib.models.networks import FusionHead, network
 from dfxlib.models.train import classifier_step, device_of
 
 
@@ -90,10 +90,10 @@ def calibrate(backbone: str, cfg: Config, batch_size: int = 0, device: str = "cp
     x, x2 = prepare_batch(imgs[:b], tf).to(dev), prepare_batch(imgs[b:], tf).to(dev)
     y = torch.as_tensor(np.arange(b) % 2, device=dev)
     torch.manual_seed(seed)
-    net = BaseClassifier(create_backbone(backbone, pretrained)).to(dev)
+    net = network("unbalanced", create_backbone(backbone, pretrained)).to(dev)
     base_s, base_loss, base_upd = _timed_step(net, classifier_step(), (x, y), cfg.lr, cfg.weight_decay, steps,
                                               warmup)
-    siam = SiameseNet(net.backbone)
+    siam = network("siamese", net.backbone)
     siam_s, siam_loss, siam_upd = _timed_step(siam, siamese_step(cfg.siamese_margin), (x, x2, y), cfg.lr,
                                               cfg.weight_decay, steps, warmup)
     net.eval()

@@ -85,3 +85,15 @@ def test_the_fusion_head_standardises_its_inputs_whatever_their_scale():
     head = networks.FusionHead(3, feature_dim=40)
     head.set_input_stats(const)  # a constant feature keeps std 1: no division by zero
     assert torch.isfinite(head.eval()(const)).all()
+
+
+def test_one_factory_builds_the_network_of_every_model_kind():
+    from dfxlib.config import MODEL_KINDS
+    from dfxlib.models.networks import network
+
+    x = torch.randn(2, 3, 32, 32)
+    widths = {kind: network(kind, create_backbone("test_resnet", "none")).eval()(x).shape[1] for kind in MODEL_KINDS}
+    dim = create_backbone("test_resnet", "none")(x).shape[1]
+    assert widths == {"unbalanced": 2, "siamese": dim, "plain": 3, "linear probe": dim}
+    with pytest.raises(ValueError, match="unknown model kind 'gan'"):
+        network("gan", create_backbone("test_resnet", "none"))
