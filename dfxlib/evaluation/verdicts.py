@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
+import numpy as np
 import pandas as pd
 
 from dfxlib.config import BASE_KINDS, BASELINE_KINDS
@@ -247,27 +248,60 @@ CLAIM_KEY: tuple[str, ...] = ("claim", "subject", "condition", "value_of", "refe
 
 def over_seeds(by_seed: Mapping[int, pd.DataFrame]) -> pd.DataFrame:
     """One row per claim over the verdict tables of several seeds (seed -> rows of `table`): the mean and spread
-    (sample sd) of its difference over the seeds where it is testable, how many seeds give each verdict, each seed's verdict, and whether the seeds
+    (sample sd) of its difference over the seeds where it is testable, the 95% interval of that mean over the
+    seeds and the verdict it gives (`seed_interval`: the spread of training runs, which one seed's interval over
+    test images cannot show), how many seeds give each verdict, each seed's verdict, and whether the seeds
     contradict each other (one `holds` where another `does not hold`; moving through `too close to call` or `not
     testable` is not a contradiction). A claim stated by two notebooks from the same numbers counts once."""
     parts = [v.assign(seed=s, reference=v["reference"].astype(str).str.replace(r" \(.*\)$", "", regex=True))
              .drop_duplicates(list(CLAIM_KEY)) for s, v in by_seed.items() if len(v)]  # 03 and 04 share RAW claims
     if not parts:
-        return pd.DataFrame(columns=[*CLAIM_KEY, "seeds", "difference_mean", "difference_sd", *VERDICTS,
-                                     "by_seed", "seeds_agree"])
+        return pd.DataFrame(columns=[*CLAIM_KEY, "seeds", "difference_mean", "difference_sd",
+                                     "difference_ci95_over_seeds", "over_seeds", *VERDICTS, "by_seed", "seeds_agree"])
     rows = []
     for key, g in pd.concat(parts, ignore_index=True).groupby(list(CLAIM_KEY), sort=False):
         counts = g["verdict"].value_counts()
         held, failed = g.loc[g["verdict"] == "holds", "seed"], g.loc[g["verdict"] == "does not hold", "seed"]
         agree = "yes" if held.empty or failed.empty else (
             f"NO: holds on seed {', '.join(map(str, held))}, does not hold on seed {', '.join(map(str, failed))}")
-        tested = g.loc[g["verdict"] != "not testable", "difference"]  # a model that learned nothing says nothing
+        tested = g.loc[g["verdict"] != "not testable"]  # a model that learned nothing says nothing
+        lo, hi = seed_interval(tested["difference"].to_numpy(dtype=float))
         rows.append({**dict(zip(CLAIM_KEY, key)), "seeds": len(g),
-                     "difference_mean": round(float(tested.mean()), 2) if len(tested) else float("nan"),
-                     "difference_sd": round(float(tested.std(ddof=1)), 2) if len(tested) > 1 else float("nan"),
+                     "difference_mean": round(float(tested["difference"].mean()), 2) if len(tested) else float("nan"),
+                     "difference_sd": round(float(tested["difference"].std(ddof=1)), 2) if len(tested) > 1
+                     else float("nan"),
+                     "difference_ci95_over_seeds": f"[{lo:+.2f}, {hi:+.2f}]" if np.isfinite(lo) else "",
+                     "over_seeds": _seeds_verdict(tested, lo, hi),
                      **{v: int(counts.get(v, 0)) for v in VERDICTS},
                      "by_seed": "; ".join(f"{s}: {v}" for s, v in zip(g["seed"], g["verdict"])), "seeds_agree": agree})
     return pd.DataFrame(rows)
+
+
+def seed_interval(diffs: np.ndarray) -> tuple[float, float]:
+    """The 95% interval of the mean of a claim's differences over seeds (Student's t on the seeds: what a new
+    training run may give, which one seed's test-image bootstrap cannot see); nan with fewer than two seeds."""
+    if len(diffs) < 2:
+        return float("nan"), float("nan")
+    from scipy.stats import t
+
+    half = float(t.ppf(0.975, len(diffs) - 1) * diffs.std(ddof=1) / np.sqrt(len(diffs)))
+    return float(diffs.mean()) - half, float(diffs.mean()) + half
+
+
+def _seeds_verdict(tested: pd.DataFrame, lo: float, hi: float) -> str:
+    """A claim's verdict over seeds: too close to call when its interval over seeds contains 0, else holds or
+    does not hold on the side the seeds' own verdicts give a positive difference (a larger value is the claim's
+    side unless a seed said otherwise); not testable with fewer than two testable seeds."""
+    if not np.isfinite(lo):
+        return "not testable"
+    if lo <= 0 <= hi:
+        return "too close to call"
+    decided = tested[tested["verdict"].isin(["holds", "does not hold"])]
+    positive_holds = True
+    if len(decided):
+        first = decided.iloc[0]
+        positive_holds = (first["difference"] > 0) == (first["verdict"] == "holds")
+    return "holds" if (lo > 0) == positive_holds else "does not hold"
 
 
 def untestable_note(untestable: Untestable) -> str:

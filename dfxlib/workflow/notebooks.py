@@ -123,7 +123,9 @@ def summarize_seeds(base: Path, seeds: Sequence[int]) -> Path:
                        title=f"The paper's claims over seeds {', '.join(map(str, seeds))}: verdict counts and the "
                              "spread of each difference (points)",
                        notes="A claim's seeds agree unless one seed says `holds` and another `does not hold`; a claim "
-                             "that moves only through `too close to call` is one the data cannot settle at this size.")
+                             "that moves only through `too close to call` is one the data cannot settle at this size. "
+                             "`over_seeds` decides it by the 95% interval of its mean difference over the seeds "
+                             "(Student's t): the spread of training runs, which one seed's interval cannot show.")
 
 
 def run_notebooks(profile: str = DEFAULT_PROFILE, params: Mapping[str, str] | None = None, only: Sequence[str] = (),

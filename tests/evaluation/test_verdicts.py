@@ -213,3 +213,22 @@ def test_over_seeds_spreads_the_difference_over_testable_seeds_only():
                                                               ci=(1.0, 2.0), untestable=why)])
     s = verdicts.over_seeds({0: rows(4.0), 1: rows(-17.0, "at chance"), 2: rows(6.0)}).iloc[0]
     assert s["difference_mean"] == 5.0 and s["not testable"] == 1 and s["seeds_agree"] == "yes"
+
+
+def test_a_verdict_over_seeds_reads_the_spread_of_training_runs():
+    """Over seeds, a claim is decided by the interval of its mean difference across the seeds (Student's t):
+    three seeds that each decide it by their own test-image interval, but in opposite directions, are too close
+    to call over seeds; three that agree within a small spread decide it; fewer than two testable seeds decide
+    nothing."""
+    from scipy.stats import t
+
+    rows = lambda diff, why="": verdicts.table([verdicts._row("c", "B", "RAW", "X", 50.0 + diff, "Y", 50.0,  # noqa: E731
+                                                              ci=(diff - 1.0, diff + 1.0), untestable=why)])
+    split = verdicts.over_seeds({0: rows(4.0), 1: rows(-6.0), 2: rows(5.0)}).iloc[0]
+    assert split["seeds_agree"].startswith("NO") and split["over_seeds"] == "too close to call"
+    half = t.ppf(0.975, 2) * np.std([4.0, -6.0, 5.0], ddof=1) / np.sqrt(3)
+    assert split["difference_ci95_over_seeds"] == f"[{1.0 - half:+.2f}, {1.0 + half:+.2f}]"
+    assert verdicts.over_seeds({0: rows(-30.0), 1: rows(-33.0), 2: rows(-35.0)}).iloc[0]["over_seeds"] == "does not hold"
+    assert verdicts.over_seeds({0: rows(3.0), 1: rows(4.0), 2: rows(3.5)}).iloc[0]["over_seeds"] == "holds"
+    one = verdicts.over_seeds({0: rows(3.0), 1: rows(-17.0, "at chance")}).iloc[0]
+    assert one["over_seeds"] == "not testable" and one["difference_ci95_over_seeds"] == ""
