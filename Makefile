@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.dfx-installed
 PROFILE ?= mini
 
-.PHONY: run test smoke lab bench docs clean-runs
+.PHONY: run test smoke lab bench docs latest-tables clean-runs
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 is needed (python3.11 or python3 on PATH)"; exit 1; }
@@ -27,6 +27,9 @@ lab: $(STAMP)
 
 docs: $(STAMP)  # the pages generated from dfxlib: the ledger of differences (docs/differences.md, README)
 	$(BIN)/python -c "from dfxlib.config import project_root; from dfxlib.evaluation.differences import write_docs; write_docs(project_root())"
+
+latest-tables: $(STAMP)  # docs/latest-tables.md's tables from runs/mini-seeds (seed 0 and the seed summary)
+	$(BIN)/python -c "from dfxlib.evaluation.tables import refresh_sections as r; r('docs/latest-tables.md', 'runs/mini-seeds/seed-0', 'runs/mini-seeds')"
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_index.py

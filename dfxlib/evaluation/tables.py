@@ -114,3 +114,23 @@ def build_report(run_dir: str | Path) -> Path:
     out = run_dir / "REPORT.md"
     atomic_write_text(out, "\n".join(parts))
     return out
+
+
+def refresh_sections(doc: str | Path, *folders: str | Path) -> int:
+    """Rewrite every `## title` section of the Markdown page `doc` (docs/latest-tables.md) with the table of that
+    title from the `tables/*.md` of `folders` (a run, a seeds folder; the first that has it), keeping the page's
+    text before its first section. ValueError names the sections no folder has (nothing is written then).
+    Returns the number of sections."""
+    doc = Path(doc)
+    head, _, rest = doc.read_text().partition("\n## ")
+    titles = [s.split("\n", 1)[0].strip() for s in ("\n## " + rest).split("\n## ")[1:]]
+    found: dict[str, str] = {}
+    for folder in folders:
+        for p in sorted((Path(folder) / "tables").glob("*.md")):
+            first, _, table = p.read_text().partition("\n")
+            found.setdefault(first.removeprefix("### ").strip(), table.strip("\n"))
+    missing = [t for t in titles if t not in found]
+    if missing:
+        raise ValueError(f"{doc}: no table titled {', '.join(map(repr, missing))} in {', '.join(map(str, folders))}")
+    atomic_write_text(doc, "\n\n".join([head.rstrip("\n"), *(f"## {t}\n\n{found[t]}" for t in titles)]) + "\n")
+    return len(titles)

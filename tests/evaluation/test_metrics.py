@@ -122,3 +122,25 @@ def test_balanced_accuracy_and_the_binary_columns_match_sklearn():
     assert row["auc"] == round(100 * roc_auc_score(y, score), 2)
     lo, hi = (float(v) for v in row["auc_ci95"].strip("[]").split(","))
     assert lo <= row["auc"] <= hi
+
+
+def test_a_docs_page_takes_its_tables_from_a_run_and_refuses_one_it_lacks(tmp_path):
+    import pandas as pd
+
+    from dfxlib.evaluation.tables import refresh_sections, write_table
+
+    run, seeds = tmp_path / "run", tmp_path / "seeds"
+    for folder in (run, seeds):
+        (folder / "tables").mkdir(parents=True)
+    write_table(pd.DataFrame({"a": [1]}), "t1", run / "tables", title="First")
+    write_table(pd.DataFrame({"b": [2]}), "t2", seeds / "tables", title="Over seeds")
+    page = tmp_path / "latest.md"
+    page.write_text("# Latest\n\nProse the run does not write.\n\n## First\n\nold\n\n## Over seeds\n\nold\n")
+    assert refresh_sections(page, run, seeds) == 2
+    text = page.read_text()
+    assert text.startswith("# Latest\n\nProse the run does not write.\n\n## First\n\n| a |") and "old" not in text
+    assert "## Over seeds\n\n| b |\n|---|\n| 2 |" in text
+    page.write_text(text + "\n## Missing\n\nold\n")
+    with pytest.raises(ValueError, match="no table titled 'Missing'"):
+        refresh_sections(page, run, seeds)
+    assert page.read_text().endswith("## Missing\n\nold\n")  # nothing written
