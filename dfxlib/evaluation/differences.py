@@ -69,9 +69,11 @@ DIFFERENCES: tuple[Difference, ...] = (
         "the built-in profiles must train on a 2-core CPU in minutes", ("lr", "head_lr", "base_epochs")),
     Difference(
         "Model selection", "the weights of minimum validation loss", "minimum validation loss, every epoch run",
-        "every epoch run, minimum validation loss kept", "early stopping after `patience` epochs without a better "
-        "validation loss (mini: 8), within a cap (a cap reached while improving is flagged)",
-        "the built-in profiles stop when converged; the paper profile runs the paper's epochs", ("patience",)),
+        "every epoch run, minimum validation loss kept", "early stopping after `patience` epochs without a validation "
+        "loss better by more than `min_delta` (mini: 8 epochs, 0.01), within a cap (a cap reached while improving "
+        "is flagged); the minimum's weights kept",
+        "the built-in profiles stop when converged; the paper profile runs the paper's epochs",
+        ("patience", "min_delta")),
     Difference(
         "EfficientNet and ResNeXt weights", "ImageNet-pretrained backbones",
         "NVIDIA's torch hub EfficientNet-B0/B4 and ResNeXt101 weights",
@@ -137,6 +139,7 @@ PAPER_SETTINGS: dict[str, tuple[Any, str]] = {
     "base_epochs": (50, "the code"),
     "siamese_epochs": (50, "as the base models"),
     "patience": (0, "the code runs every epoch (see 'Model selection')"),
+    "min_delta": (0.0, "the code runs every epoch (see 'Model selection')"),
     "amp": (False, "the code trains in full precision"),
     "head_epochs": (50, "the code"),
     "head_lr": (1e-4, "the code"),

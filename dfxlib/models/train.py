@@ -246,7 +246,8 @@ def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], Iterable[
         lr: float, weight_decay: float, seed: int, patience: int = 0, device: torch.device | None = None,
         amp: bool = False, progress: bool = True, params: Iterable[nn.Parameter] | None = None,
         stop_after: int | None = None, config_json: str = "", optimizer: str = "adam", schedule: str = "constant",
-        select: str = "val_loss", val_score: Callable[[nn.Module], float] | None = None) -> FitResult:
+        select: str = "val_loss", val_score: Callable[[nn.Module], float] | None = None,
+        min_delta: float = 0.0) -> FitResult:
     """Train with Adam (or AdamW, decoupled weight decay: `optimizer="adamw"`), keep the minimum-validation-loss
     weights (`select="val_acc"`: the maximum-validation-accuracy ones; `select="val_score"`: those of the highest
     `val_score(model)`, a score on the validation set computed after each epoch and logged as `val_score`), resume from `folder` if it holds an
@@ -255,7 +256,10 @@ def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], Iterable[
     next rate would fall below MIN_LR.
 
     `train_batches(epoch)` yields the batches of an epoch (seed them with the epoch); `val_batches()` the
-    validation batches. `patience` > 0 stops after that many epochs without a better validation loss.
+    validation batches. `patience` > 0 stops after that many epochs without a better validation loss; with
+    `min_delta`, an epoch counts as better for patience only when it beats the last such epoch by more than
+    `min_delta` (the units of what selects the weights: Keras's and Lightning's `min_delta`), while the weights
+    kept are still those of the best epoch run.
     `stop_after` ends the call after that epoch as if interrupted (for tests). `config_json` (the run's
     settings) is saved beside the weights as config.json.
     """
@@ -265,7 +269,7 @@ def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], Iterable[
     model.to(device)
     meta = {**meta, "epochs": epochs, "lr": lr, "weight_decay": weight_decay, "seed": seed, "patience": patience}
     for key, value, default in (("optimizer", optimizer, "adam"), ("schedule", schedule, "constant"),
-                                ("select", select, "val_loss")):
+                                ("select", select, "val_loss"), ("min_delta", min_delta, 0.0)):
         if value != default:  # recorded only when not the default, so existing checkpoints still match
             meta[key] = value
     if select not in SELECTS or (select == "val_score") != (val_score is not None):
@@ -305,10 +309,12 @@ def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], Iterable[
             st.best, st.best_epoch = key, epoch
             if dist.main:
                 save_weights(model, folder / "best.safetensors", meta)
+        if key < st.mark - min_delta:  # an improvement that resets patience
+            st.mark, st.mark_epoch = key, epoch
         if schedule == "plateau":  # patience paces the rate; the fit ends when it is spent
             st.finished = epoch == epochs or lr * lr_factor(schedule, epoch + 1, epochs, st.history, patience) < MIN_LR
         else:
-            st.finished = (patience > 0 and epoch - st.best_epoch >= patience) or epoch == epochs
+            st.finished = (patience > 0 and epoch - st.mark_epoch >= patience) or epoch == epochs
         if dist.main:
             _checkpoint(folder, model, opt, meta, st, epoch)
         bar.set_postfix(val_loss=f"{row['val_loss']:.4f}", best=st.best_epoch)
@@ -327,14 +333,21 @@ def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], Iterable[
 
 @dataclass
 class _FitState:
-    """Where a fit stands: the next epoch, the best validation loss and its epoch, whether it is finished, and
-    the rows of the epochs run so far."""
+    """Where a fit stands: the next epoch, the best validation loss and its epoch, whether it is finished, the
+    rows of the epochs run so far, and the loss and epoch of the last improvement by more than `min_delta` (what
+    patience counts from; the best ones when `min_delta` is 0)."""
 
     start: int = 1
     best: float = math.inf
     best_epoch: int = 0
     finished: bool = False
     history: list[dict] = field(default_factory=list)
+    mark: float = math.inf
+    mark_epoch: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mark == math.inf:  # a state saved before min_delta existed: patience counted from the best
+            self.mark, self.mark_epoch = self.best, self.best_epoch
 
 
 def _resume(folder: Path, meta: dict, model: nn.Module, opt: torch.optim.Optimizer, device: torch.device) -> _FitState:
@@ -359,7 +372,8 @@ def _resume(folder: Path, meta: dict, model: nn.Module, opt: torch.optim.Optimiz
             load_weights(model, folder / "last.safetensors")
         opt.load_state_dict(st["optimizer"])
         start = int(st["epoch"]) + 1
-        return _FitState(start, float(st["best"]), int(st["best_epoch"]), bool(st["finished"]), history(start))
+        return _FitState(start, float(st["best"]), int(st["best_epoch"]), bool(st["finished"]), history(start),
+                         float(st.get("mark", math.inf)), int(st.get("mark_epoch", 0)))
     return _FitState()
 
 
@@ -399,6 +413,7 @@ def _checkpoint(folder: Path, model: nn.Module, opt: torch.optim.Optimizer, meta
         return
     atomic_write(state_path, lambda tmp: torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
                                                     "epoch": epoch, "best": st.best, "best_epoch": st.best_epoch,
+                                                    "mark": st.mark, "mark_epoch": st.mark_epoch,
                                                     "finished": False}, tmp))
 
 

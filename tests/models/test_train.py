@@ -150,6 +150,42 @@ def test_early_stopping_by_patience(tmp_path):
     assert not res.cut_short  # stopped by patience: converged
 
 
+def _scripted_val(losses):
+    """A step that trains normally and reports the validation losses `losses`, one per epoch, in order."""
+    it = iter(losses)
+
+    def step(model, batch):
+        if model.training:
+            return _step(model, batch)
+        return torch.tensor(next(it)), 0.0, 1
+    return step
+
+
+CREEPING = [1.0, 0.5, 0.499, 0.498, 0.497, 0.496, 0.495, 0.494]  # falls, then creeps down by 0.001 an epoch
+
+
+def test_min_delta_stops_a_creeping_curve_and_keeps_its_minimum(tmp_path):
+    kw = dict(epochs=len(CREEPING), lr=1e-2, weight_decay=0.0, seed=0, patience=2, progress=False)
+    every = fit(_model(), _scripted_val(CREEPING), _train, _val, tmp_path / "a", {"backbone": "toy"}, **kw)
+    assert len(every.history) == len(CREEPING)  # any decrease counts: the creep runs to the cap
+    creep = fit(_model(), _scripted_val(CREEPING), _train, _val, tmp_path / "b", {"backbone": "toy"},
+                min_delta=0.01, **kw)
+    # patience counts from epoch 2, the last fall by more than 0.01; the weights kept are the minimum's (epoch 4)
+    assert list(creep.history["epoch"]) == [1, 2, 3, 4] and creep.best_epoch == 4
+    assert creep.best_val_loss == pytest.approx(0.498) and not creep.cut_short
+
+
+def test_min_delta_survives_a_resume(tmp_path):
+    kw = dict(epochs=len(CREEPING), lr=1e-2, weight_decay=0.0, seed=0, patience=2, progress=False, min_delta=0.01)
+    losses = iter(CREEPING)  # one sequence across the interrupted call and the resumed one
+    step = _scripted_val(losses)
+    fit(_model(), step, _train, _val, tmp_path, {"backbone": "toy"}, stop_after=3, **kw)
+    res = fit(_model(), step, _train, _val, tmp_path, {"backbone": "toy"}, **kw)
+    assert res.resumed_from == 3 and list(res.history["epoch"]) == [1, 2, 3, 4] and res.best_epoch == 4
+    with pytest.raises(CheckpointMismatch):  # a fit with another min_delta is another fit
+        fit(_model(), step, _train, _val, tmp_path, {"backbone": "toy"}, **{**kw, "min_delta": 0.02})
+
+
 def test_a_fit_still_improving_at_its_epoch_cap_is_flagged(tmp_path):
     falling = _fit(tmp_path / "a", _model(), epochs=2)  # a learnable task: validation loss still falling at 2
     assert falling.best_epoch == 2 and falling.cut_short
