@@ -24,8 +24,8 @@ from dfxlib.data.split import Split, test_sets
 from dfxlib.evaluation import paper
 from dfxlib.evaluation.metrics import correct, evaluate, fmt_ci, outcomes, parse_ci, pct
 from dfxlib.models.backbones import display_name
-from dfxlib.models.features import features_many, stacked_features
-from dfxlib.models.fusion import Complete, predict_head
+from dfxlib.models.features import features_many
+from dfxlib.models.fusion import Complete, complete_probs
 from dfxlib.models.networks import BaseModel
 from dfxlib.models.train import FINISHED, cut_short
 from dfxlib.run import Run
@@ -105,7 +105,7 @@ def complete_detector(run: Run, c: Complete) -> Detector:
     name = display_name(c.backbone)
 
     def predict(store: ImageStore, rels: Sequence[str], variant: str, fn: Perturbation | None) -> np.ndarray:
-        return predict_head(c.head, stacked_features(run, store, c.bases, rels, variant, fn))
+        return complete_probs(run, store, c, rels, variant, fn)
     paper_row = "Our" if c.kind == "unbalanced" and name == "DenseNet 121" else ""
     return Detector(group=GROUPS[c.kind], name=name, predict=predict, models=list(c.bases), paper_row=paper_row,
                     kind=c.kind, trained=[b.folder for b in c.bases] + [run.checkpoints.head(c.backbone, c.kind)])

@@ -97,6 +97,24 @@ class _Cache:
         return self.rows[[self.have[r] for r in rels]].float().numpy()
 
 
+def kept(run: Run, variant: str) -> bool:
+    """Whether outputs for `variant` are kept on disk: RAW always, perturbed ones unless
+    `cache_perturbed_features` is false (then held in memory for one call)."""
+    return variant == "raw" or run.config.cache_perturbed_features
+
+
+def cached_rows(path: Path, rels: Sequence[str], compute: Callable[[list[str]], np.ndarray],
+                keep: bool = True) -> np.ndarray:
+    """Rows (N, K) of float32 for `rels` from the cache at `path` (a feature cache's files), `compute(missing)`
+    called only for the images it lacks and its rows added: a per-image output computed once across notebooks,
+    such as a complete model's class probabilities (`fusion.complete_probs`)."""
+    cache = _Cache(path, torch.float32, keep)
+    missing = [r for r in dict.fromkeys(rels) if r not in cache.have]
+    if missing:
+        cache.add(missing, torch.as_tensor(np.asarray(compute(missing), dtype=np.float32)))
+    return cache.get(rels) if len(rels) else np.zeros((0, 0), dtype=np.float32)
+
+
 def prepare_batch(imgs: Sequence[Image.Image], tf: Callable[[Image.Image], torch.Tensor]) -> torch.Tensor:
     """(B, 3, H, W) input of a backbone: `tf` (its preprocessing) applied once to the whole batch when the
     images share one size (the same numbers, several times faster), else image by image."""
@@ -132,7 +150,7 @@ class _Job:
 
     def __init__(self, run: Run, store: ImageStore, models: Sequence[BaseModel], rels: Sequence[str], variant: str):
         dtype = getattr(torch, run.config.feature_dtype)
-        keep = variant == "raw" or run.config.cache_perturbed_features
+        keep = kept(run, variant)
         folder = run.cache / "features"
         self.models = list(models)
         self.caches = [_Cache(folder / f"{m.id}-{store.key}-{variant}.safetensors", dtype, keep) for m in models]

@@ -5,9 +5,10 @@ the fusion split from the feature cache and evaluated on balanced test sets (Tab
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -16,11 +17,12 @@ import torch.nn.functional as F
 
 from dfxlib.data.batches import ImageStore, order
 from dfxlib.data.index import CLASS_INDEX, CLASSES
+from dfxlib.data.perturb import Perturbation
 from dfxlib.data.split import Split, sample_groups, test_sets
 from dfxlib.evaluation.metrics import correct, evaluate, outcomes, pct
 from dfxlib.models.backbones import display_name, feature_dim
 from dfxlib.models.basemodels import combos, load_base_model
-from dfxlib.models.features import stacked_features
+from dfxlib.models.features import cached_rows, kept, stacked_features
 from dfxlib.models.networks import HEAD_INPUTS, BaseModel, FusionHead, LinearProbe
 from dfxlib.models.train import FINISHED, FitResult, classifier_step, device_of, fit, is_finished, load_weights
 from dfxlib.run import Run
@@ -86,6 +88,19 @@ def predict_head(head: FusionHead, x: np.ndarray, batch: int = 256) -> np.ndarra
     return torch.cat(out).numpy() if out else np.zeros((0, len(CLASSES)))
 
 
+def complete_probs(run: Run, store: ImageStore, c: "Complete", rels: Sequence[str], variant: str = "raw",
+                   fn: Perturbation | None = None) -> np.ndarray:
+    """Class probabilities (N, 3) of the complete model `c` on `rels` of `store` under `variant` (`fn` its
+    perturbation), computed once per (head weights, dataset, variant, image) and kept under `cache/heads/` as
+    the features are (`features.kept`): notebooks 03 to 07 score the same test images again, and the paper's head
+    costs more per image than Lite0 at 64 px."""
+    weights = run.checkpoints.head(c.backbone, c.kind) / "best.safetensors"
+    key = f"{c.backbone}-{c.kind}-{hashlib.sha256(weights.read_bytes()).hexdigest()[:12]}-{store.key}-{variant}"
+    return cached_rows(run.cache / "heads" / f"{key}.safetensors", rels,
+                       lambda todo: predict_head(c.head, stacked_features(run, store, c.bases, todo, variant, fn)),
+                       kept(run, variant))
+
+
 def fit_probe(x: np.ndarray, y: np.ndarray, seed: int) -> LinearProbe:
     """A standardised, class-balanced logistic regression on frozen features (N, D) with labels in CLASSES:
     a base model used alone (notebook 03) and the linear-probe baseline (`dfxlib.models.baselines`)."""
@@ -138,9 +153,11 @@ def train_complete(run: Run, store: ImageStore, split: Split, backbone: str, kin
     meta = head_meta(backbone, kind, bases)
     head, result = train_head(run, run.checkpoints.head(backbone, kind), feats["train"], ys["train"], feats["val"],
                               ys["val"], meta)
-    p_multi = predict_head(head, feats["multi"])
+    complete = Complete(backbone=backbone, kind=kind, bases=bases, head=head, fit=result)
+    p_multi = complete_probs(run, store, complete, list(multi["path"]))
     m = evaluate(ys["multi"], p_multi, binary=False, n_boot=cfg.bootstrap, seed=cfg.seed)
-    b = evaluate(ys["binary"], predict_head(head, feats["binary"]), binary=True, n_boot=cfg.bootstrap, seed=cfg.seed)
+    b = evaluate(ys["binary"], complete_probs(run, store, complete, list(binary["path"])), binary=True, n_boot=cfg.bootstrap,
+                 seed=cfg.seed)
     rows = [{"backbone": backbone, "kind": kind, "features": "DM + GAN + REAL (complete)",
              "accuracy": m["accuracy"], "f1": m["f1"], "outcomes": outcomes(correct(ys["multi"], p_multi, binary=False))}]
     for k, c in enumerate(CLASSES if ablation else ()):
@@ -148,8 +165,8 @@ def train_complete(run: Run, store: ImageStore, split: Split, backbone: str, kin
         r = evaluate(ys["multi"], probs, binary=False, n_boot=1, seed=cfg.seed)
         rows.append({"backbone": backbone, "kind": kind, "features": f"{c.upper()} base model alone",
                      "accuracy": r["accuracy"], "f1": r["f1"], "outcomes": outcomes(correct(ys["multi"], probs, binary=False))})
-    return Complete(backbone=backbone, kind=kind, bases=bases, head=head, fit=result, multiclass=m,
-                           binary=b, ablation=pd.DataFrame(rows))
+    complete.multiclass, complete.binary, complete.ablation = m, b, pd.DataFrame(rows)
+    return complete
 
 
 def train_complete_models(run: Run, store: ImageStore, split: Split,

@@ -34,6 +34,23 @@ def test_notebooks_04_to_06_load_the_complete_models_without_training(tmp_path, 
     x = np.random.default_rng(0).standard_normal((5, 3, dim), dtype=np.float32)
     trained.head.eval()
     assert np.array_equal(fusion.predict_head(loaded.head, x), fusion.predict_head(trained.head, x))
+
+    # the head's probabilities are computed once per image and condition, across notebooks (cache/heads/)
+    from dfxlib.data import perturb
+    from dfxlib.data.split import test_sets
+    from dfxlib.models.features import stacked_features
+
+    rels = sorted(test_sets(split, 0)[1]["path"])
+    fresh = fusion.predict_head(loaded.head, stacked_features(run, store, loaded.bases, rels))
+    real_head, calls = fusion.predict_head, []
+    monkey = pytest.MonkeyPatch()
+    monkey.setattr(fusion, "predict_head", lambda head, feats: calls.append(len(feats)) or real_head(head, feats))
+    assert np.array_equal(fusion.complete_probs(run, store, loaded, rels), fresh) and calls == []  # 03 kept them
+    jpeg = fusion.complete_probs(run, store, loaded, rels[:3], "jpeg50", perturb.get("jpeg50"))
+    again = fusion.complete_probs(run, store, loaded, rels[:5], "jpeg50", perturb.get("jpeg50"))
+    assert calls == [3, 2] and np.array_equal(again[:3], jpeg)  # only the two images not yet scored
+    assert len(list((run.cache / "heads").glob("*-jpeg50.json"))) == 1
+    monkey.undo()
     base = run.checkpoints.base("test_resnet", "unbalanced", "gan") / "best.safetensors"
     net = trained.bases[1].net
     with torch.no_grad():
