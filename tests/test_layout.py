@@ -19,6 +19,7 @@ LAZY = {
     ("config", "models.backbones"),
     ("config", "data.perturb"), ("run", "data.batches"), ("run", "data.pixels"),
     ("workflow.notebooks", "models.train"),
+    ("workflow.notebooks", "data.minidfx"),  # a seed's run links the first seed's world: torch only then
     ("workflow.notebooks", "evaluation.verdicts"),  # verdicts pulls torch in through scoring: only after the runs
 }
 

@@ -6,6 +6,7 @@ import logging
 import os
 import re
 import shlex
+import shutil
 import signal
 import sys
 import threading
@@ -102,13 +103,38 @@ def run_seeds(profile: str, params: Mapping[str, str] | None, seeds: Sequence[in
     base = claim_run_dir(seeds_dir(profile, params))
     for s in seeds:  # every setting and seed checked before the first run starts
         resolve(profile, {**dict(params or {}), "seed": str(s)})
-    for s in seeds:
+    for i, s in enumerate(seeds):
         log(f"seed {s} of {', '.join(map(str, seeds))}")
+        if i:  # one MiniDFX world for every seed (`builtin_seed`): built by the first, linked into the others
+            share_worlds(base / f"seed-{seeds[0]}", claim_run_dir(base / f"seed-{s}"))
         run_notebooks(profile, {**dict(params or {}), "seed": str(s), "run_dir": str(base / f"seed-{s}")}, log=log,
                       **kw)
     summarize_seeds(base, seeds)
     log(f"report: {build_report(base)}")
     return base
+
+
+def share_worlds(source: Path, run_dir: Path) -> list[Path]:
+    """Hard-link (copy, across filesystems) every finished MiniDFX world in the cache of the run folder `source`
+    into the cache of `run_dir`, where it is not yet: the same recipe builds the same world, so a run over seeds
+    builds it once. Returns the worlds linked."""
+    from dfxlib.data.minidfx import is_complete
+
+    out = []
+    for world in sorted((source / "cache").glob("minidfx-*")):
+        target = run_dir / "cache" / world.name
+        if not is_complete(world) or target.exists():
+            continue
+        tmp = target.with_name(f".linking-{world.name}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            shutil.copytree(world, tmp, copy_function=os.link)
+        except OSError:  # another filesystem: a copy
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(world, tmp)
+        os.replace(tmp, target)
+        out.append(target)
+    return out
 
 
 def summarize_seeds(base: Path, seeds: Sequence[int]) -> Path:
