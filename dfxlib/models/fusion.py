@@ -94,6 +94,8 @@ def complete_probs(run: Run, store: ImageStore, c: "Complete", rels: Sequence[st
     perturbation), computed once per (head weights, dataset, variant, image) and kept under `cache/heads/` as
     the features are (`features.kept`): notebooks 03 to 07 score the same test images again, and the paper's head
     costs more per image than Lite0 at 64 px."""
+    if not len(rels):
+        return np.zeros((0, len(CLASSES)), dtype=np.float32)
     weights = run.checkpoints.head(c.backbone, c.kind) / "best.safetensors"
     key = f"{c.backbone}-{c.kind}-{hashlib.sha256(weights.read_bytes()).hexdigest()[:12]}-{store.key}-{variant}"
     return cached_rows(run.cache / "heads" / f"{key}.safetensors", rels,
