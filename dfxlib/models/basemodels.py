@@ -115,7 +115,8 @@ def fit_on_images(run: Run, store: ImageStore, net: nn.Module, backbone: str, tr
         return labelled_batches(pixels, list(va["path"]), list(va["target"]), tf, cfg.batch_size, device=dev)
     return fit(net, classifier_step(None if weight is None else weight.to(dev)), train_batches, val_batches, folder,
                meta, epochs=cfg.base_epochs, lr=cfg.lr, weight_decay=cfg.weight_decay, seed=cfg.seed,
-               patience=cfg.patience, min_delta=cfg.min_delta, device=dev, amp=cfg.amp, progress=run.progress, config_json=cfg.to_json())
+               patience=cfg.patience, min_delta=cfg.min_delta, device=dev, amp=cfg.amp, progress=run.progress,
+               config_json=cfg.to_json())
 
 
 def _fit_siamese(run: Run, store: ImageStore, net: nn.Module, backbone: str, anchors: pd.DataFrame, folder: Path,
@@ -141,7 +142,8 @@ def _fit_siamese(run: Run, store: ImageStore, net: nn.Module, backbone: str, anc
         return pair_batches(val_pairs)
     return fit(net, siamese_step(cfg.siamese_margin), train_batches, val_batches, folder, meta,
                epochs=cfg.siamese_epochs, lr=cfg.lr, weight_decay=cfg.weight_decay, seed=cfg.seed,
-               patience=cfg.patience, min_delta=cfg.min_delta, device=dev, amp=cfg.amp, progress=run.progress, config_json=cfg.to_json())
+               patience=cfg.patience, min_delta=cfg.min_delta, device=dev, amp=cfg.amp, progress=run.progress,
+               config_json=cfg.to_json())
 
 
 def train_base_model(run: Run, store: ImageStore, split: Split, backbone: str, kind: str, main: str) -> BaseModel:

@@ -75,7 +75,8 @@ def train_head(run: Run, folder: Path, x_train: np.ndarray, y_train: np.ndarray,
     result = fit(head, classifier_step(weight), train_batches, val_batches, folder, {**meta, "name": name, "in_channels": int(x_train.shape[1]),
                                                                   "feature_dim": int(x_train.shape[2])},
                  epochs=cfg.head_epochs, lr=cfg.head_lr, weight_decay=cfg.weight_decay, seed=cfg.seed,
-                 patience=cfg.patience, min_delta=cfg.min_delta, device=dev, amp=False, progress=run.progress, config_json=cfg.to_json())
+                 patience=cfg.patience, min_delta=cfg.min_delta, device=dev, amp=False, progress=run.progress,
+                 config_json=cfg.to_json())
     load_weights(head, folder / "best.safetensors")
     return head.eval(), result
 
@@ -91,14 +92,14 @@ def predict_head(head: FusionHead, x: np.ndarray, batch: int = 256) -> np.ndarra
 def complete_probs(run: Run, store: ImageStore, c: "Complete", rels: Sequence[str], variant: str = "raw",
                    fn: Perturbation | None = None) -> np.ndarray:
     """Class probabilities (N, 3) of the complete model `c` on `rels` of `store` under `variant` (`fn` its
-    perturbation), computed once per (head weights, dataset, variant, image) and kept under `cache/heads/` as
+    perturbation), computed once per (head weights, dataset, variant, image) and kept under `cache/predictions/` as
     the features are (`features.kept`): notebooks 03 to 07 score the same test images again, and the paper's head
     costs more per image than Lite0 at 64 px."""
     if not len(rels):
         return np.zeros((0, len(CLASSES)), dtype=np.float32)
     weights = run.checkpoints.head(c.backbone, c.kind) / "best.safetensors"
     key = f"{c.backbone}-{c.kind}-{hashlib.sha256(weights.read_bytes()).hexdigest()[:12]}-{store.key}-{variant}"
-    return cached_rows(run.cache / "heads" / f"{key}.safetensors", rels,
+    return cached_rows(run.cache / "predictions" / f"{key}.safetensors", rels,
                        lambda todo: predict_head(c.head, stacked_features(run, store, c.bases, todo, variant, fn)),
                        kept(run, variant))
 
@@ -158,8 +159,8 @@ def train_complete(run: Run, store: ImageStore, split: Split, backbone: str, kin
     complete = Complete(backbone=backbone, kind=kind, bases=bases, head=head, fit=result)
     p_multi = complete_probs(run, store, complete, list(multi["path"]))
     m = evaluate(ys["multi"], p_multi, binary=False, n_boot=cfg.bootstrap, seed=cfg.seed)
-    b = evaluate(ys["binary"], complete_probs(run, store, complete, list(binary["path"])), binary=True, n_boot=cfg.bootstrap,
-                 seed=cfg.seed)
+    p_binary = complete_probs(run, store, complete, list(binary["path"]))
+    b = evaluate(ys["binary"], p_binary, binary=True, n_boot=cfg.bootstrap, seed=cfg.seed)
     rows = [{"backbone": backbone, "kind": kind, "features": "DM + GAN + REAL (complete)",
              "accuracy": m["accuracy"], "f1": m["f1"], "outcomes": outcomes(correct(ys["multi"], p_multi, binary=False))}]
     for k, c in enumerate(CLASSES if ablation else ()):

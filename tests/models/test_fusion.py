@@ -35,7 +35,7 @@ def test_notebooks_04_to_06_load_the_complete_models_without_training(tmp_path, 
     trained.head.eval()
     assert np.array_equal(fusion.predict_head(loaded.head, x), fusion.predict_head(trained.head, x))
 
-    # the head's probabilities are computed once per image and condition, across notebooks (cache/heads/)
+    # the head's probabilities are computed once per image and condition, across notebooks (cache/predictions/)
     from dfxlib.data import perturb
     from dfxlib.data.split import test_sets
     from dfxlib.models.features import stacked_features
@@ -49,7 +49,7 @@ def test_notebooks_04_to_06_load_the_complete_models_without_training(tmp_path, 
     jpeg = fusion.complete_probs(run, store, loaded, rels[:3], "jpeg50", perturb.get("jpeg50"))
     again = fusion.complete_probs(run, store, loaded, rels[:5], "jpeg50", perturb.get("jpeg50"))
     assert calls == [3, 2] and np.array_equal(again[:3], jpeg)  # only the two images not yet scored
-    assert len(list((run.cache / "heads").glob("*-jpeg50.json"))) == 1
+    assert len(list((run.cache / "predictions").glob("*-jpeg50.json"))) == 1
     monkey.undo()
     base = run.checkpoints.base("test_resnet", "unbalanced", "gan") / "best.safetensors"
     net = trained.bases[1].net
