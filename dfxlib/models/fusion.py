@@ -5,7 +5,6 @@ the fusion split from the feature cache and evaluated on balanced test sets (Tab
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -23,7 +22,7 @@ from dfxlib.evaluation.metrics import correct, evaluate, outcomes, pct
 from dfxlib.models.backbones import display_name, feature_dim
 from dfxlib.models.basemodels import combos, load_base_model
 from dfxlib.models.features import cached_rows, kept, stacked_features
-from dfxlib.models.networks import HEAD_INPUTS, BaseModel, FusionHead, LinearProbe
+from dfxlib.models.networks import HEAD_INPUTS, BaseModel, FusionHead, LinearProbe, weights_id
 from dfxlib.models.train import FINISHED, FitResult, classifier_step, device_of, fit, is_finished, load_weights
 from dfxlib.run import Run
 
@@ -97,8 +96,8 @@ def complete_probs(run: Run, store: ImageStore, c: "Complete", rels: Sequence[st
     costs more per image than Lite0 at 64 px."""
     if not len(rels):
         return np.zeros((0, len(CLASSES)), dtype=np.float32)
-    weights = run.checkpoints.head(c.backbone, c.kind) / "best.safetensors"
-    key = f"{c.backbone}-{c.kind}-{hashlib.sha256(weights.read_bytes()).hexdigest()[:12]}-{store.key}-{variant}"
+    key = f"{c.backbone}-{c.kind}-{weights_id(run.checkpoints.head(c.backbone, c.kind) / 'best.safetensors')}-" \
+          f"{store.key}-{variant}"
     return cached_rows(run.cache / "predictions" / f"{key}.safetensors", rels,
                        lambda todo: predict_head(c.head, stacked_features(run, store, c.bases, todo, variant, fn)),
                        kept(run, variant))

@@ -82,6 +82,12 @@ def contrastive_loss(d: torch.Tensor, dissimilar: torch.Tensor, margin: float = 
 HEAD_INPUTS = "standardised"
 
 
+def weights_id(path: Path) -> str:
+    """12 hex digits that change whenever the weights file `path` changes: what keys the caches of a model's
+    outputs (features, the complete models' probabilities)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+
+
 class FusionHead(nn.Module):
     """The paper's head: five 1-D convolutions (16, 64, 256, 512, 1024 channels; kernels 7, 5, 3, 3, 3;
     strides 2, 2, 1, 1, 1; padding 1), ReLU then batch norm after each but the last, global average pooling,
@@ -200,5 +206,4 @@ class BaseModel:
     @property
     def id(self) -> str:
         """An identifier that changes whenever the weights change (for feature caches)."""
-        h = hashlib.sha256((self.folder / "best.safetensors").read_bytes()).hexdigest()[:12]
-        return f"{self.backbone}-{self.kind}-{self.main}-{h}"
+        return f"{self.backbone}-{self.kind}-{self.main}-{weights_id(self.folder / 'best.safetensors')}"

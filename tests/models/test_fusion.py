@@ -13,7 +13,7 @@ def test_class_weights_are_inverse_counts():
     assert torch.allclose(w, torch.tensor([1 / 4, 1 / 2, 1.0]))
 
 
-def test_notebooks_04_to_06_load_the_complete_models_without_training(tmp_path, fixture_root):
+def test_notebooks_04_to_06_load_the_complete_models_without_training(tmp_path, fixture_root, monkeypatch):
     import dfxlib
     from dfxlib.models.train import CheckpointMismatch, read_meta, save_weights
     from dfxlib.run import MissingPrerequisite
@@ -43,14 +43,13 @@ def test_notebooks_04_to_06_load_the_complete_models_without_training(tmp_path, 
     rels = sorted(test_sets(split, 0)[1]["path"])
     fresh = fusion.predict_head(loaded.head, stacked_features(run, store, loaded.bases, rels))
     real_head, calls = fusion.predict_head, []
-    monkey = pytest.MonkeyPatch()
-    monkey.setattr(fusion, "predict_head", lambda head, feats: calls.append(len(feats)) or real_head(head, feats))
+    monkeypatch.setattr(fusion, "predict_head", lambda head, feats: calls.append(len(feats)) or real_head(head, feats))
     assert np.array_equal(fusion.complete_probs(run, store, loaded, rels), fresh) and calls == []  # 03 kept them
     jpeg = fusion.complete_probs(run, store, loaded, rels[:3], "jpeg50", perturb.get("jpeg50"))
     again = fusion.complete_probs(run, store, loaded, rels[:5], "jpeg50", perturb.get("jpeg50"))
     assert calls == [3, 2] and np.array_equal(again[:3], jpeg)  # only the two images not yet scored
     assert len(list((run.cache / "predictions").glob("*-jpeg50.json"))) == 1
-    monkey.undo()
+    monkeypatch.undo()
     base = run.checkpoints.base("test_resnet", "unbalanced", "gan") / "best.safetensors"
     net = trained.bases[1].net
     with torch.no_grad():
