@@ -9,7 +9,7 @@ p(dm) + p(gan).
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -220,6 +220,33 @@ def difference_ci(pairs: Sequence[tuple[np.ndarray, np.ndarray]], paired: bool =
         diffs += a[ia].mean(1) - b[ib].mean(1)
     diffs *= 100.0 / max(len(pairs), 1)
     return float(np.quantile(diffs, a_level)), float(np.quantile(diffs, 1 - a_level))
+
+
+def generator_spread(diff: np.ndarray, unit: np.ndarray, weight: Mapping[str, float], n: int = 1000, seed: int = 0,
+                     level: float = 0.95) -> tuple[float, float]:
+    """How far sum_u weight[u] * mean(diff[unit == u]) moves under a two-level bootstrap, as (lo, hi) offsets (the
+    statistic's percentile interval minus its own value) to add to a point estimate. The units other than ""
+    (held-out generators) are drawn with replacement, each slot keeping its weight, then the images of each unit
+    drawn; unit "" (real images) is resampled image by image. With one generator it is the images' bootstrap."""
+    diff, unit = np.asarray(diff, dtype=float), np.asarray(unit).astype(str)
+    rng = np.random.default_rng(seed)
+    gens = [u for u in weight if u]
+    parts = {u: diff[unit == u] for u in weight}
+    value = sum(w * parts[u].mean() for u, w in weight.items())
+
+    def means(u: str) -> np.ndarray:  # n bootstrap means of unit u's images
+        d = parts[u]
+        return d[rng.integers(0, len(d), (n, len(d)))].mean(1)
+    boot = np.zeros(n)
+    if gens:
+        drawn = rng.integers(0, len(gens), (n, len(gens)))  # which generator fills each slot
+        for j, u in enumerate(gens):  # each slot resamples the images of the generator it drew, on its own
+            by_gen = np.stack([means(v) for v in gens])  # (generators, n)
+            boot += weight[u] * by_gen[drawn[:, j], np.arange(n)]
+    if "" in weight:
+        boot += weight[""] * means("")
+    a_level = (1 - level) / 2
+    return float(100 * (np.quantile(boot, a_level) - value)), float(100 * (np.quantile(boot, 1 - a_level) - value))
 
 
 def pct(x: float) -> float:

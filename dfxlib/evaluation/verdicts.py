@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from dfxlib.config import BASE_KINDS, BASELINE_KINDS
-from dfxlib.evaluation.metrics import difference_ci, parse_ci, read_outcomes
+from dfxlib.evaluation.metrics import difference_ci, generator_spread, parse_ci, read_outcomes
 from dfxlib.evaluation.scoring import GROUPS
 from dfxlib.models.backbones import display_name
 
@@ -35,9 +35,10 @@ Untestable = Mapping[tuple[str, str], str]
 
 def _row(claim: str, subject: str, condition: str, value_of: str, value: float, reference: str, ref: float,
          holds: bool | None = None, statement: str = "", ci: tuple[float, float] | None = None,
-         untestable: str = "") -> dict:
+         untestable: str = "", ci_over: str = "") -> dict:
     """One claim: `holds` (default value > ref) decides it unless the difference's interval `ci` (points)
-    contains 0 (too close to call) or `untestable` gives a reason (not testable)."""
+    contains 0 (too close to call) or `untestable` gives a reason (not testable). `ci_over` says what the
+    interval resamples when it is not the test images alone."""
     diff = value - ref
     if untestable:
         verdict = "not testable"
@@ -49,7 +50,7 @@ def _row(claim: str, subject: str, condition: str, value_of: str, value: float, 
     if not statement:
         verb = {"holds": "beats", "does not hold": "does NOT beat"}.get(verdict, "against")
         statement = f"{subject}, {condition}: {value_of} ({value:.2f}) {verb} {reference} ({ref:.2f}), {diff:+.2f} points"
-        statement += f" (95% interval of the difference {ci_text})." if ci is not None else "."
+        statement += f" (95% interval of the difference{ci_over} {ci_text})." if ci is not None else "."
     if verdict == "too close to call":
         statement += " Too close to call: the interval of the difference contains 0."
     elif verdict == "not testable":
@@ -129,12 +130,36 @@ def kinds(rob: pd.DataFrame, untestable: Untestable | None = None, n_boot: int =
 _KIND_OF_GROUP = {v: k for k, v in GROUPS.items()}
 
 
+def _by_generator(a: pd.DataFrame, b: pd.DataFrame, sets: Mapping[str, pd.DataFrame], names: list[str]
+                  ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    """Per image of the sets `names` (each image once): the difference of two models' outcomes (a, b: rows by
+    set), its unit (the fake's generator, "" for a real image), and each unit's weight in the mean over the sets
+    (a set's accuracy weighs its generators by their share of its images)."""
+    diff: dict[str, float] = {}
+    unit: dict[str, str] = {}
+    weight: dict[str, float] = {}
+    for name in names:
+        df = sets[name]
+        units = df["generator"].where(df["family"] != "real", "").astype(str)
+        for u, share in units.value_counts(normalize=True).items():
+            weight[u] = weight.get(u, 0.0) + share / len(names)
+        d = read_outcomes(a.loc[name, "outcomes"]).astype(float) - read_outcomes(b.loc[name, "outcomes"])
+        diff.update(zip(df["path"], d))
+        unit.update(zip(df["path"], units))
+    paths = list(diff)
+    return np.array([diff[p] for p in paths]), np.array([unit[p] for p in paths]), weight
+
+
 def generalization(long: pd.DataFrame, untestable: Untestable | None = None, n_boot: int = 1000,
-                   seed: int = 0) -> pd.DataFrame:
+                   seed: int = 0, sets: Mapping[str, pd.DataFrame] | None = None) -> pd.DataFrame:
     """Does DeepFeatureX generalize better than the baselines? From Table 4's cells (`generalization.
     evaluate_tsets`: group, model, set, condition, accuracy %, outcomes): per condition and backbone, each
     complete model's mean accuracy over the test sets against the plain classifier's and the linear probe's,
-    on the sets both were scored on, with the paired bootstrap interval of the difference of the means."""
+    on the sets both were scored on. With the `sets` themselves (name -> rows with path, family, generator, in
+    the order of the outcomes) the difference's interval comes from a two-level bootstrap
+    (`metrics.generator_spread`): the held-out generators drawn with replacement, then their images, and the real
+    images: the claim is about generators never trained on, and a run holds only a few of them. Without, it is
+    the paired bootstrap over the sets' images."""
     rows = []
     untestable = untestable or {}
     for (cond, model), g in long.groupby(["condition", "model"], sort=False):
@@ -142,15 +167,23 @@ def generalization(long: pd.DataFrame, untestable: Untestable | None = None, n_b
             for ref in BASELINE_KINDS:
                 a = g[g["group"] == GROUPS[kind]].set_index("set")
                 b = g[g["group"] == GROUPS[ref]].set_index("set")
-                sets = [s for s in a.index if s in b.index]
-                if not sets:
+                names = [s for s in a.index if s in b.index]
+                if not names:
                     continue
-                ci = (difference_ci([(read_outcomes(a.loc[s, "outcomes"]), read_outcomes(b.loc[s, "outcomes"]))
-                                     for s in sets], paired=True, n=n_boot, seed=seed) if "outcomes" in g else None)
+                value, ref_value = (round(float(a.loc[names, "accuracy"].mean()), 2),
+                                    round(float(b.loc[names, "accuracy"].mean()), 2))
+                ci, over = None, ""
+                if "outcomes" in g and sets is not None and all(s in sets for s in names):
+                    diff, unit, weight = _by_generator(a, b, sets, names)
+                    lo, hi = generator_spread(diff, unit, weight, n_boot, seed)
+                    ci = (value - ref_value + lo, value - ref_value + hi)
+                    over = f" over the {sum(1 for u in weight if u)} held-out generators and their images"
+                elif "outcomes" in g:
+                    ci = difference_ci([(read_outcomes(a.loc[s, "outcomes"]), read_outcomes(b.loc[s, "outcomes"]))
+                                        for s in names], paired=True, n=n_boot, seed=seed)
                 rows.append(_row(f"DeepFeatureX generalizes better than {NAMES[ref]}", model,
-                                 f"{cond}, mean of {len(sets)} test sets", NAMES[kind],
-                                 round(float(a.loc[sets, "accuracy"].mean()), 2), NAMES[ref],
-                                 round(float(b.loc[sets, "accuracy"].mean()), 2), ci=ci,
+                                 f"{cond}, mean of {len(names)} test sets", NAMES[kind], value, NAMES[ref],
+                                 ref_value, ci=ci, ci_over=over,
                                  untestable=_why(untestable, (kind, model), (ref, model))))
     return table(rows)
 

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dfxlib.evaluation import verdicts
+from dfxlib.evaluation import metrics, verdicts
 
 
 def rob(values: dict[str, float], condition: str = "RAW", task: str = "multiclass") -> pd.DataFrame:
@@ -61,6 +61,47 @@ def test_generalization_compares_the_mean_over_the_sets_both_were_scored_on():
     assert v.loc["the plain classifier", "verdict"] == "holds" and v.loc["the plain classifier", "value"] == 85.0
     assert v.loc["the linear probe", "verdict"] == "too close to call"  # 85.0 against 85.0
     assert (v["condition"] == "RAW, mean of 2 test sets").all()
+
+
+def generalization_sets(right_a: dict[str, int], right_b: dict[str, int], n: int = 20):
+    """Table 4 cells of two models (DeepFeatureX Net, the plain classifier) on one set per generator, each of n
+    fakes of that generator and n shared reals both get right, and the sets themselves; `right_*`: how many of
+    each generator's fakes the model gets right."""
+    cells, sets = [], {}
+    for i, gen in enumerate(right_a):
+        paths = [f"real/{k}.png" for k in range(n)] + [f"{gen}/{k}.png" for k in range(n)]
+        sets[f"S{i}"] = pd.DataFrame({"path": paths, "family": ["real"] * n + ["gan"] * n,
+                                      "generator": ["photos"] * n + [gen] * n})
+        for group, right in (("DeepFeatureX Net", right_a[gen]), ("Baselines", right_b[gen])):
+            o = "1" * n + "1" * right + "0" * (n - right)
+            cells.append({"condition": "RAW", "group": group, "model": "B", "set": f"S{i}",
+                          "accuracy": 100 * o.count("1") / len(o), "outcomes": o})
+    return pd.DataFrame(cells), sets
+
+
+def test_a_generalization_difference_one_generator_carries_is_too_close_to_call():
+    # Net right on every fake of generator g0, the plain classifier on none; both alike on the other three
+    long, sets = generalization_sets({"g0": 20, "g1": 10, "g2": 10, "g3": 10}, {"g0": 0, "g1": 10, "g2": 10, "g3": 10})
+    by_images = verdicts.generalization(long).iloc[0]
+    assert by_images["verdict"] == "holds" and by_images["difference"] == 12.5  # the images alone: decided
+    by_gens = verdicts.generalization(long, sets=sets).iloc[0]
+    lo, hi = (float(x) for x in by_gens["difference_ci95"].strip("[]").split(","))
+    assert lo <= 0 < 12.5 < hi and by_gens["verdict"] == "too close to call"  # one generator in four carries it
+    assert "over the 4 held-out generators and their images" in by_gens["statement"]
+    # the same gain on every generator holds whichever generators are drawn
+    long, sets = generalization_sets({f"g{k}": 15 for k in range(4)}, {f"g{k}": 5 for k in range(4)})
+    v = verdicts.generalization(long, sets=sets).iloc[0]
+    assert v["verdict"] == "holds" and v["difference"] == 25.0 and float(v["difference_ci95"][1:].split(",")[0]) > 0
+
+
+def test_generator_spread_draws_generators_then_images():
+    diff = np.r_[np.ones(10), np.zeros(30), np.zeros(10)]
+    unit = np.array(["a"] * 10 + ["b"] * 10 + ["c"] * 10 + ["d"] * 10 + [""] * 10)
+    weight = {"a": 0.125, "b": 0.125, "c": 0.125, "d": 0.125, "": 0.5}  # the value: 12.5 points
+    lo, hi = metrics.generator_spread(diff, unit, weight, n=2000, seed=0)
+    assert lo == -12.5 and hi >= 12.5  # no draw of "a" at all, and draws of "a" in several slots
+    # one generator: only its images move the value (here they all agree, so nothing moves)
+    assert metrics.generator_spread(diff[:10], unit[:10], {"a": 1.0}) == (0.0, 0.0)
 
 
 def test_a_difference_inside_its_paired_interval_is_too_close_to_call():
