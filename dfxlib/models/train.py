@@ -280,7 +280,7 @@ def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], Iterable[
     st = _resume(folder, meta, model, opt, device)
     resumed_from = st.start - 1
     dist = current()
-    if dist.main:
+    if dist.main and not st.finished:  # a finished fit is loaded, and nothing of it is written again
         atomic_write(folder / "meta.json", lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
         if config_json:
             atomic_write(folder / "config.json", lambda tmp: Path(tmp).write_text(config_json))
@@ -323,8 +323,10 @@ def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], Iterable[
     bar.close()
     dist.barrier()  # every process returns once rank 0 has written
     table = pd.DataFrame(st.history)
-    if len(table) and dist.main:
+    ran = len(table) > resumed_from  # epochs ran in this call (else the log and curves are on disk already)
+    if len(table) and dist.main and (ran or not (folder / "log.csv").exists()):
         atomic_write(folder / "log.csv", lambda tmp: table.to_csv(tmp, index=False))
+    if len(table) and dist.main and (ran or not (folder / "curves.png").exists()):
         _curves(table, folder / "curves.png", meta.get("name", folder.name))
     best_loss = next((h["val_loss"] for h in st.history if h["epoch"] == st.best_epoch), st.best)
     return FitResult(best_epoch=st.best_epoch, best_val_loss=best_loss, history=table, folder=folder,

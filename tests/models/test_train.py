@@ -70,8 +70,12 @@ def test_finished_run_is_reused_not_retrained(tmp_path):
     assert not (tmp_path / "last_state.pt").exists() and not (tmp_path / "last.safetensors").exists()
     assert is_finished(tmp_path) and (tmp_path / "best.safetensors").is_file()
     best = (tmp_path / "best.safetensors").read_bytes()
+    (tmp_path / "curves.png").unlink()  # a figure lost (or never drawn) is drawn again from the log
+    written = {p: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
     again = _fit(tmp_path, _model())
     assert again.resumed_from == 4 and len(again.history) == 4
+    # loading writes nothing that is on disk (every notebook loads the fits again): only the missing figure
+    assert [p.name for p in tmp_path.iterdir() if written.get(p) != p.stat().st_mtime_ns] == ["curves.png"]
     assert (again.best_epoch, again.best_val_loss) == (first.best_epoch, first.best_val_loss)
     assert (tmp_path / "best.safetensors").read_bytes() == best
     with pytest.raises(CheckpointMismatch, match="epochs"):  # a finished model of other settings is not reused
