@@ -24,7 +24,8 @@ def test_default_profile_is_mini():
                                       ({"lr": "nan"}, "'lr': must be a finite"), ({"lr": float("inf")}, "'lr'"),
                                       ({"weight_decay": "nan"}, "'weight_decay'"), ({"seed": -1}, "'seed'"),
                                       ({"seed": 10**23}, "'seed'"), ({"device": "tpu"}, "'device'"),
-                                      ({"input_size": 100000}, "'input_size'")])
+                                      ({"input_size": 100000}, "'input_size'"),
+                                      ({"head_patience": -2}, "'head_patience': epochs >= 0, or -1")])
 def test_bad_settings_name_the_key(bad, key):
     with pytest.raises(ConfigError, match=key):
         resolve("mini", bad)

@@ -70,10 +70,10 @@ DIFFERENCES: tuple[Difference, ...] = (
     Difference(
         "Model selection", "the weights of minimum validation loss", "minimum validation loss, every epoch run",
         "every epoch run, minimum validation loss kept", "early stopping after `patience` epochs without a validation "
-        "loss better by more than `min_delta` (mini: 8 epochs, 0.01), within a cap (a cap reached while improving "
+        "loss better by more than `min_delta` (mini: 8 epochs, 5 for the fusion heads, 0.01), within a cap (a cap reached while improving "
         "is flagged); the minimum's weights kept",
         "the built-in profiles stop when converged; the paper profile runs the paper's epochs",
-        ("patience", "min_delta")),
+        ("patience", "head_patience", "min_delta")),
     Difference(
         "EfficientNet and ResNeXt weights", "ImageNet-pretrained backbones",
         "NVIDIA's torch hub EfficientNet-B0/B4 and ResNeXt101 weights",
@@ -140,6 +140,7 @@ PAPER_SETTINGS: dict[str, tuple[Any, str]] = {
     "siamese_epochs": (50, "as the base models"),
     "patience": (0, "the code runs every epoch (see 'Model selection')"),
     "min_delta": (0.0, "the code runs every epoch (see 'Model selection')"),
+    "head_patience": (-1, "as `patience`: the code runs every epoch"),
     "amp": (False, "the code trains in full precision"),
     "head_epochs": (50, "the code"),
     "head_lr": (1e-4, "the code"),

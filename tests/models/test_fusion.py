@@ -13,6 +13,24 @@ def test_class_weights_are_inverse_counts():
     assert torch.allclose(w, torch.tensor([1 / 4, 1 / 2, 1.0]))
 
 
+@pytest.mark.parametrize("head_patience, used", [(-1, 8), (5, 5), (0, 0)])
+def test_a_head_stops_early_by_head_patience_else_by_patience(tmp_path, monkeypatch, head_patience, used):
+    import dfxlib
+
+    run = dfxlib.start("smoke", run_dir=str(tmp_path / "r"),
+                       overrides={"progress": False, "patience": 8, "head_patience": head_patience})
+    seen = {}
+
+    def fake_fit(*args, **kw):
+        seen.update(kw)
+        raise RuntimeError("stop")  # what fit was asked is all this test reads
+    monkeypatch.setattr(fusion, "fit", fake_fit)
+    x, y = np.zeros((4, 3, 8), dtype=np.float32), np.array([0, 1, 2, 0])
+    with pytest.raises(RuntimeError, match="stop"):
+        fusion.train_head(run, run.checkpoints.heads / "b" / "k", x, y, x, y, {})
+    assert seen["patience"] == used
+
+
 def test_notebooks_04_to_06_load_the_complete_models_without_training(tmp_path, fixture_root, monkeypatch):
     import dfxlib
     from dfxlib.models.train import CheckpointMismatch, read_meta, save_weights
