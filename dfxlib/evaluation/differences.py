@@ -70,8 +70,8 @@ DIFFERENCES: tuple[Difference, ...] = (
     Difference(
         "Model selection", "the weights of minimum validation loss", "minimum validation loss, every epoch run",
         "every epoch run, minimum validation loss kept", "early stopping after `patience` epochs without a validation "
-        "loss better by more than `min_delta` (mini: 8 epochs, 5 for the fusion heads, 0.01), within a cap (a cap reached while improving "
-        "is flagged); the minimum's weights kept",
+        "loss better by more than `min_delta` (mini: 8 epochs, 5 for the fusion heads, 0.01), within a cap (a cap "
+        "reached while improving is flagged); the minimum's weights kept",
         "the built-in profiles stop when converged; the paper profile runs the paper's epochs",
         ("patience", "head_patience", "min_delta")),
     Difference(
