@@ -150,16 +150,15 @@ def _by_generator(a: pd.DataFrame, b: pd.DataFrame, sets: Mapping[str, pd.DataFr
     return np.array([diff[p] for p in paths]), np.array([unit[p] for p in paths]), weight
 
 
-def generalization(long: pd.DataFrame, untestable: Untestable | None = None, n_boot: int = 1000,
-                   seed: int = 0, sets: Mapping[str, pd.DataFrame] | None = None) -> pd.DataFrame:
+def generalization(long: pd.DataFrame, sets: Mapping[str, pd.DataFrame], untestable: Untestable | None = None,
+                   n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     """Does DeepFeatureX generalize better than the baselines? From Table 4's cells (`generalization.
-    evaluate_tsets`: group, model, set, condition, accuracy %, outcomes): per condition and backbone, each
-    complete model's mean accuracy over the test sets against the plain classifier's and the linear probe's,
-    on the sets both were scored on. With the `sets` themselves (name -> rows with path, family, generator, in
-    the order of the outcomes) the difference's interval comes from a two-level bootstrap
-    (`metrics.generator_spread`): the held-out generators drawn with replacement, then their images, and the real
-    images: the claim is about generators never trained on, and a run holds only a few of them. Without, it is
-    the paired bootstrap over the sets' images."""
+    evaluate_tsets`: group, model, set, condition, accuracy %, outcomes) and the `sets` themselves (name -> rows
+    with path, family, generator, in the order of the outcomes): per condition and backbone, each complete
+    model's mean accuracy over the test sets against the plain classifier's and the linear probe's, on the sets
+    both were scored on. The difference's interval comes from a two-level bootstrap (`metrics.generator_spread`):
+    the held-out generators drawn with replacement, then their images, and the real images: the claim is about
+    generators never trained on, and a run holds only a few of them."""
     rows = []
     untestable = untestable or {}
     for (cond, model), g in long.groupby(["condition", "model"], sort=False):
@@ -173,14 +172,11 @@ def generalization(long: pd.DataFrame, untestable: Untestable | None = None, n_b
                 value, ref_value = (round(float(a.loc[names, "accuracy"].mean()), 2),
                                     round(float(b.loc[names, "accuracy"].mean()), 2))
                 ci, over = None, ""
-                if "outcomes" in g and sets is not None and all(s in sets for s in names):
+                if "outcomes" in g:
                     diff, unit, weight = _by_generator(a, b, sets, names)
                     lo, hi = generator_spread(diff, unit, weight, n_boot, seed)
                     ci = (value - ref_value + lo, value - ref_value + hi)
                     over = f" over the {sum(1 for u in weight if u)} held-out generators and their images"
-                elif "outcomes" in g:
-                    ci = difference_ci([(read_outcomes(a.loc[s, "outcomes"]), read_outcomes(b.loc[s, "outcomes"]))
-                                        for s in names], paired=True, n=n_boot, seed=seed)
                 rows.append(_row(f"DeepFeatureX generalizes better than {NAMES[ref]}", model,
                                  f"{cond}, mean of {len(names)} test sets", NAMES[kind], value, NAMES[ref],
                                  ref_value, ci=ci, ci_over=over,

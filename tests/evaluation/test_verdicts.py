@@ -51,46 +51,49 @@ def bits(right: int, n: int = 200) -> str:
     return "1" * right + "0" * (n - right)
 
 
-def test_generalization_compares_the_mean_over_the_sets_both_were_scored_on():
-    cell = lambda group, s, acc: {"condition": "RAW", "group": group, "model": "B", "set": s,  # noqa: E731
-                                  "accuracy": acc / 2, "outcomes": bits(acc)}
-    long = pd.DataFrame([cell("DeepFeatureX Net", "T_G^o", 180), cell("DeepFeatureX Net", "T_D^o", 160),
-                         cell("Baselines", "T_G^o", 120), cell("Baselines", "T_D^o", 100),
-                         cell("Linear probe", "T_G^o", 178), cell("Linear probe", "T_D^o", 162)])
-    v = verdicts.generalization(long).set_index("reference")
-    assert v.loc["the plain classifier", "verdict"] == "holds" and v.loc["the plain classifier", "value"] == 85.0
-    assert v.loc["the linear probe", "verdict"] == "too close to call"  # 85.0 against 85.0
-    assert (v["condition"] == "RAW, mean of 2 test sets").all()
-
-
-def generalization_sets(right_a: dict[str, int], right_b: dict[str, int], n: int = 20):
-    """Table 4 cells of two models (DeepFeatureX Net, the plain classifier) on one set per generator, each of n
-    fakes of that generator and n shared reals both get right, and the sets themselves; `right_*`: how many of
-    each generator's fakes the model gets right."""
+def generalization_sets(right: dict[str, dict[str, int]], n: int = 20):
+    """Table 4 cells of several models (group -> generator -> how many of its n fakes the model gets right) on
+    one set per generator (n fakes of it and n shared reals every model gets right), and the sets themselves."""
     cells, sets = [], {}
-    for i, gen in enumerate(right_a):
+    for i, gen in enumerate(next(iter(right.values()))):
         paths = [f"real/{k}.png" for k in range(n)] + [f"{gen}/{k}.png" for k in range(n)]
         sets[f"S{i}"] = pd.DataFrame({"path": paths, "family": ["real"] * n + ["gan"] * n,
                                       "generator": ["photos"] * n + [gen] * n})
-        for group, right in (("DeepFeatureX Net", right_a[gen]), ("Baselines", right_b[gen])):
-            o = "1" * n + "1" * right + "0" * (n - right)
+        for group, by_gen in right.items():
+            o = "1" * n + "1" * by_gen[gen] + "0" * (n - by_gen[gen])
             cells.append({"condition": "RAW", "group": group, "model": "B", "set": f"S{i}",
                           "accuracy": 100 * o.count("1") / len(o), "outcomes": o})
     return pd.DataFrame(cells), sets
 
 
+def test_generalization_compares_the_mean_over_the_sets_both_were_scored_on():
+    long, sets = generalization_sets({"DeepFeatureX Net": {f"g{k}": 15 for k in range(4)},
+                                      "Baselines": {f"g{k}": 5 for k in range(4)},
+                                      "Linear probe": {f"g{k}": 15 for k in range(4)}})
+    long = long[~((long["group"] == "Linear probe") & (long["set"] == "S3"))]  # the probe was not scored on S3
+    v = verdicts.generalization(long, sets).set_index("reference")
+    assert v.loc["the plain classifier", "verdict"] == "holds" and v.loc["the plain classifier", "value"] == 87.5
+    assert v.loc["the plain classifier", "condition"] == "RAW, mean of 4 test sets"
+    assert v.loc["the linear probe", "verdict"] == "too close to call"  # 87.5 against 87.5
+    assert v.loc["the linear probe", "condition"] == "RAW, mean of 3 test sets"
+
+
 def test_a_generalization_difference_one_generator_carries_is_too_close_to_call():
     # Net right on every fake of generator g0, the plain classifier on none; both alike on the other three
-    long, sets = generalization_sets({"g0": 20, "g1": 10, "g2": 10, "g3": 10}, {"g0": 0, "g1": 10, "g2": 10, "g3": 10})
-    by_images = verdicts.generalization(long).iloc[0]
-    assert by_images["verdict"] == "holds" and by_images["difference"] == 12.5  # the images alone: decided
-    by_gens = verdicts.generalization(long, sets=sets).iloc[0]
-    lo, hi = (float(x) for x in by_gens["difference_ci95"].strip("[]").split(","))
-    assert lo <= 0 < 12.5 < hi and by_gens["verdict"] == "too close to call"  # one generator in four carries it
-    assert "over the 4 held-out generators and their images" in by_gens["statement"]
+    long, sets = generalization_sets({"DeepFeatureX Net": {"g0": 20, "g1": 10, "g2": 10, "g3": 10},
+                                      "Baselines": {"g0": 0, "g1": 10, "g2": 10, "g3": 10}})
+    net, plain = (long[long["group"] == g].set_index("set")["outcomes"] for g in ("DeepFeatureX Net", "Baselines"))
+    by_images = metrics.difference_ci([(metrics.read_outcomes(net[s]), metrics.read_outcomes(plain[s]))
+                                       for s in sets], paired=True)
+    assert by_images[0] > 0  # the images alone, as if they were all the claim is about: decided
+    v = verdicts.generalization(long, sets).iloc[0]
+    lo, hi = (float(x) for x in v["difference_ci95"].strip("[]").split(","))
+    assert lo <= 0 < 12.5 < hi and v["verdict"] == "too close to call"  # one generator in four carries it
+    assert v["difference"] == 12.5 and "over the 4 held-out generators and their images" in v["statement"]
     # the same gain on every generator holds whichever generators are drawn
-    long, sets = generalization_sets({f"g{k}": 15 for k in range(4)}, {f"g{k}": 5 for k in range(4)})
-    v = verdicts.generalization(long, sets=sets).iloc[0]
+    long, sets = generalization_sets({"DeepFeatureX Net": {f"g{k}": 15 for k in range(4)},
+                                      "Baselines": {f"g{k}": 5 for k in range(4)}})
+    v = verdicts.generalization(long, sets).iloc[0]
     assert v["verdict"] == "holds" and v["difference"] == 25.0 and float(v["difference_ci95"][1:].split(",")[0]) > 0
 
 
