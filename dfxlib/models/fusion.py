@@ -70,13 +70,12 @@ def train_head(run: Run, folder: Path, x_train: np.ndarray, y_train: np.ndarray,
         for i in range(0, len(xv), cfg.batch_size * 4):
             yield xv[i:i + cfg.batch_size * 4].to(dev), yv[i:i + cfg.batch_size * 4].to(dev)
 
-    name = str(folder.relative_to(run.checkpoints.heads))
-    result = fit(head, classifier_step(weight), train_batches, val_batches, folder, {**meta, "name": name, "in_channels": int(x_train.shape[1]),
-                                                                  "feature_dim": int(x_train.shape[2])},
-                 epochs=cfg.head_epochs, lr=cfg.head_lr, weight_decay=cfg.weight_decay, seed=cfg.seed,
-                 patience=cfg.head_patience if cfg.head_patience >= 0 else cfg.patience, min_delta=cfg.min_delta,
-                 device=dev, amp=False, progress=run.progress,
-                 config_json=cfg.to_json())
+    meta = {**meta, "name": str(folder.relative_to(run.checkpoints.heads)), "in_channels": int(x_train.shape[1]),
+            "feature_dim": int(x_train.shape[2])}
+    patience = cfg.head_patience if cfg.head_patience >= 0 else cfg.patience  # -1: the run's patience
+    result = fit(head, classifier_step(weight), train_batches, val_batches, folder, meta, epochs=cfg.head_epochs,
+                 lr=cfg.head_lr, weight_decay=cfg.weight_decay, seed=cfg.seed, patience=patience,
+                 min_delta=cfg.min_delta, device=dev, amp=False, progress=run.progress, config_json=cfg.to_json())
     load_weights(head, folder / "best.safetensors")
     return head.eval(), result
 
