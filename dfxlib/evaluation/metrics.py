@@ -222,31 +222,34 @@ def difference_ci(pairs: Sequence[tuple[np.ndarray, np.ndarray]], paired: bool =
     return float(np.quantile(diffs, a_level)), float(np.quantile(diffs, 1 - a_level))
 
 
-def generator_spread(diff: np.ndarray, unit: np.ndarray, weight: Mapping[str, float], n: int = 1000, seed: int = 0,
+def generator_spread(diff: np.ndarray, unit: np.ndarray, weight: Mapping[str, float],
                      level: float = 0.95) -> tuple[float, float]:
-    """How far sum_u weight[u] * mean(diff[unit == u]) moves under a two-level bootstrap, as (lo, hi) offsets (the
-    statistic's percentile interval minus its own value) to add to a point estimate. The units other than ""
-    (held-out generators) are drawn with replacement, each slot keeping its weight, then the images of each unit
-    drawn; unit "" (real images) is resampled image by image. With one generator it is the images' bootstrap."""
-    diff, unit = np.asarray(diff, dtype=float), np.asarray(unit).astype(str)
-    rng = np.random.default_rng(seed)
-    gens = [u for u in weight if u]
-    parts = {u: diff[unit == u] for u in weight}
-    value = sum(w * parts[u].mean() for u, w in weight.items())
+    """The (lo, hi) offsets, in points, of Student's t interval of sum_u weight[u] * mean(diff[unit == u]), to add
+    to that value. The units other than "" are held-out generators, the claim's sampling unit: each slot of the
+    mean could have held another generator, so their part of the variance is sum of their weights squared times
+    the sample variance of their mean differences (which carries their images' noise too); unit "" (real
+    images) adds weight^2 * var / n. Degrees of freedom by Welch-Satterthwaite: G - 1 for the generators, n - 1
+    for the reals. With one generator its images are the unit. Simulated with four generators
+    (benchmarks/sim_generator_interval.py) it covers 94-95% where 95% is asked; the two-level percentile
+    bootstrap it replaced covered 84% when the generators' differences lie far apart, as they do on MiniDFX."""
+    from scipy.stats import t
 
-    def means(u: str) -> np.ndarray:  # n bootstrap means of unit u's images
+    diff, unit = np.asarray(diff, dtype=float), np.asarray(unit).astype(str)
+    parts = {u: diff[unit == u] for u in weight}
+    gens = [u for u in weight if u]
+    terms: list[tuple[float, int]] = []  # (variance, degrees of freedom) of each independent part
+    if len(gens) > 1:
+        means = np.array([parts[u].mean() for u in gens])
+        terms.append((sum(weight[u] ** 2 for u in gens) * means.var(ddof=1), len(gens) - 1))
+    for u in ([""] if "" in weight else []) + (gens if len(gens) == 1 else []):
         d = parts[u]
-        return d[rng.integers(0, len(d), (n, len(d)))].mean(1)
-    boot = np.zeros(n)
-    if gens:
-        drawn = rng.integers(0, len(gens), (n, len(gens)))  # which generator fills each slot
-        for j, u in enumerate(gens):  # each slot resamples the images of the generator it drew, on its own
-            by_gen = np.stack([means(v) for v in gens])  # (generators, n)
-            boot += weight[u] * by_gen[drawn[:, j], np.arange(n)]
-    if "" in weight:
-        boot += weight[""] * means("")
-    a_level = (1 - level) / 2
-    return float(100 * (np.quantile(boot, a_level) - value)), float(100 * (np.quantile(boot, 1 - a_level) - value))
+        terms.append((weight[u] ** 2 * d.var(ddof=1) / len(d) if len(d) > 1 else 0.0, max(len(d) - 1, 1)))
+    var = sum(v for v, _ in terms)
+    if var <= 0:
+        return 0.0, 0.0
+    df = var ** 2 / sum(v ** 2 / k for v, k in terms)
+    half = float(100 * t.ppf(1 - (1 - level) / 2, df) * np.sqrt(var))
+    return -half, half
 
 
 def pct(x: float) -> float:

@@ -150,15 +150,15 @@ def _by_generator(a: pd.DataFrame, b: pd.DataFrame, sets: Mapping[str, pd.DataFr
     return np.array([diff[p] for p in paths]), np.array([unit[p] for p in paths]), weight
 
 
-def generalization(long: pd.DataFrame, sets: Mapping[str, pd.DataFrame], untestable: Untestable | None = None,
-                   n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+def generalization(long: pd.DataFrame, sets: Mapping[str, pd.DataFrame], untestable: Untestable | None = None
+                   ) -> pd.DataFrame:
     """Does DeepFeatureX generalize better than the baselines? From Table 4's cells (`generalization.
     evaluate_tsets`: group, model, set, condition, accuracy %, outcomes) and the `sets` themselves (name -> rows
     with path, family, generator, in the order of the outcomes): per condition and backbone, each complete
     model's mean accuracy over the test sets against the plain classifier's and the linear probe's, on the sets
-    both were scored on. The difference's interval comes from a two-level bootstrap (`metrics.generator_spread`):
-    the held-out generators drawn with replacement, then their images, and the real images: the claim is about
-    generators never trained on, and a run holds only a few of them."""
+    both were scored on. The claim is about generators never trained on, and a run holds only a few of them: the
+    difference's interval (`metrics.generator_spread`) takes the held-out generators as its unit (Student's t
+    over their mean differences, with the real images' own spread)."""
     rows = []
     untestable = untestable or {}
     for (cond, model), g in long.groupby(["condition", "model"], sort=False):
@@ -174,9 +174,11 @@ def generalization(long: pd.DataFrame, sets: Mapping[str, pd.DataFrame], untesta
                 ci, over = None, ""
                 if "outcomes" in g:
                     diff, unit, weight = _by_generator(a, b, sets, names)
-                    lo, hi = generator_spread(diff, unit, weight, n_boot, seed)
+                    lo, hi = generator_spread(diff, unit, weight)
                     ci = (value - ref_value + lo, value - ref_value + hi)
-                    over = f" over the {sum(1 for u in weight if u)} held-out generators and their images"
+                    n_gen = sum(1 for u in weight if u)
+                    over = (f" over the {n_gen} held-out generators" if n_gen > 1
+                            else " over the held-out generator's images" if n_gen else "")
                 rows.append(_row(f"DeepFeatureX generalizes better than {NAMES[ref]}", model,
                                  f"{cond}, mean of {len(names)} test sets", NAMES[kind], value, NAMES[ref],
                                  ref_value, ci=ci, ci_over=over,
