@@ -209,7 +209,9 @@ PROFILES: dict[str, dict[str, Any]] = {
     # Siamese base models converge slowest (one of seed 1's was still improving at 20 epochs), hence their 40.
     # Patience 8, not 3: validation sets of 40-100 images give noisy curves, and with patience 3 seed 2's unbalanced
     # base models stopped at epochs 2-7 of curves whose minimum came at 14-25; DeepFeatureX Net then scored 81 %
-    # 3-class against 92-97 % with patience 8 (seeds 0-2, the same runs otherwise).
+    # 3-class against 92-97 % with patience 8 (seeds 0-2, the same runs otherwise). Replayed on the three seeds'
+    # logs of patience 8, patience 7 would keep other weights for 5 of the 33 fits it paces (seed 1's three Siamese
+    # base models, the plain classifiers of seeds 0 and 2: minima after a flat stretch), to save 56 s a run.
     # min_delta 0.01: curves near zero creep down by 0.0001-0.001 an epoch for 10-20 epochs (a Siamese base model,
     # the plain classifier), each creep resetting patience. Replayed on seed 0's logs, it cut training from 869 s to
     # 654 s, keeping the same best epoch for 11 of 13 fits (the other two: losses 0.0014 against 0.0008 and 0.0023
