@@ -38,7 +38,7 @@ def compare(store: ImageStore, rows: pd.DataFrame, detectors: Sequence) -> pd.Da
     for det in detectors:
         probs = det.predict(store, rels, "raw", None)
         out.append(rows[["path", "family", "generator", "role"]].assign(
-            detector=f"{det.group}: {det.name}", fake=(rows["family"] != "real").astype(int).to_numpy(),
+            detector=det.label, fake=(rows["family"] != "real").astype(int).to_numpy(),
             p_fake=fake_score(probs), pred_fake=to_binary(probs.argmax(1))))
     return pd.concat(out, ignore_index=True)
 

@@ -268,7 +268,8 @@ def as_detector(run: Run, det: Union, name: str = "DIF (one fingerprint per seen
     def predict(store: ImageStore, rels: Sequence[str], variant: str, fn: Perturbation | None) -> np.ndarray:
         p = det.p_fake(score_matrix(run, store, det.fingerprints, rels, fn))
         return np.stack([p, np.zeros_like(p), 1.0 - p], axis=1)
-    return Detector(group="Detectors", name=name, predict=memoized(predict), models=[], paper_row="")
+    return Detector(group="Detectors", name=name, predict=memoized(predict), models=[], paper_row="",
+                    trained=[fp.folder for fp in det.fingerprints])
 
 
 def fingerprint_table(run: Run, store: ImageStore, rows: pd.DataFrame,

@@ -138,4 +138,5 @@ def as_detector(run: Run, det: TrainedDetector):
     def predict(store: ImageStore, rels: Sequence[str], variant: str, fn: Perturbation | None) -> np.ndarray:
         p, _ = outputs(run, store, det, list(rels), fn)
         return np.stack([p, np.zeros_like(p), 1.0 - p], axis=1)
-    return Detector(group="Detectors", name=det.spec.display, predict=memoized(predict), models=[])
+    return Detector(group="Detectors", name=det.spec.display, predict=memoized(predict), models=[],
+                    trained=[det.folder])

@@ -101,8 +101,8 @@ DIFFERENCES: tuple[Difference, ...] = (
         "and cosine, early stopping after 5; SimpleCNN (the comparative study) Adam 1e-4, batch 32, 10 epochs",
         "each detector's published optimizer, learning rate and schedule, batch, epochs and kept weights "
         "(detectors.registry.RECIPES; Wang2020 capped at 200 epochs)",
-        "one shared short recipe: Adam at detector_lr 1e-3, batch 32, 5 epochs (GANFingerprint 2), early "
-        "stopping, minimum validation loss kept",
+        "one shared short recipe: Adam at detector_lr 1e-3, batch 32, up to 30 epochs on mini (GANFingerprint 2), "
+        "early stopping, minimum validation loss kept",
         "the built-in profiles must train every detector in minutes on a CPU", ("detector_recipe",)),
     Difference(
         "Compared detectors: what the recipes leave out", "each detector as published",

@@ -52,6 +52,11 @@ class Detector:
     #: the training folders of the fits it rests on (base models, head; the plain classifier), to flag a cut
     trained: list[Path] = field(default_factory=list)
 
+    @property
+    def label(self) -> str:
+        """How the comparison of notebook 06 names it: "group: name"."""
+        return f"{self.group}: {self.name}"
+
 
 def fit_summary(detectors: Sequence[Detector]) -> pd.DataFrame:
     """Every fit the detectors rest on, once each: epochs run of its cap, the epoch kept (minimum validation loss),
@@ -84,6 +89,12 @@ def untestable(detectors: Sequence[Detector], table: pd.DataFrame) -> dict[tuple
         if why:
             out[det.kind, det.name] = "; ".join(why)
     return out
+
+
+def untestable_labels(detectors: Sequence[Detector], table: pd.DataFrame) -> dict[str, str]:
+    """`untestable` keyed by each detector's `label`, as the comparison table names them."""
+    why = untestable(detectors, table)
+    return {d.label: why[d.kind, d.name] for d in detectors if (d.kind, d.name) in why}
 
 
 def memoized(predict: Predict) -> Predict:

@@ -181,20 +181,45 @@ def test_an_attribute_that_separates_the_classes_is_a_failed_claim():
     assert "95.00%" in v.loc["format", "statement"] and "shortcut" in v.loc["format", "statement"]
 
 
-def test_the_noise_claim_needs_intervals_apart():
-    def det(ssp: float, ssp_ci: str, other: float, other_ci: str) -> pd.DataFrame:
-        return pd.DataFrame([{"detector": "Detectors: SSP (simplest patch + SRM)", "unseen balanced_accuracy": ssp,
-                              "unseen balanced_accuracy_ci95": ssp_ci},
-                             {"detector": "Detectors: SimpleCNN", "unseen balanced_accuracy": other,
-                              "unseen balanced_accuracy_ci95": other_ci}])
-    clear = verdicts.noise(det(80.0, "[75.0, 85.0]", 60.0, "[55.0, 65.0]"))
-    assert clear["holds"].item() and "yes" in clear["statement"].item()
-    close = verdicts.noise(det(62.0, "[55.0, 70.0]", 60.0, "[55.0, 65.0]"))
-    assert not close["holds"].item() and "not a clear yes" in close["statement"].item()
-    below = verdicts.noise(det(50.0, "[45.0, 55.0]", 60.0, "[55.0, 65.0]"))
-    assert not below["holds"].item() and "? no." in below["statement"].item()
-    assert below["reference"].item() == "the best other detector (Detectors: SimpleCNN)"
-    assert verdicts.noise(det(50.0, "[45.0, 55.0]", 60.0, "[55.0, 65.0]").iloc[1:]).empty  # no SSP row
+def noise_images(right: dict[str, dict[str, int]], n: int = 20, reals_right: int = 36) -> pd.DataFrame:
+    """notebook 06's per-image rows (`detectors.compare`): per detector, how many of the n fakes of each held-out
+    generator it calls fake (`right`), n fakes of a seen generator all right, 40 reals of which `reals_right`."""
+    rows = []
+    for det, by_gen in right.items():
+        for gen, k in [("seen_gan", n), *by_gen.items()]:
+            role = "seen" if gen == "seen_gan" else "unseen"
+            rows += [{"path": f"{gen}/{i}.png", "family": "gan", "generator": gen, "role": role, "detector": det,
+                      "fake": 1, "pred_fake": int(i < k), "p_fake": 0.9 if i < k else 0.1} for i in range(n)]
+        rows += [{"path": f"real/{i}.png", "family": "real", "generator": "photos", "role": "real", "detector": det,
+                  "fake": 0, "pred_fake": int(i >= reals_right), "p_fake": 0.9 if i >= reals_right else 0.1}
+                 for i in range(40)]
+    return pd.DataFrame(rows)
+
+
+def test_the_noise_claim_takes_the_held_out_generators_as_its_unit():
+    from dfxlib.detectors.compare import comparison_table
+
+    ssp, cnn = "Detectors: SSP (simplest patch + SRM)", "Detectors: SimpleCNN"
+
+    def claim(right: dict[str, dict[str, int]], untestable: dict | None = None) -> pd.Series:
+        per_image = noise_images(right)
+        return verdicts.noise(comparison_table(per_image, 50, 0), per_image, untestable).iloc[0]
+    # better on every held-out generator by about as much: holds
+    v = claim({ssp: {"g0": 18, "g1": 19, "g2": 20, "g3": 17}, cnn: {f"g{k}": 10 for k in range(4)}})
+    assert v["verdict"] == "holds" and v["difference"] == 21.25  # half of 42.5 points on the fakes, reals alike
+    assert "over the 4 held-out generators" in v["statement"] and v["reference"] == f"the best other detector ({cnn})"
+    # better on one generator only: too close to call, though the images alone would decide it
+    v = claim({ssp: {"g0": 20, "g1": 10, "g2": 10, "g3": 10}, cnn: {f"g{k}": 10 for k in range(4)}})
+    assert v["verdict"] == "too close to call" and v["difference"] == 6.25
+    # behind on every one: does not hold
+    v = claim({ssp: {f"g{k}": 5 + k % 2 for k in range(4)}, cnn: {f"g{k}": 15 for k in range(4)}})
+    assert v["verdict"] == "does not hold" and v["difference"] < 0
+    # a detector it rests on cut short: not testable, and the reason is said
+    v = claim({ssp: {f"g{k}": 18 + k % 2 for k in range(4)}, cnn: {f"g{k}": 10 for k in range(4)}},
+              {ssp: "cut short, still improving when its epochs ran out (detectors/ssp)"})
+    assert v["verdict"] == "not testable" and "detectors/ssp" in v["statement"]
+    assert verdicts.noise(comparison_table(noise_images({cnn: {"g0": 10}}), 50, 0),
+                          noise_images({cnn: {"g0": 10}})).empty  # no SSP row
 
 
 def test_a_paired_interval_is_narrower_than_an_unpaired_one_on_the_same_images():
