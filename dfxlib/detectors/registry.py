@@ -14,14 +14,15 @@ from dfxlib.data.split import Split, split_id
 from dfxlib.detectors.nets import BackboneLogit, GANFingerprint, SimpleCNN, SSPNet
 from dfxlib.detectors.transforms import (NO_BACKBONE, EvalTransform, Transform, fingerprint_eval, fingerprint_train,
                                          ssp_eval, ssp_train, wang_eval, wang_train, wang_val)
-from dfxlib.models.backbones import create_backbone, normalization_meta, resize_normalize
+from dfxlib.models.backbones import channels_last, create_backbone, normalization_meta, resize_normalize
 from dfxlib.run import Run
 
 
 @dataclass(frozen=True)
 class DetectorSpec:
-    """A detector: its name in tables, how to build it, and its training and evaluation transforms. (The paper's
-    Wang2020 row is the published model, trained elsewhere: shown apart, `paper.PAPER_ONLY`.)"""
+    """A detector: its name in tables, how to build it (convolutions channels-last, `backbones.channels_last`), and
+    its training and evaluation transforms. (The paper's Wang2020 row is the published model, trained elsewhere:
+    shown apart, `paper.PAPER_ONLY`.)"""
 
     name: str
     display: str
@@ -44,17 +45,18 @@ def simplecnn_size(run: Run) -> int:
 
 
 DETECTORS: dict[str, DetectorSpec] = {s.name: s for s in (
-    DetectorSpec("simplecnn", "SimpleCNN", lambda run: SimpleCNN(simplecnn_size(run)),
+    DetectorSpec("simplecnn", "SimpleCNN", lambda run: channels_last(SimpleCNN(simplecnn_size(run))),
                  lambda run: (lambda img, seed, f=resize_normalize(simplecnn_size(run)): f(img)),
                  lambda run: resize_normalize(simplecnn_size(run))),
     DetectorSpec("wang2020", "Wang2020 (ResNet, blur+JPEG)",
                  lambda run: BackboneLogit(_backbone(run, run.config.detector_backbone)), wang_train, wang_eval,
                  wang_val),
     DetectorSpec("ganfingerprint", "GANFingerprint",
-                 lambda run: GANFingerprint(_backbone(run, run.config.fingerprint_backbone)), fingerprint_train,
-                 fingerprint_eval),
+                 lambda run: channels_last(GANFingerprint(_backbone(run, run.config.fingerprint_backbone))),
+                 fingerprint_train, fingerprint_eval),
     DetectorSpec("ssp", "SSP (simplest patch + SRM)",
-                 lambda run: SSPNet(_backbone(run, run.config.detector_backbone), run.config.input_size),
+                 lambda run: channels_last(SSPNet(_backbone(run, run.config.detector_backbone),
+                                                  run.config.input_size)),
                  ssp_train, ssp_eval),
 )}
 
@@ -63,8 +65,8 @@ DETECTORS: dict[str, DetectorSpec] = {s.name: s for s in (
 class Recipe:
     """How a detector trains: optimizer, learning rate, weight decay, batch, epochs (at most), the learning-rate
     schedule (`models.train.lr_factor`), which weights are kept ("val_loss" lowest, "val_acc" highest, "val_score"
-    the highest of the detector's own validation score, `detectors.training.VAL_SCORES`), early stopping patience (0: every epoch; with the "plateau" schedule, the epochs between its drops) and where it
-    comes from."""
+    the highest of the detector's own validation score, `detectors.training.VAL_SCORES`), early stopping patience
+    (0: every epoch; with the "plateau" schedule, the epochs between its drops) and where it comes from."""
 
     optimizer: str
     lr: float
