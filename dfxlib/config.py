@@ -481,6 +481,12 @@ def runs_root() -> Path:
     return Path(env).expanduser().resolve() if env else project_root() / "runs"
 
 
+def user_cache(name: str) -> Path:
+    """dfx's per-user cache folder `name` (what any run may reuse: converted packaged weights, MiniDFX worlds):
+    $DFX_CACHE/<name> if set, else ~/.cache/dfx/<name>."""
+    return Path(os.environ.get("DFX_CACHE") or Path.home() / ".cache" / "dfx").expanduser() / name
+
+
 def run_dir_of(cfg: Config) -> Path:
     """The run folder of `cfg` (absolute)."""
     return Path(cfg.run_dir).resolve() if cfg.run_dir else runs_root() / cfg.profile

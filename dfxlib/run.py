@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,10 +175,20 @@ class Run:
                               train_steps=cfg.builtin_train_steps)
 
     def data_root(self) -> Path:
-        """The dataset of this run: `data_root` if set, else the MiniDFX world (built on first use, cached)."""
+        """The dataset of this run: `data_root` if set, else the MiniDFX world of its recipe: the run folder's own
+        (`cache/minidfx-<key>`) where it has one, else the one every run shares (`minidfx.shared_folder()`, built
+        by the first run that needs it)."""
         if not self.builtin:
             return Path(self.config.data_root).expanduser().resolve()
-        return minidfx.build(self.cache, self.recipe(), progress=self.progress)
+        own = self.cache / f"minidfx-{self.recipe().key()}"
+        if minidfx.is_complete(own):  # built into this run folder (before worlds were shared), or linked there
+            return own
+        try:
+            return minidfx.build(minidfx.shared_folder(), self.recipe(), progress=self.progress)
+        except minidfx.MiniDFXError as exc:  # no writable per-user cache: the run folder holds its own world
+            print(f"{str(exc).split(';')[0]}: building this run's own MiniDFX world in its folder instead (set "
+                  "DFX_CACHE to a writable folder to share one world between runs)", file=sys.stderr)
+            return minidfx.build(self.cache, self.recipe(), progress=self.progress)
 
     def index(self, root: Path | None = None) -> DatasetIndex:
         """Index the run's dataset, or the folder `root` (per-file results cached in the run's cache folder)."""

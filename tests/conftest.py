@@ -17,6 +17,14 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_WILD = REPO.parent / "shared" / "wild"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def dfx_cache(tmp_path_factory) -> Path:
+    """The suite's own per-user cache (converted weights, the MiniDFX worlds runs share), so that no test reads or
+    fills the user's ~/.cache/dfx; $DFX_CACHE, when set, is kept (to reuse one between sessions)."""
+    os.environ.setdefault("DFX_CACHE", str(tmp_path_factory.mktemp("dfx-cache")))
+    return Path(os.environ["DFX_CACHE"])
+
+
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory) -> Path:
     """Every notebook executed once on the smoke profile (shared by the notebook and JupyterLab tests).

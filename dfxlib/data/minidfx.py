@@ -247,7 +247,8 @@ def build(folder: str | Path, recipe: Recipe = Recipe(), progress: bool = True, 
     """Build (or reuse) the world for `recipe` under `folder/minidfx-<key>`; returns the world's root.
 
     The build happens in a temporary folder renamed into place at the end, so an interrupted build is never
-    used; a leftover folder without its completion marker is deleted and rebuilt.
+    used; a leftover folder without its completion marker is deleted and rebuilt. Two processes building the
+    same recipe at once (runs sharing `shared_folder()`) both finish, and the second uses the first's world.
     """
     folder = Path(folder)
     _writable(folder)
@@ -288,10 +289,23 @@ def build(folder: str | Path, recipe: Recipe = Recipe(), progress: bool = True, 
         pd.DataFrame(rows).to_csv(tmp / METADATA, index=False)
         (tmp / COMPLETE).write_text(json.dumps({**asdict(recipe), "seconds": time.perf_counter() - t0,
                                                 "images": len(rows)}, indent=2))
-        os.replace(tmp, world)
+        try:
+            os.replace(tmp, world)
+        except OSError:
+            if not is_complete(world):
+                raise
+            log(f"{world}: built meanwhile by another process (same recipe), using it")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return world
+
+
+def shared_folder() -> Path:
+    """Where runs keep their worlds, one per recipe, for every run folder to reuse (a world depends on its
+    recipe only): $DFX_CACHE/minidfx, else ~/.cache/dfx/minidfx (`config.user_cache`)."""
+    from dfxlib.config import user_cache
+
+    return user_cache("minidfx")
 
 
 def metadata(world: str | Path) -> pd.DataFrame:

@@ -10,7 +10,6 @@ Feature width comes from the model (`num_features`), never from a table.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,8 +140,10 @@ def normalization_meta(name: str) -> list[list[float]]:
 
 def weights_cache() -> Path:
     """Where packaged weights are kept once converted to safetensors: $DFX_CACHE/weights, else
-    ~/.cache/dfx/weights."""
-    return Path(os.environ.get("DFX_CACHE") or Path.home() / ".cache" / "dfx").expanduser() / "weights"
+    ~/.cache/dfx/weights (`config.user_cache`)."""
+    from dfxlib.config import user_cache
+
+    return user_cache("weights")
 
 
 def pickle_globals(path: Path) -> list[str] | None:

@@ -1,6 +1,7 @@
-"""MiniDFX: structure, roles, determinism, caching and bad cache folders (on a tiny recipe)."""
+"""MiniDFX: structure, roles, determinism, caching, the world runs share, and bad cache folders (on a tiny recipe)."""
 
 import hashlib
+import shutil
 import socket
 from pathlib import Path
 
@@ -107,6 +108,50 @@ def test_unwritable_cache_folder_is_named(tmp_path):
     blocker.write_text("not a folder")
     with pytest.raises(minidfx.MiniDFXError, match="a_file.*not writable"):
         minidfx.build(blocker / "cache", TINY, progress=False)
+
+
+def test_a_build_finished_meanwhile_by_another_process_is_used(world, tmp_path, monkeypatch):
+    """Two runs building one recipe into the shared folder at once: the second's rename finds the first's world."""
+    real_replace = minidfx.os.replace
+
+    def racing(src, dst):
+        shutil.copytree(world, dst)  # the other process renames its world into place first
+        return real_replace(src, dst)
+    monkeypatch.setattr(minidfx.os, "replace", racing)
+    logs = []
+    got = minidfx.build(tmp_path, TINY, progress=False, log=logs.append)
+    assert minidfx.is_complete(got) and _hashes(got) == _hashes(world)
+    assert any("built meanwhile by another process" in m for m in logs)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".building")]
+
+
+def _tiny_run(folder: Path):
+    from dfxlib.config import resolve
+    from dfxlib.run import Run
+
+    over = {"builtin_per_generator": TINY.per_generator, "builtin_size": TINY.size,
+            "builtin_train_steps": TINY.train_steps, "builtin_seed": TINY.seed, "progress": False}
+    return Run(config=resolve("smoke", over), dir=folder)
+
+
+def test_run_folders_share_one_world_per_recipe(world, tmp_path, monkeypatch, capsys):
+    """A fresh run folder reuses the world an earlier run built (`shared_folder()`, under $DFX_CACHE); a run folder
+    with a world of its own keeps using it; without a writable shared folder a run builds its own, and says so."""
+    monkeypatch.setenv("DFX_CACHE", str(tmp_path / "cache"))
+    shared = minidfx.shared_folder() / world.name
+    shutil.copytree(world, shared)  # as if an earlier run had built it
+    a, b = _tiny_run(tmp_path / "a"), _tiny_run(tmp_path / "b")
+    assert a.data_root() == b.data_root() == shared
+    assert not list(a.cache.glob("minidfx-*")) and not list(b.cache.glob("minidfx-*"))
+    own = _tiny_run(tmp_path / "own")
+    shutil.copytree(world, own.cache / world.name)  # built into its folder before worlds were shared
+    assert own.data_root() == own.cache / world.name
+    monkeypatch.setenv("DFX_CACHE", str(tmp_path / "a_file"))
+    (tmp_path / "a_file").write_text("not a folder")
+    alone = _tiny_run(tmp_path / "alone")
+    assert alone.data_root() == alone.cache / world.name and _hashes(alone.cache / world.name) == _hashes(world)
+    err = capsys.readouterr().err
+    assert "a_file" in err and "not writable" in err and "its folder instead" in err
 
 
 def test_check_sanity_flags_broken_worlds():

@@ -120,8 +120,8 @@ def test_run_over_seeds_writes_one_run_per_seed_and_a_claim_summary(tmp_path, ca
     assert len(summary) == len(audit) and (summary["seeds"] == 2).all()
     assert (summary[["holds", "does not hold", "too close to call", "not testable"]].sum(axis=1) == 2).all()
     assert "claims over seeds 0, 1" in (base / "REPORT.md").read_text()
-    first, second = (next((base / f"seed-{s}" / "cache").glob("minidfx-*")) for s in (0, 1))
-    assert first.name == second.name and (second / "minidfx.csv").stat().st_ino == (first / "minidfx.csv").stat().st_ino
+    indexes = [pd.read_csv(base / f"seed-{s}" / "index.csv")["sha256"] for s in (0, 1)]
+    assert indexes[0].equals(indexes[1])  # one world for both seeds (the shared one)
     assert main(["run", "--profile", "smoke", "--seeds", "0,x", "-p", f"run_dir={tmp_path / 'x'}"]) == 2
     assert "--seeds: 'x' is not a seed" in capsys.readouterr().err
     assert main(["run", "--profile", "smoke", "--seeds", "1,1", "-p", f"run_dir={tmp_path / 'y'}"]) == 2

@@ -3,7 +3,6 @@ cluster (started by the `slurm_cluster` fixture), with the same models as the no
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from fixture import empty_slurm_queue
 from safetensors.torch import load_file
 
 import dfxlib
+from dfxlib.data import minidfx
 from dfxlib.run import Checkpoints
 from dfxlib.workflow import submit as sb
 from dfxlib.workflow import units
@@ -83,8 +83,7 @@ def test_the_smoke_run_through_slurm_has_the_inline_tables(slurm_cluster, smoke_
     run_dir = tmp_path / "slurm"
     over = {"progress": False, "wild_root": str(tmp_path / "no-wild")}  # the wild part is not about units
     run = dfxlib.start("smoke", run_dir=str(run_dir), overrides=over)
-    world = next((smoke_run / "cache").glob("minidfx-*"))  # the inline run's MiniDFX (its build is not tested here)
-    shutil.copytree(world, run.cache / world.name)
+    assert minidfx.is_complete(run.data_root())  # the inline run's MiniDFX, shared (its build is not tested here)
     jobs = {j.unit: j for j in sb.submit(run, "slurm", wait=False, params={"parallelism": 2, "timeout_min": 30,
                                                                          "units_per_job": 3})}
     victim = jobs["base/efficientnet_lite0/siamese/real"]  # the second job of base models: the first goes on
