@@ -4,10 +4,14 @@ run holds (base models, heads, plain classifiers, detectors, DIF fingerprints: t
 seconds, from each fit's log.csv) grouped by stage, and what is left of each notebook for the rest (building
 MiniDFX, features, evaluation, bootstrap, figures).
 
-    python benchmarks/bench_walkthrough.py [--profile mini] [--keep DIR] [--tests] [--no-run]
+    python benchmarks/bench_walkthrough.py [--profile mini] [--keep DIR] [--tests] [--no-run] [--baseline REV]
 
 With `--tests` it also times the test suite (`pytest -q`, what `make test` runs once installed); `--no-run`
-times the suite alone.
+times the suite alone. With `--baseline REV` it first measures the same at git commit REV (checked out into a
+temporary worktree, its own code and notebooks), then this checkout, and prints the two side by side with their
+ratios: the figures before and after a change, on one machine in one session, and which of the two runs'
+tables are byte-identical, the same but for training seconds, or different. Every measure is cold: a fresh run
+folder and a fresh `DFX_CACHE`, so nothing an earlier run built or converted is reused.
 
 Its figures are the ones README and docs/benchmarks.md quote for `make run`; every change to the walkthrough's
 speed is measured again with it, alone on the machine.
@@ -16,6 +20,8 @@ speed is measured again with it, alone on the machine.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import re
 import shutil
 import subprocess
@@ -53,19 +59,117 @@ def main() -> None:
     ap.add_argument("--keep", default="", help="run folder to keep (default: a temporary one, removed after)")
     ap.add_argument("--tests", action="store_true", help="also time the test suite")
     ap.add_argument("--no-run", action="store_true", help="do not run the notebooks (with --tests: the suite alone)")
+    ap.add_argument("--baseline", default="", metavar="REV",
+                    help="first measure the same at git commit REV (a temporary worktree), then print both side by "
+                         "side")
+    ap.add_argument("--json", default="", help=argparse.SUPPRESS)  # where a baseline's measure is written
     args = ap.parse_args()
-    if not args.no_run:
-        walkthrough(args.profile, args.keep)
-    if args.tests:
+    with tempfile.TemporaryDirectory(prefix="dfx-bench-") as tmp:
+        keep = args.keep or (str(Path(tmp) / "now") if args.baseline else "")  # kept to compare tables
+        before = baseline(args, Path(tmp) / "before") if args.baseline else None
+        with tempfile.TemporaryDirectory(prefix="dfx-cache-") as cache:
+            os.environ["DFX_CACHE"] = cache  # cold: nothing built or converted by an earlier run is reused
+            now = measure(args.profile, keep, not args.no_run, args.tests)
+        if args.json:
+            Path(args.json).write_text(json.dumps(now))
+        if before:
+            compare(before, now, args.baseline)
+            if not args.no_run:
+                compare_tables(Path(tmp) / "before", Path(keep))
+
+
+def compare_tables(before: Path, now: Path) -> None:
+    """Print which tables of two runs are byte-identical, the same but for training seconds, or differ (and in how
+    many cells): what a change that should not move any number is checked by."""
+    names = sorted({p.name for run in (before, now) for p in (run / "tables").glob("*.csv")})
+    kinds: dict[str, list[str]] = {"byte-identical": [], "the same but for seconds": [], "different": [],
+                                   "in one run only": []}
+    for name in names:
+        a, b = before / "tables" / name, now / "tables" / name
+        if not (a.is_file() and b.is_file()):
+            kinds["in one run only"].append(name)
+            continue
+        if a.read_bytes() == b.read_bytes():
+            kinds["byte-identical"].append(name)
+            continue
+        da, db = (pd.read_csv(p, dtype=str, keep_default_na=False) for p in (a, b))
+        if da.shape != db.shape or list(da.columns) != list(db.columns):
+            kinds["different"].append(f"{name} (shape {da.shape} -> {db.shape})")
+            continue
+        timing = [c for c in da.columns if "seconds" in c]
+        cells = int((da.drop(columns=timing).to_numpy() != db.drop(columns=timing).to_numpy()).sum())
+        if cells:
+            kinds["different"].append(f"{name} ({cells} of {da.drop(columns=timing).size} cells)")
+        else:
+            kinds["the same but for seconds"].append(name)
+    print(f"\ntables (CSV) of the baseline's run against this checkout's: {len(names)}")
+    for kind, items in kinds.items():
+        print(f"  {kind}: {len(items)}" + (f": {', '.join(items)}" if items and kind != "byte-identical" else ""))
+
+
+def measure(profile: str, keep: str, notebooks: bool, tests: bool) -> dict:
+    """Run the walkthrough and/or the suite here and print where the time went; the figures as a dict."""
+    out: dict = {"commit": _commit(project_root())}
+    if notebooks:
+        out.update(walkthrough(profile, keep))
+    if tests:
         t0 = time.perf_counter()
         done = subprocess.run([sys.executable, "-m", "pytest", "-q"], cwd=project_root(), capture_output=True,
                               text=True)
-        last = (done.stdout.strip().splitlines() or ["(no output)"])[-1]
-        print(f"\ntest suite: {(time.perf_counter() - t0) / 60:.1f} min ({last})")
+        out["tests_min"] = (time.perf_counter() - t0) / 60
+        out["tests_result"] = (done.stdout.strip().splitlines() or ["(no output)"])[-1]
+        print(f"\ntest suite: {out['tests_min']:.1f} min ({out['tests_result']})")
+    return out
 
 
-def walkthrough(profile: str, keep: str) -> None:
-    """Run every notebook of `profile` into a fresh folder and print where the time went."""
+def _commit(root: Path) -> str:
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True)
+    return done.stdout.strip() or "unknown"
+
+
+def baseline(args: argparse.Namespace, run_dir: Path) -> dict:
+    """This benchmark's measure at commit `args.baseline`: its dfxlib, notebooks and tests from a temporary git
+    worktree (first on the import path), in a subprocess, on this machine in this session; its run in `run_dir`."""
+    root = project_root()
+    with tempfile.TemporaryDirectory(prefix="dfx-baseline-") as tmp:
+        tree = Path(tmp) / "tree"
+        subprocess.run(["git", "worktree", "add", "--detach", "-q", str(tree), args.baseline], cwd=root, check=True)
+        try:
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--profile", args.profile, "--keep", str(run_dir),
+                   "--json", str(Path(tmp) / "before.json")] + ["--tests"] * args.tests + ["--no-run"] * args.no_run
+            env = {**os.environ, "PYTHONPATH": str(tree)}
+            print(f"baseline {args.baseline} (worktree {tree}):", flush=True)
+            subprocess.run(cmd, cwd=tree, env=env, check=True)
+            print(f"\nthis checkout ({_commit(root)}):", flush=True)
+            return json.loads((Path(tmp) / "before.json").read_text())
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=root, check=False)
+
+
+def compare(before: dict, now: dict, rev: str) -> None:
+    """Print the baseline's figures beside this checkout's, with their ratio (above 1: faster now)."""
+    print(f"\nbaseline {before['commit']} ({rev}) against this checkout {now['commit']}, seconds")
+    rows = [(nb, before.get("notebooks", {}).get(nb), now.get("notebooks", {}).get(nb))
+            for nb in dict.fromkeys([*before.get("notebooks", {}), *now.get("notebooks", {})])]
+    rows += [(f"stage: {st}", before.get("stages", {}).get(st), now.get("stages", {}).get(st))
+             for st in dict.fromkeys([*before.get("stages", {}), *now.get("stages", {})])]
+    rows += [("dfx run (wall)", before.get("wall_s"), now.get("wall_s")),
+             ("pytest -q (wall)", 60 * before["tests_min"] if "tests_min" in before else None,
+              60 * now["tests_min"] if "tests_min" in now else None)]
+    for name, a, b in rows:
+        if a is None and b is None:
+            continue
+        ratio = f"{a / b:5.2f}x" if a and b else ""
+        print(f"  {name:34s} {_s(a):>9s} {_s(b):>9s} {ratio}")
+
+
+def _s(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1f}"
+
+
+def walkthrough(profile: str, keep: str) -> dict:
+    """Run every notebook of `profile` into a fresh folder, print where the time went and return the figures: wall
+    seconds, seconds per notebook, training seconds per stage."""
     run_dir = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="dfx-walkthrough-")) / "run"
     times: dict[str, float] = {}
 
@@ -90,6 +194,7 @@ def walkthrough(profile: str, keep: str) -> None:
     for nb, secs in times.items():
         train = float(spent.get(nb[:2], 0.0))
         print(f"  {nb:22s} {secs:7.1f} s  training {train:7.1f} s  rest {secs - train:7.1f} s")
+    return {"wall_s": wall, "notebooks": times, "stages": by_stage["seconds"].to_dict()}
 
 
 if __name__ == "__main__":
