@@ -134,6 +134,8 @@ def baseline(args: argparse.Namespace, run_dir: Path) -> dict:
     with tempfile.TemporaryDirectory(prefix="dfx-baseline-") as tmp:
         tree = Path(tmp) / "tree"
         subprocess.run(["git", "worktree", "add", "--detach", "-q", str(tree), args.baseline], cwd=root, check=True)
+        if (root.parent / "shared").is_dir():  # what ../shared gives a checkout (the wild folder) the tree gets too
+            (Path(tmp) / "shared").symlink_to(root.parent / "shared")
         try:
             cmd = [sys.executable, str(Path(__file__).resolve()), "--profile", args.profile, "--keep", str(run_dir),
                    "--json", str(Path(tmp) / "before.json")] + ["--tests"] * args.tests + ["--no-run"] * args.no_run
