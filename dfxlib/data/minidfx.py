@@ -36,6 +36,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from dfxlib.config import user_cache
 from dfxlib.data.generators import (TRANSLATOR_NOISE, Denoiser, LatentAE, UNetTranslator, UpsampleAE, ae_loss,
                                     alpha_bar, make_dm_loss, sdedit, train, translator_loss)
 
@@ -303,8 +304,6 @@ def build(folder: str | Path, recipe: Recipe = Recipe(), progress: bool = True, 
 def shared_folder() -> Path:
     """Where runs keep their worlds, one per recipe, for every run folder to reuse (a world depends on its
     recipe only): $DFX_CACHE/minidfx, else ~/.cache/dfx/minidfx (`config.user_cache`)."""
-    from dfxlib.config import user_cache
-
     return user_cache("minidfx")
 
 

@@ -10,6 +10,7 @@ Feature width comes from the model (`num_features`), never from a table.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,10 +141,9 @@ def normalization_meta(name: str) -> list[list[float]]:
 
 def weights_cache() -> Path:
     """Where packaged weights are kept once converted to safetensors: $DFX_CACHE/weights, else
-    ~/.cache/dfx/weights (`config.user_cache`)."""
-    from dfxlib.config import user_cache
-
-    return user_cache("weights")
+    ~/.cache/dfx/weights: `config.user_cache("weights")`, spelled out here because config reads this module's
+    registry (a test keeps the two the same)."""
+    return Path(os.environ.get("DFX_CACHE") or Path.home() / ".cache" / "dfx").expanduser() / "weights"
 
 
 def pickle_globals(path: Path) -> list[str] | None:
@@ -280,8 +280,8 @@ def channels_last(model: nn.Module) -> nn.Module:
     """`model` with its 4-D weights in channels-last (NHWC) layout, as timm's `--channels-last`: oneDNN's CPU
     kernels and GPUs' tensor cores run convolutions faster in it (EfficientNet-Lite0's training step at 64 px:
     about 2x on a 2-core CPU, `benchmarks/bench_channels_last.py`); a batch in the usual layout is converted by
-    the first convolution. Weights are saved in the usual layout (`save_weights` makes them contiguous); results differ
-    from the usual layout's by float rounding only."""
+    the first convolution. Weights are saved in the usual layout (`save_weights` makes them contiguous); results
+    differ from the usual layout's by float rounding, which sends a training run down another path (README)."""
     import torch
 
     return model.to(memory_format=torch.channels_last)
