@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from dfxlib.detectors.nets import BackboneLogit, GANFingerprint, SimpleCNN, SSPNet
-from dfxlib.models.backbones import _create_backbone
+from dfxlib.models.backbones import create_backbone
 from dfxlib.models.basemodels import network
 
 
@@ -53,17 +53,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=8)
     args = ap.parse_args()
-    lite0 = lambda: network("unbalanced", _create_backbone("efficientnet_lite0", "imagenet"))  # noqa: E731
+    lite0 = lambda: network("unbalanced", create_backbone("efficientnet_lite0", "imagenet"))  # noqa: E731
     cases = [
         ("EfficientNet-Lite0 base model, training step", lite0, (32, 3, 64, 64), True),
         ("EfficientNet-Lite0 base model, evaluation batch", lite0, (256, 3, 64, 64), False),
         ("SimpleCNN, training step", lambda: SimpleCNN(64), (32, 3, 64, 64), True),
-        ("Wang2020 (test_resnet), training step", lambda: BackboneLogit(_create_backbone("test_resnet", "none")),
+        ("Wang2020 (test_resnet), training step", lambda: BackboneLogit(create_backbone("test_resnet", "none")),
          (32, 3, 64, 64), True),
-        ("SSP (test_resnet), training step", lambda: SSPNet(_create_backbone("test_resnet", "none"), 64),
+        ("SSP (test_resnet), training step", lambda: SSPNet(create_backbone("test_resnet", "none"), 64),
          (32, 3, 32, 32), True),
         ("GANFingerprint (test_resnet), training step",
-         lambda: GANFingerprint(_create_backbone("test_resnet", "none")), (32, 3, 64, 64), True),
+         lambda: GANFingerprint(create_backbone("test_resnet", "none")), (32, 3, 64, 64), True),
     ]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; seconds per batch (mean of {args.repeats})")
     print(f"{'network':50s} {'NCHW':>9s} {'NHWC':>9s} {'ratio':>6s} {'max |output difference|':>24s}")

@@ -39,6 +39,9 @@ def test_packaged_weights_are_imagenets(lite0):
     assert int(logits["rocket"].argmax()) in (657, 744)  # missile, projectile
     cached = bb.packaged_weights(LITE0)
     assert cached.suffix == ".safetensors" and cached.parent == bb.weights_cache()
+    from dfxlib.config import user_cache
+
+    assert bb.weights_cache() == user_cache("weights")  # the one per-user cache (DFX_CACHE) the MiniDFX worlds use
 
 
 def test_random_and_pretrained_differ_and_pretrained_is_deterministic(lite0):
@@ -183,3 +186,29 @@ def test_preprocessing():
     assert torch.allclose(x[:, 0, 0], torch.tensor([(1 - 0.485) / 0.229, (128 / 255 - 0.456) / 0.224,
                                                      (0 - 0.406) / 0.225]), atol=1e-3)
     assert preprocess("vit_b16", 256)(img).shape == (3, 224, 224)
+
+
+def test_backbones_and_detectors_run_channels_last_and_save_the_usual_layout(tmp_path):
+    """Every backbone and compared detector has its convolutions in channels-last layout (`channels_last`, about 2x
+    on a CPU); its weights are written in the usual layout and load back into a channels-last model unchanged."""
+    from dfxlib.config import resolve
+    from dfxlib.detectors.registry import DETECTORS
+    from dfxlib.models.train import load_weights, save_weights
+    from dfxlib.run import Run
+
+    run = Run(config=resolve("smoke", {"progress": False}), dir=tmp_path)
+    nets = {"efficientnet_lite0": create_backbone(LITE0, "imagenet")}
+    nets.update({name: spec.build(run) for name, spec in DETECTORS.items()})
+    for name, net in nets.items():
+        convs = [m.weight for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+        assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs), name
+    net = nets["efficientnet_lite0"]
+    save_weights(net, tmp_path / "w.safetensors")
+    from safetensors.torch import load_file
+
+    assert all(t.is_contiguous() for t in load_file(str(tmp_path / "w.safetensors")).values())
+    again = load_weights(create_backbone(LITE0, "none"), tmp_path / "w.safetensors")
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), again.state_dict().values()))
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(net.eval()(x), again.eval()(x))
