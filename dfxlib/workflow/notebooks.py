@@ -105,7 +105,8 @@ def run_seeds(profile: str, params: Mapping[str, str] | None, seeds: Sequence[in
         resolve(profile, {**dict(params or {}), "seed": str(s)})
     for i, s in enumerate(seeds):
         log(f"seed {s} of {', '.join(map(str, seeds))}")
-        if i:  # one MiniDFX world for every seed (`builtin_seed`): built by the first, linked into the others
+        if i:  # one MiniDFX world for every seed (`builtin_seed`): shared (`minidfx.shared_folder()`), or linked
+            # from the first seed's folder where that one holds its own (no writable per-user cache)
             share_worlds(base / f"seed-{seeds[0]}", claim_run_dir(base / f"seed-{s}"))
         run_notebooks(profile, {**dict(params or {}), "seed": str(s), "run_dir": str(base / f"seed-{s}")}, log=log,
                       **kw)
@@ -117,7 +118,7 @@ def run_seeds(profile: str, params: Mapping[str, str] | None, seeds: Sequence[in
 def share_worlds(source: Path, run_dir: Path) -> list[Path]:
     """Hard-link (copy, across filesystems) every finished MiniDFX world in the cache of the run folder `source`
     into the cache of `run_dir`, where it is not yet: the same recipe builds the same world, so a run over seeds
-    builds it once. Returns the worlds linked."""
+    whose first seed built its own world (no writable per-user cache) builds it once. Returns the worlds linked."""
     from dfxlib.data.minidfx import is_complete
 
     out = []

@@ -154,6 +154,18 @@ def test_run_folders_share_one_world_per_recipe(world, tmp_path, monkeypatch, ca
     assert "a_file" in err and "not writable" in err and "its folder instead" in err
 
 
+def test_a_seed_folder_with_its_own_world_lends_it_to_the_next_seeds(world, tmp_path):
+    """`dfx run --seeds` where the first seed built its world in its own folder: the others get it hard-linked."""
+    from dfxlib.workflow.notebooks import share_worlds
+
+    first, second = tmp_path / "seed-0", tmp_path / "seed-1"
+    shutil.copytree(world, first / "cache" / world.name)
+    assert share_worlds(first, second) == [second / "cache" / world.name]
+    linked = second / "cache" / world.name / minidfx.METADATA
+    assert linked.stat().st_ino == (first / "cache" / world.name / minidfx.METADATA).stat().st_ino
+    assert share_worlds(first, second) == []  # already there: nothing linked twice
+
+
 def test_check_sanity_flags_broken_worlds():
     ok = pd.DataFrame([{"baseline": "colour statistics", "task": "t", "balanced_accuracy": 0.40, "chance": 1 / 3},
                        {"baseline": "residual spectrum", "task": "t", "balanced_accuracy": 0.90, "chance": 1 / 3}])
