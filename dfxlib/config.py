@@ -202,7 +202,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     # the paper does; pretrained features converge in a few epochs, which keeps the suite within its budget
     # Budget (2 cores, 30 minutes for every notebook): the paper's fusion head on Lite0's 1280-wide features
     # trains at about 27 images/s (its 512->1024-channel convolution dominates), so MiniDFX has 150 images per
-    # generator, the compared detectors get few epochs, and the extended robustness table four
+    # generator, the compared detectors train at most 30 epochs, and the extended robustness table four
     # manipulations.
     # Every model a claim compares trains until its validation loss has not improved for `patience` epochs,
     # within a generous cap (a cap reached while still improving is flagged, and its claims are not testable);
@@ -219,6 +219,8 @@ PROFILES: dict[str, dict[str, Any]] = {
     # detector_epochs 30 (was 5): notebook 06's claim compares SSP with the best other detector, and at 5 SSP, SimpleCNN
     # and Wang2020 all ended on their last epoch still improving (seed 0), so the claim was not testable; at 30 SSP's
     # minimum came at 28 and Wang2020's at 28 (SimpleCNN still improving: flagged), for 140 s more training a run.
+    # With channels-last convolutions (other rounding, other paths) SSP's minimum came at 21 / 23 / 17 on seeds 0-2;
+    # Wang2020 was still improving at 30 on seed 2 (flagged; no claim rested on it).
     # head_patience 5: the fusion heads' curves (frozen features) are smoother. Replayed on the three seeds' logs,
     # every head's minimum came within 5 epochs of its last mark, so the same weights are kept (every table the same)
     # and head training falls from 263 to 210 s a run; at 4, two of the six heads would stop before their minimum.
