@@ -5,13 +5,16 @@ seconds, from each fit's log.csv) grouped by stage, and what is left of each not
 MiniDFX, features, evaluation, bootstrap, figures).
 
     python benchmarks/bench_walkthrough.py [--profile mini] [--keep DIR] [--tests] [--no-run] [--baseline REV]
+                                           [-p KEY=VALUE ...]
 
 With `--tests` it also times the test suite (`pytest -q`, what `make test` runs once installed); `--no-run`
 times the suite alone. With `--baseline REV` it first measures the same at git commit REV (checked out into a
 temporary worktree, its own code and notebooks), then this checkout, and prints the two side by side with their
 ratios: the figures before and after a change, on one machine in one session, and which of the two runs'
 tables are byte-identical, the same but for training seconds, or different. Every measure is cold: a fresh run
-folder and a fresh `DFX_CACHE`, so nothing an earlier run built or converted is reused.
+folder and a fresh `DFX_CACHE`, so nothing an earlier run built or converted is reused. `-p KEY=VALUE` overrides a
+setting of this checkout's run only (REV may not know the key): `-p memory_format=contiguous` against a commit
+before channels-last checks that everything else the change brought leaves every table byte-identical.
 
 Its figures are the ones README and docs/benchmarks.md quote for `make run`; every change to the walkthrough's
 speed is measured again with it, alone on the machine.
@@ -34,6 +37,7 @@ import pandas as pd
 
 from dfxlib.config import project_root
 from dfxlib.run import Checkpoints
+from dfxlib.workflow.cli import parse_params
 from dfxlib.workflow.notebooks import run_notebooks
 
 #: the stage of a fit, from its folder under checkpoints/ (the notebook that trains it)
@@ -62,6 +66,8 @@ def main() -> None:
     ap.add_argument("--baseline", default="", metavar="REV",
                     help="first measure the same at git commit REV (a temporary worktree), then print both side by "
                          "side")
+    ap.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a setting of this checkout's run (not the baseline's)")
     ap.add_argument("--json", default="", help=argparse.SUPPRESS)  # where a baseline's measure is written
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="dfx-bench-") as tmp:
@@ -69,7 +75,7 @@ def main() -> None:
         before = baseline(args, Path(tmp) / "before") if args.baseline else None
         with tempfile.TemporaryDirectory(prefix="dfx-cache-") as cache:
             os.environ["DFX_CACHE"] = cache  # cold: nothing built or converted by an earlier run is reused
-            now = measure(args.profile, keep, not args.no_run, args.tests)
+            now = measure(args.profile, keep, not args.no_run, args.tests, parse_params(args.param))
         if args.json:
             Path(args.json).write_text(json.dumps(now))
         if before:
@@ -107,11 +113,12 @@ def compare_tables(before: Path, now: Path) -> None:
         print(f"  {kind}: {len(items)}" + (f": {', '.join(items)}" if items and kind != "byte-identical" else ""))
 
 
-def measure(profile: str, keep: str, notebooks: bool, tests: bool) -> dict:
-    """Run the walkthrough and/or the suite here and print where the time went; the figures as a dict."""
-    out: dict = {"commit": _commit(project_root())}
+def measure(profile: str, keep: str, notebooks: bool, tests: bool, params: dict[str, str] | None = None) -> dict:
+    """Run the walkthrough (with the settings `params`) and/or the suite here and print where the time went; the
+    figures as a dict."""
+    out: dict = {"commit": _commit(project_root()) + "".join(f" {k}={v}" for k, v in (params or {}).items())}
     if notebooks:
-        out.update(walkthrough(profile, keep))
+        out.update(walkthrough(profile, keep, params or {}))
     if tests:
         t0 = time.perf_counter()
         done = subprocess.run([sys.executable, "-m", "pytest", "-q"], cwd=project_root(), capture_output=True,
@@ -169,9 +176,9 @@ def _s(x: float | None) -> str:
     return "-" if x is None else f"{x:.1f}"
 
 
-def walkthrough(profile: str, keep: str) -> dict:
-    """Run every notebook of `profile` into a fresh folder, print where the time went and return the figures: wall
-    seconds, seconds per notebook, training seconds per stage."""
+def walkthrough(profile: str, keep: str, params: dict[str, str]) -> dict:
+    """Run every notebook of `profile` (settings `params` overridden) into a fresh folder, print where the time went
+    and return the figures: wall seconds, seconds per notebook, training seconds per stage."""
     run_dir = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="dfx-walkthrough-")) / "run"
     times: dict[str, float] = {}
 
@@ -180,7 +187,7 @@ def walkthrough(profile: str, keep: str) -> dict:
             times[m.group(1)] = float(m.group(2))
     t0 = time.perf_counter()
     try:
-        run_notebooks(profile, {"run_dir": str(run_dir), "progress": "false"}, log=log)
+        run_notebooks(profile, {**params, "run_dir": str(run_dir), "progress": "false"}, log=log)
         wall = time.perf_counter() - t0
         trained = fits(run_dir)
     finally:

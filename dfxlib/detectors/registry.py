@@ -14,15 +14,15 @@ from dfxlib.data.split import Split, split_id
 from dfxlib.detectors.nets import BackboneLogit, GANFingerprint, SimpleCNN, SSPNet
 from dfxlib.detectors.transforms import (NO_BACKBONE, EvalTransform, Transform, fingerprint_eval, fingerprint_train,
                                          ssp_eval, ssp_train, wang_eval, wang_train, wang_val)
-from dfxlib.models.backbones import channels_last, create_backbone, normalization_meta, resize_normalize
+from dfxlib.models.backbones import create_backbone, in_layout, normalization_meta, resize_normalize
 from dfxlib.run import Run
 
 
 @dataclass(frozen=True)
 class DetectorSpec:
-    """A detector: its name in tables, how to build it (convolutions channels-last, `backbones.channels_last`), and
-    its training and evaluation transforms. (The paper's Wang2020 row is the published model, trained elsewhere:
-    shown apart, `paper.PAPER_ONLY`.)"""
+    """A detector: its name in tables, how to build it (its convolutions in the layout `memory_format` names,
+    `backbones.in_layout`), and its training and evaluation transforms. (The paper's Wang2020 row is the published
+    model, trained elsewhere: shown apart, `paper.PAPER_ONLY`.)"""
 
     name: str
     display: str
@@ -36,7 +36,12 @@ class DetectorSpec:
 
 def _backbone(run: Run, name: str) -> nn.Module:
     """A detector's backbone with the detectors' weights setting (`detector_pretrained`)."""
-    return create_backbone(name, run.config.detector_pretrained)
+    return create_backbone(name, run.config.detector_pretrained, run.config.memory_format)
+
+
+def _laid_out(run: Run, net: nn.Module) -> nn.Module:
+    """`net` in the run's layout (`memory_format`): a detector's own convolutions besides its backbone's."""
+    return in_layout(net, run.config.memory_format)
 
 
 def simplecnn_size(run: Run) -> int:
@@ -45,18 +50,18 @@ def simplecnn_size(run: Run) -> int:
 
 
 DETECTORS: dict[str, DetectorSpec] = {s.name: s for s in (
-    DetectorSpec("simplecnn", "SimpleCNN", lambda run: channels_last(SimpleCNN(simplecnn_size(run))),
+    DetectorSpec("simplecnn", "SimpleCNN", lambda run: _laid_out(run, SimpleCNN(simplecnn_size(run))),
                  lambda run: (lambda img, seed, f=resize_normalize(simplecnn_size(run)): f(img)),
                  lambda run: resize_normalize(simplecnn_size(run))),
     DetectorSpec("wang2020", "Wang2020 (ResNet, blur+JPEG)",
                  lambda run: BackboneLogit(_backbone(run, run.config.detector_backbone)), wang_train, wang_eval,
                  wang_val),
     DetectorSpec("ganfingerprint", "GANFingerprint",
-                 lambda run: channels_last(GANFingerprint(_backbone(run, run.config.fingerprint_backbone))),
+                 lambda run: _laid_out(run, GANFingerprint(_backbone(run, run.config.fingerprint_backbone))),
                  fingerprint_train, fingerprint_eval),
     DetectorSpec("ssp", "SSP (simplest patch + SRM)",
-                 lambda run: channels_last(SSPNet(_backbone(run, run.config.detector_backbone),
-                                                  run.config.input_size)),
+                 lambda run: _laid_out(run, SSPNet(_backbone(run, run.config.detector_backbone),
+                                                   run.config.input_size)),
                  ssp_train, ssp_eval),
 )}
 

@@ -339,9 +339,13 @@ def seed_interval(diffs: np.ndarray) -> tuple[float, float]:
 def _seeds_verdict(tested: pd.DataFrame, lo: float, hi: float) -> str:
     """A claim's verdict over seeds: too close to call when its interval over seeds contains 0, else holds or
     does not hold on the side the seeds' own verdicts give a positive difference (a larger value is the claim's
-    side unless a seed said otherwise); not testable with fewer than two testable seeds."""
+    side unless a seed said otherwise); not testable with fewer than two testable seeds. A claim whose difference
+    and verdict are the same on every seed (the audit's: no training touches it) keeps its seeds' verdict, which
+    its own rule or test-image interval decided: there is no spread over training runs to read."""
     if not np.isfinite(lo):
         return "not testable"
+    if tested["difference"].nunique() == 1 and tested["verdict"].nunique() == 1:
+        return str(tested["verdict"].iloc[0])
     if lo <= 0 <= hi:
         return "too close to call"
     decided = tested[tested["verdict"].isin(["holds", "does not hold"])]

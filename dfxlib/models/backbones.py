@@ -269,22 +269,26 @@ def packaged_weights(name: str) -> Path:
     return out
 
 
-def create_backbone(name: str, pretrained: str = "none") -> nn.Module:
+def create_backbone(name: str, pretrained: str = "none", memory_format: str = "channels_last") -> nn.Module:
     """A timm backbone without its classifier (`num_classes=0`: forward gives pooled features of width
     `model.num_features`), with the weights `pretrained` names ("none", "imagenet", a file or a folder), its
-    convolutions in channels-last layout (`channels_last`)."""
-    return channels_last(_create_backbone(name, pretrained))
+    convolutions in the layout `memory_format` names (`in_layout`)."""
+    return in_layout(_create_backbone(name, pretrained), memory_format)
 
 
-def channels_last(model: nn.Module) -> nn.Module:
-    """`model` with its 4-D weights in channels-last (NHWC) layout, as timm's `--channels-last`: oneDNN's CPU
-    kernels and GPUs' tensor cores run convolutions faster in it (EfficientNet-Lite0's training step at 64 px:
-    about 2x on a 2-core CPU, `benchmarks/bench_channels_last.py`); a batch in the usual layout is converted by
-    the first convolution. Weights are saved in the usual layout (`save_weights` makes them contiguous); results
-    differ from the usual layout's by float rounding, which sends a training run down another path (README)."""
+def in_layout(model: nn.Module, memory_format: str = "channels_last") -> nn.Module:
+    """`model` with its 4-D weights in the layout of the setting `memory_format`: "channels_last" (NHWC, as timm's
+    `--channels-last`: oneDNN's CPU kernels and GPUs' tensor cores run convolutions faster in it; EfficientNet-Lite0's
+    training step at 64 px about 2x on a 2-core CPU, `benchmarks/bench_channels_last.py`) or "contiguous" (NCHW, the
+    usual one). A batch in the usual layout is converted by the first convolution. Weights are saved in the usual
+    layout either way (`save_weights` makes them contiguous); the two layouts' results differ by float rounding,
+    which can send a training run down another path (README)."""
     import torch
 
-    return model.to(memory_format=torch.channels_last)
+    formats = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
+    if memory_format not in formats:
+        raise ValueError(f"memory_format {memory_format!r}: expected one of {', '.join(formats)}")
+    return model.to(memory_format=formats[memory_format])
 
 
 def _create_backbone(name: str, pretrained: str) -> nn.Module:

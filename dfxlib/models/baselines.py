@@ -55,7 +55,7 @@ def train_plain(run: Run, store: ImageStore, split: Split, backbone: str) -> Bas
     cfg = run.config
     folder = run.checkpoints.plain(backbone)
     torch.manual_seed(cfg.seed)
-    net = network("plain", create_backbone(backbone, cfg.pretrained))
+    net = network("plain", create_backbone(backbone, cfg.pretrained, cfg.memory_format))
     tr, va = train_val(seen_images(split), cfg.val_fraction, cfg.seed)
     result = fit_on_images(run, store, net, backbone, tr, va, folder, plain_meta(run, split, backbone),
                            weight=class_weights(tr["target"].to_numpy()))
@@ -102,7 +102,8 @@ def frozen_backbone(run: Run, backbone: str) -> BaseModel:
     folder = run.checkpoints.probe(backbone)
     meta = probe_meta(run, backbone)
     torch.manual_seed(cfg.seed)  # random-init backbones (pretrained="none") depend on the seed only
-    net = network("linear probe", create_backbone(backbone, cfg.pretrained))  # used as it came, never trained
+    # used as it came, never trained
+    net = network("linear probe", create_backbone(backbone, cfg.pretrained, cfg.memory_format))
     folder.mkdir(parents=True, exist_ok=True)
     save_weights(net, folder / "best.safetensors", meta)
     return BaseModel(net=net.eval(), backbone=backbone, kind="linear probe", main="all", folder=folder)

@@ -84,7 +84,7 @@ def base_meta(run: Run, split: Split, backbone: str, kind: str, main: str) -> di
 
 def _new_net(run: Run, backbone: str, kind: str) -> nn.Module:
     torch.manual_seed(run.config.seed)  # the initial weights depend on the seed only, not on what ran before
-    return network(kind, create_backbone(backbone, run.config.pretrained))
+    return network(kind, create_backbone(backbone, run.config.pretrained, run.config.memory_format))
 
 
 def siamese_step(margin: float) -> StepFn:

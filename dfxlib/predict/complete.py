@@ -121,6 +121,7 @@ def load_predictor(model: str | Path = "", backbone: str = "", kind: str = "", d
     bb, kd = meta["backbone"], meta["kind"]
     checkpoints = Checkpoints.of_head(head_path)
     bases, input_size = [], None
+    layout = run_setting(checkpoints.root.parent, "memory_format")  # the run's own: its notebooks' numbers exactly
     for main, ident in zip(CLASSES, meta["bases"]):
         path = checkpoints.base(bb, kd, main) / "best.safetensors"
         if not path.is_file():
@@ -140,7 +141,7 @@ def load_predictor(model: str | Path = "", backbone: str = "", kind: str = "", d
             raise CheckpointMismatch(f"{path}: trained with inputs normalised by mean/std {bmeta['normalization']}, "
                                      f"but dfx now feeds {bb} {normalization_meta(bb)} (its weights' own); "
                                      "retrain it (notebooks 02 and 03)")
-        net = network(kd, create_backbone(bb, "none"))
+        net = network(kd, create_backbone(bb, "none", layout))
         load_weights(net, path, {"model": "base", "backbone": bb, "kind": kd, "main": main})
         bases.append(net.backbone)
     head = FusionHead(in_channels=meta["in_channels"], feature_dim=feature_dim(bases[0]))

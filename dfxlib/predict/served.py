@@ -89,7 +89,7 @@ def _uint8_model(name: str, cfg: Config, backbone: str, dev: torch.device, net: 
 def load_plain(run_dir: Path, cfg: Config, backbone: str, dev: torch.device) -> Model:
     """The plain 3-class classifier of `backbone` (notebook 05)."""
     path = _needs(Checkpoints.of(run_dir).plain(backbone) / "best.safetensors", "05")
-    net = load_weights(network("plain", create_backbone(backbone, "none")), path,
+    net = load_weights(network("plain", create_backbone(backbone, "none", cfg.memory_format)), path,
                        {"model": "plain", "backbone": backbone, "input_size": cfg.input_size,
                         "normalization": normalization_meta(backbone)})
     fc = net.fc.to(dev)
@@ -101,7 +101,7 @@ def load_probe(run_dir: Path, cfg: Config, backbone: str, dev: torch.device) -> 
     """The linear probe of `backbone` (notebooks 05 and 06): its frozen backbone and fitted classifier."""
     checkpoints = Checkpoints.of(run_dir)
     wanted = {"backbone": backbone, "input_size": cfg.input_size, "normalization": normalization_meta(backbone)}
-    net = load_weights(network("linear probe", create_backbone(backbone, "none")),
+    net = load_weights(network("linear probe", create_backbone(backbone, "none", cfg.memory_format)),
                        _needs(checkpoints.probe(backbone) / "best.safetensors", "05"), {"model": "probe", **wanted})
     path = _needs(checkpoints.probe_classifier(backbone), "05")
     fitted = read_meta(path).get("fitted", len(CLASSES))

@@ -14,7 +14,8 @@ from dfxlib.data.split import SplitMismatchError
 from dfxlib.models.train import CheckpointMismatch
 
 
-def _params(pairs: list[str]) -> dict[str, str]:
+def parse_params(pairs: list[str]) -> dict[str, str]:
+    """`-p KEY=VALUE` arguments as a dict of overrides (checked later by `config.resolve`)."""
     out = {}
     for p in pairs:
         key, sep, value = p.partition("=")
@@ -35,7 +36,7 @@ def _bad_seed(text: str) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from dfxlib.workflow.notebooks import NotebookFailure, run_notebooks, select
 
-    cfg = resolve(args.profile, _params(args.param))
+    cfg = resolve(args.profile, parse_params(args.param))
     books = select(_numbers(args.only), args.start)  # a notebook number that does not exist is said before planning
     seeds = [int(s) if s.isdigit() else _bad_seed(s) for s in _numbers(args.seeds)]
     if args.dry_run:
@@ -53,10 +54,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         if seeds:
             from dfxlib.workflow.notebooks import run_seeds
 
-            run_dir = run_seeds(args.profile, _params(args.param), seeds, only=_numbers(args.only), start=args.start,
-                                stall_timeout=args.stall_timeout)
+            run_dir = run_seeds(args.profile, parse_params(args.param), seeds, only=_numbers(args.only),
+                                start=args.start, stall_timeout=args.stall_timeout)
         else:
-            run_dir = run_notebooks(args.profile, _params(args.param), only=_numbers(args.only), start=args.start,
+            run_dir = run_notebooks(args.profile, parse_params(args.param), only=_numbers(args.only), start=args.start,
                                     stall_timeout=args.stall_timeout)
     except NotebookFailure as exc:
         print(f"dfx run: {exc}", file=sys.stderr)
@@ -90,7 +91,7 @@ def _dry_run(command: str, cfg: Config, what: str) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     from dfxlib.workflow import plan as pl
 
-    cfg = resolve(args.profile, _params(args.param))
+    cfg = resolve(args.profile, parse_params(args.param))
     _, plan = pl.plan_for(cfg)
     rates, source = None, ""
     if args.throughput:
@@ -122,7 +123,7 @@ def _submit_params(args: argparse.Namespace, last: dict) -> dict:
     for flag, key in SUBMIT_FLAGS.items():
         given = getattr(args, flag)
         if flag == "slurm_option" and given:
-            given = _params(given)  # key=value, checked like -p
+            given = parse_params(given)  # key=value, checked like -p
         params[key] = given if given not in (None, []) else last.get(key, defaults[key])
     return params
 
@@ -151,9 +152,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
             return 2
         run = Run(config=load(run_dir / "config.json"), dir=run_dir)
     elif args.dry_run:
-        run = Run(config=resolve(args.profile, _params(args.param)), dir=Path())
+        run = Run(config=resolve(args.profile, parse_params(args.param)), dir=Path())
     else:
-        overrides = _params(args.param)
+        overrides = parse_params(args.param)
         run_dir = claim_run_dir(run_dir_of(resolve(args.profile, overrides)))
         with lock(run_dir, "dfx submit", shared=True):  # a folder a dfx run writes is refused before its settings
             run = start(args.profile, overrides=overrides)

@@ -152,7 +152,8 @@ def summarize_seeds(base: Path, seeds: Sequence[int]) -> Path:
                        notes="A claim's seeds agree unless one seed says `holds` and another `does not hold`; a claim "
                              "that moves only through `too close to call` is one the data cannot settle at this size. "
                              "`over_seeds` decides it by the 95% interval of its mean difference over the seeds "
-                             "(Student's t): the spread of training runs, which one seed's interval cannot show.")
+                             "(Student's t): the spread of training runs, which one seed's interval cannot show. A claim with the "
+                             "same difference and verdict on every seed (the audit's) keeps that verdict.")
 
 
 def run_notebooks(profile: str = DEFAULT_PROFILE, params: Mapping[str, str] | None = None, only: Sequence[str] = (),

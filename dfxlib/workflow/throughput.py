@@ -90,7 +90,7 @@ def calibrate(backbone: str, cfg: Config, batch_size: int = 0, device: str = "cp
     x, x2 = prepare_batch(imgs[:b], tf).to(dev), prepare_batch(imgs[b:], tf).to(dev)
     y = torch.as_tensor(np.arange(b) % 2, device=dev)
     torch.manual_seed(seed)
-    net = network("unbalanced", create_backbone(backbone, pretrained)).to(dev)
+    net = network("unbalanced", create_backbone(backbone, pretrained, cfg.memory_format)).to(dev)
     base_s, base_loss, base_upd = _timed_step(net, classifier_step(), (x, y), cfg.lr, cfg.weight_decay, steps,
                                               warmup)
     siam = network("siamese", net.backbone)

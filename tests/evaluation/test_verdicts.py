@@ -311,3 +311,20 @@ def test_a_verdict_over_seeds_reads_the_spread_of_training_runs():
     assert verdicts.over_seeds({0: rows(3.0), 1: rows(4.0), 2: rows(3.5)}).iloc[0]["over_seeds"] == "holds"
     one = verdicts.over_seeds({0: rows(3.0), 1: rows(-17.0, "at chance")}).iloc[0]
     assert one["over_seeds"] == "not testable" and one["difference_ci95_over_seeds"] == ""
+
+
+def test_a_claim_no_training_touches_keeps_its_seeds_verdict():
+    """The audit's claims (no file attribute separates the classes) read the same world on every seed: the same
+    difference (0: the rule is at chance) and the same verdict each time. Over seeds they keep it; their interval
+    [0, 0] reads no spread of training runs. Seeds that give the same difference but other verdicts are left to
+    that interval."""
+    audit = pd.DataFrame({"attribute": ["format"], "task": ["real vs fake"], "rule_balanced_accuracy": [0.5],
+                          "chance": [0.5], "confounded": [False]})
+    same = verdicts.over_seeds({s: verdicts.confounds(audit) for s in range(3)}).iloc[0]
+    assert same["over_seeds"] == "holds" and same["difference_ci95_over_seeds"] == "[+0.00, +0.00]"
+    confounded = verdicts.over_seeds({s: verdicts.confounds(audit.assign(confounded=True)) for s in range(3)})
+    assert confounded.iloc[0]["over_seeds"] == "does not hold"
+    rows = lambda ci: verdicts.table([verdicts._row("c", "B", "RAW", "X", 50.0, "Y", 50.0, ci=ci)])  # noqa: E731
+    mixed = verdicts.over_seeds({0: rows((-1.0, 1.0)), 1: rows(None), 2: rows((-1.0, 1.0))}).iloc[0]
+    assert mixed["by_seed"] == "0: too close to call; 1: does not hold; 2: too close to call"
+    assert mixed["over_seeds"] == "too close to call"  # the same difference, other verdicts: the interval decides

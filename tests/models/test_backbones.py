@@ -3,6 +3,7 @@ that classify photos, the paper's tags and normalisations, and weights files ref
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -188,27 +189,58 @@ def test_preprocessing():
     assert preprocess("vit_b16", 256)(img).shape == (3, 224, 224)
 
 
-def test_backbones_and_detectors_run_channels_last_and_save_the_usual_layout(tmp_path):
-    """Every backbone and compared detector has its convolutions in channels-last layout (`channels_last`, about 2x
-    on a CPU); its weights are written in the usual layout and load back into a channels-last model unchanged."""
+def _conv_weights(net: torch.nn.Module) -> list[torch.Tensor]:
+    """Its convolution weights whose layout shows: 3x3 or larger over more than one input channel (a 1x1 kernel or a
+    depthwise one is laid out alike in both layouts)."""
+    return [m.weight for m in net.modules()
+            if isinstance(m, torch.nn.Conv2d) and m.weight.shape[-1] > 1 and m.weight.shape[1] > 1]
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "contiguous"])
+def test_every_network_a_run_builds_takes_its_layout(tmp_path, layout):
+    """Base models, the probe's backbone and every compared detector have their convolutions in the layout the run's
+    `memory_format` names (channels-last by default: about 2x on a CPU; contiguous gives the numbers of runs before
+    it back), and what dfx predict loads from that run takes the same one (its notebooks' numbers exactly)."""
     from dfxlib.config import resolve
     from dfxlib.detectors.registry import DETECTORS
-    from dfxlib.models.train import load_weights, save_weights
+    from dfxlib.models.baselines import frozen_backbone
+    from dfxlib.models.basemodels import _new_net
+    from dfxlib.predict.complete import load_predictor
     from dfxlib.run import Run
+    from tests.fixture import make_run
 
-    run = Run(config=resolve("smoke", {"progress": False}), dir=tmp_path)
-    nets = {"efficientnet_lite0": create_backbone(LITE0, "imagenet")}
+    fmt = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}[layout]
+    other = torch.contiguous_format if layout == "channels_last" else torch.channels_last
+    run = Run(config=resolve("smoke", {"progress": False, "memory_format": layout}), dir=tmp_path)
+    nets = {"base model": _new_net(run, LITE0, "siamese"), "probe": frozen_backbone(run, LITE0).net}
     nets.update({name: spec.build(run) for name, spec in DETECTORS.items()})
+    folder = make_run(tmp_path / "served")
+    (folder / "config.json").write_text(json.dumps({"backbones": ["test_resnet"], "memory_format": layout}))
+    nets["dfx predict"] = load_predictor(folder, device="cpu").model
     for name, net in nets.items():
-        convs = [m.weight for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
-        assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs), name
-    net = nets["efficientnet_lite0"]
+        convs = _conv_weights(net)
+        assert convs and all(w.is_contiguous(memory_format=fmt) for w in convs), name
+        assert not any(w.is_contiguous(memory_format=other) for w in convs), name
+    with pytest.raises(ValueError, match="memory_format 'nhwc'"):
+        bb.in_layout(torch.nn.Conv2d(3, 4, 3), "nhwc")
+
+
+def test_both_layouts_save_the_usual_one_and_agree_to_float_rounding(tmp_path):
+    """Weights are written in the usual layout from either layout and load back into the other unchanged; the two
+    layouts' outputs for the same weights differ by float rounding only (what `memory_format` changes)."""
+    from dfxlib.models.train import load_weights, save_weights
+
+    net = create_backbone(LITE0, "imagenet")
     save_weights(net, tmp_path / "w.safetensors")
     from safetensors.torch import load_file
 
     assert all(t.is_contiguous() for t in load_file(str(tmp_path / "w.safetensors")).values())
     again = load_weights(create_backbone(LITE0, "none"), tmp_path / "w.safetensors")
     assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), again.state_dict().values()))
+    usual = load_weights(create_backbone(LITE0, "none", "contiguous"), tmp_path / "w.safetensors")
+    assert _conv_weights(usual)[0].is_contiguous() and not _conv_weights(net)[0].is_contiguous()
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
-        assert torch.equal(net.eval()(x), again.eval()(x))
+        out, out_usual = net.eval()(x), usual.eval()(x)
+        assert torch.equal(out, again.eval()(x))
+    assert torch.allclose(out, out_usual, rtol=1e-4, atol=1e-5)
