@@ -1,8 +1,9 @@
 """Benchmark: the networks dfx trains, in the usual (NCHW) layout against channels-last (NHWC).
 
 The setting `memory_format` (default "channels_last", `backbones.in_layout`) puts every backbone's and compared
-detector's convolutions in channels-last layout, as timm's `--channels-last` does; "contiguous" keeps the usual one. This prints, for each network at the mini profile's shapes (64 px, batch 32 for a
-training step with its backward pass, 256 for an evaluation batch; SSP's 32 px patches), the seconds per batch in
+detector's convolutions in channels-last layout, as timm's `--channels-last` does; "contiguous" keeps the usual one.
+This prints, for each network at the mini profile's shapes (64 px, batch 32 for a training step with its backward
+pass, 256 for an evaluation batch; SSP's 32 px patches), the seconds per batch in
 each layout and their ratio (above 1: channels-last is faster), and how far the two layouts' outputs lie apart
 for the same weights (float rounding: the layouts sum in other orders, so trained weights, and the tables, move
 within training's own noise; `dfx run --seeds` checks the claims).

@@ -37,7 +37,6 @@ import pandas as pd
 
 from dfxlib.config import project_root
 from dfxlib.run import Checkpoints
-from dfxlib.workflow.cli import parse_params
 from dfxlib.workflow.notebooks import run_notebooks
 
 #: the stage of a fit, from its folder under checkpoints/ (the notebook that trains it)
@@ -75,13 +74,23 @@ def main() -> None:
         before = baseline(args, Path(tmp) / "before") if args.baseline else None
         with tempfile.TemporaryDirectory(prefix="dfx-cache-") as cache:
             os.environ["DFX_CACHE"] = cache  # cold: nothing built or converted by an earlier run is reused
-            now = measure(args.profile, keep, not args.no_run, args.tests, parse_params(args.param))
+            now = measure(args.profile, keep, not args.no_run, args.tests, params(args.param))
         if args.json:
             Path(args.json).write_text(json.dumps(now))
         if before:
             compare(before, now, args.baseline)
             if not args.no_run:
                 compare_tables(Path(tmp) / "before", Path(keep))
+
+
+def params(pairs: list[str]) -> dict[str, str]:
+    """`-p KEY=VALUE` as overrides. Imported here, not at the top: the baseline's run imports this script against
+    its own dfxlib, which may predate `parse_params` (the baseline is never given -p)."""
+    if not pairs:
+        return {}
+    from dfxlib.workflow.cli import parse_params
+
+    return parse_params(pairs)
 
 
 def compare_tables(before: Path, now: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -97,7 +98,9 @@ def seeds_dir(profile: str, params: Mapping[str, str] | None = None) -> Path:
 def run_seeds(profile: str, params: Mapping[str, str] | None, seeds: Sequence[int], log=print, **kw) -> Path:
     """Run the selected notebooks once per seed, each into `<folder>/seed-<s>/` (`seeds_dir`; a run stopped part
     way resumes like any run), then write `<folder>/tables/claims_over_seeds` (`verdicts.over_seeds` of every
-    `verdicts_*` table) and REPORT.md. Returns the folder."""
+    `verdicts_*` table) over these seeds and those the folder already holds with the same settings
+    (`seeds_alike`: more seeds are added by running them into the same folder), and REPORT.md. Returns the
+    folder."""
     if not seeds or len(set(seeds)) != len(seeds):
         raise ConfigError(f"--seeds: name each seed once, got {list(seeds)}")
     base = claim_run_dir(seeds_dir(profile, params))
@@ -110,9 +113,46 @@ def run_seeds(profile: str, params: Mapping[str, str] | None, seeds: Sequence[in
             share_worlds(base / f"seed-{seeds[0]}", claim_run_dir(base / f"seed-{s}"))
         run_notebooks(profile, {**dict(params or {}), "seed": str(s), "run_dir": str(base / f"seed-{s}")}, log=log,
                       **kw)
-    summarize_seeds(base, seeds)
+    alike, unlike = seeds_alike(base, profile, params)
+    for line in unlike:
+        log(line)
+    every = sorted(set(seeds) | set(alike))
+    if len(every) > len(seeds):
+        log(f"the summary counts seeds {', '.join(map(str, every))}: "
+            f"{', '.join(str(s) for s in every if s not in seeds)} already in {base} with the same settings")
+    summarize_seeds(base, every)
     log(f"report: {build_report(base)}")
     return base
+
+
+#: settings that say where and how a seed ran, not what: seeds differing in them are summarized together (the device
+#: and the convolutions' layout change float rounding only, which moves results as much as another seed does:
+#: benchmarks/compare_seeds.py)
+HOW_IT_RAN: tuple[str, ...] = ("seed", "run_dir", "progress", "device", "memory_format")
+
+
+def seeds_alike(base: Path, profile: str, params: Mapping[str, str] | None) -> tuple[list[int], list[str]]:
+    """The seeds of the seeds folder `base` (`seed-<s>/` with verdict tables) whose saved settings (config.json)
+    are the ones `profile` and `params` give, but for `HOW_IT_RAN`; and one line for each seed left out, naming
+    the settings that differ (a setting a config.json lacks counts as its default)."""
+    alike, unlike = [], []
+    for folder in sorted(base.glob("seed-*")):
+        s = folder.name.removeprefix("seed-")
+        if not s.isdigit() or not any((folder / "tables").glob("verdicts_*.csv")):
+            continue
+        try:
+            saved = json.loads((folder / "config.json").read_text())
+        except (OSError, ValueError) as exc:
+            unlike.append(f"{folder}: left out of the summary, its settings are unreadable ({exc})")
+            continue
+        want = json.loads(resolve(profile, {**dict(params or {}), "seed": s}).to_json())
+        differ = [k for k, v in want.items() if k not in HOW_IT_RAN and saved.get(k, v) != v]
+        if differ:
+            unlike.append(f"{folder}: left out of the summary, other settings ("
+                          + ", ".join(f"{k}={saved[k]!r}, not {want[k]!r}" for k in differ) + ")")
+        else:
+            alike.append(int(s))
+    return alike, unlike
 
 
 def share_worlds(source: Path, run_dir: Path) -> list[Path]:
@@ -138,22 +178,28 @@ def share_worlds(source: Path, run_dir: Path) -> list[Path]:
     return out
 
 
+def run_verdicts(run_dir: Path) -> pd.DataFrame:
+    """Every `verdicts_*` table of the run folder `run_dir`, one row per claim tested (empty when it has none)."""
+    return pd.concat([pd.read_csv(p, keep_default_na=False) for p in sorted((run_dir / "tables")
+                                                                           .glob("verdicts_*.csv"))] or
+                     [pd.DataFrame()], ignore_index=True)
+
+
 def summarize_seeds(base: Path, seeds: Sequence[int]) -> Path:
     """Write `base/tables/claims_over_seeds` from the `verdicts_*` tables of `base/seed-<s>/` (`run_seeds`);
     returns the CSV's path."""
     from dfxlib.evaluation.verdicts import over_seeds
 
-    tables = {s: pd.concat([pd.read_csv(p, keep_default_na=False) for p in sorted((base / f"seed-{s}" / "tables")
-                                                                                 .glob("verdicts_*.csv"))] or
-                           [pd.DataFrame()], ignore_index=True) for s in seeds}
+    tables = {s: run_verdicts(base / f"seed-{s}") for s in seeds}
     return write_table(over_seeds(tables), "claims_over_seeds", base / "tables",
                        title=f"The paper's claims over seeds {', '.join(map(str, seeds))}: verdict counts and the "
                              "spread of each difference (points)",
                        notes="A claim's seeds agree unless one seed says `holds` and another `does not hold`; a claim "
                              "that moves only through `too close to call` is one the data cannot settle at this size. "
                              "`over_seeds` decides it by the 95% interval of its mean difference over the seeds "
-                             "(Student's t): the spread of training runs, which one seed's interval cannot show. A claim with the "
-                             "same difference and verdict on every seed (the audit's) keeps that verdict.")
+                             "(Student's t): the spread of training runs, which one seed's interval cannot show. "
+                             "A claim with the same difference and verdict on every seed (the audit's) keeps that "
+                             "verdict.")
 
 
 def run_notebooks(profile: str = DEFAULT_PROFILE, params: Mapping[str, str] | None = None, only: Sequence[str] = (),

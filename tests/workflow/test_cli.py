@@ -122,10 +122,43 @@ def test_run_over_seeds_writes_one_run_per_seed_and_a_claim_summary(tmp_path, ca
     assert "claims over seeds 0, 1" in (base / "REPORT.md").read_text()
     indexes = [pd.read_csv(base / f"seed-{s}" / "index.csv")["sha256"] for s in (0, 1)]
     assert indexes[0].equals(indexes[1])  # one world for both seeds (the shared one)
+    capsys.readouterr()
+    assert main(["run", "--profile", "smoke", "--seeds", "2", "--only", "01", "-p", f"run_dir={base}",
+                 "-p", "progress=false"]) == 0  # one more seed, run into the same folder: summarized with the others
+    assert "the summary counts seeds 0, 1, 2: 0, 1 already in" in capsys.readouterr().out
+    summary = pd.read_csv(base / "tables" / "claims_over_seeds.csv", keep_default_na=False)
+    assert (summary["seeds"] == 3).all() and "claims over seeds 0, 1, 2" in (base / "REPORT.md").read_text()
     assert main(["run", "--profile", "smoke", "--seeds", "0,x", "-p", f"run_dir={tmp_path / 'x'}"]) == 2
     assert "--seeds: 'x' is not a seed" in capsys.readouterr().err
     assert main(["run", "--profile", "smoke", "--seeds", "1,1", "-p", f"run_dir={tmp_path / 'y'}"]) == 2
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()  # refused before anything is written
+
+
+def test_a_seeds_summary_counts_the_seeds_run_with_the_same_settings(tmp_path):
+    """`seeds_alike`: the seeds of a folder whose saved settings are this run's but for where and how they ran
+    (seed, run folder, device, layout) count in its summary; one with another setting, unreadable settings or no
+    verdict tables does not, and the line that says so names the setting."""
+    from dfxlib.config import resolve
+    from dfxlib.workflow.notebooks import seeds_alike
+
+    def seed(s: int, **settings) -> None:
+        folder = tmp_path / f"seed-{s}"
+        (folder / "tables").mkdir(parents=True)
+        (folder / "tables" / "verdicts_audit.csv").write_text("claim\n")
+        saved = json.loads(resolve("smoke", {"seed": str(s), "run_dir": str(folder), **settings}).to_json())
+        (folder / "config.json").write_text(json.dumps({k: v for k, v in saved.items() if k != "memory_format"}))
+
+    seed(0)
+    seed(1, device="cuda", memory_format="contiguous")  # another machine: the same experiment
+    seed(2, base_epochs="3")
+    seed(3)
+    (tmp_path / "seed-3" / "config.json").write_text("{")
+    (tmp_path / "seed-4" / "tables").mkdir(parents=True)  # not run yet: no verdicts
+    alike, unlike = seeds_alike(tmp_path, "smoke", {"run_dir": str(tmp_path)})
+    assert alike == [0, 1]
+    assert len(unlike) == 2 and "seed-2: left out of the summary, other settings (base_epochs=3, not 1)" in unlike[0]
+    assert "seed-3: left out of the summary, its settings are unreadable" in unlike[1]
+    assert seeds_alike(tmp_path, "smoke", {"base_epochs": "3"})[0] == [2]
 
 
 @pytest.mark.parametrize("argv", [
