@@ -335,7 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--only", help="comma-separated notebook numbers, e.g. 01,03")
     r.add_argument("--seeds", metavar="S1,S2,...",
                    help="run once per seed, each into <run folder>/seed-<s> (default folder runs/<profile>-seeds), "
-                        "and summarise every claim over the seeds (tables/claims_over_seeds)")
+                        "and summarise every claim over the seeds (tables/claims_over_seeds), counting those the "
+                        "folder already holds with the same settings")
     r.add_argument("--from", dest="start", help="run from this notebook number on")
     r.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
     r.add_argument("--stall-timeout", type=SECONDS, default=STALL_TIMEOUT_S, metavar="SECONDS",
