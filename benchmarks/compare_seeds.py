@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dfxlib.evaluation.verdicts import CLAIM_KEY, over_seeds
+from dfxlib.evaluation.verdicts import CLAIM_KEY, claim_rows, over_seeds
 from dfxlib.workflow.notebooks import run_verdicts
 
 DECIDED = ("holds", "does not hold")
@@ -42,11 +42,8 @@ def seeds_of(folder: Path) -> list[int]:
 
 
 def by_claim(folder: Path, seed: int) -> pd.DataFrame:
-    """One seed's verdict rows indexed by claim (`CLAIM_KEY`, the reference's parenthesis dropped, each claim once,
-    as `over_seeds` counts them)."""
-    v = run_verdicts(folder / f"seed-{seed}")
-    v["reference"] = v["reference"].astype(str).str.replace(r" \(.*\)$", "", regex=True)
-    return v.drop_duplicates(list(CLAIM_KEY)).set_index(list(CLAIM_KEY))
+    """One seed's verdict rows indexed by claim, as `over_seeds` counts them (`verdicts.claim_rows`)."""
+    return claim_rows(run_verdicts(folder / f"seed-{seed}")).set_index(list(CLAIM_KEY))
 
 
 def moved(a: pd.Series, b: pd.Series) -> tuple[int, int, int]:

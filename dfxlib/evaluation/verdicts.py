@@ -294,6 +294,14 @@ def noise(detectors_table: pd.DataFrame, per_image: pd.DataFrame, untestable: Ma
 CLAIM_KEY: tuple[str, ...] = ("claim", "subject", "condition", "value_of", "reference")
 
 
+def claim_rows(v: pd.DataFrame) -> pd.DataFrame:
+    """A run's verdict rows with one row per claim (`CLAIM_KEY`), as seeds are compared: the reference's
+    parenthesis (a fusion claim's best single base model, which may differ between seeds) dropped, and a claim
+    stated by two notebooks from the same numbers (03 and 04 share the RAW claims) kept once."""
+    return (v.assign(reference=v["reference"].astype(str).str.replace(r" \(.*\)$", "", regex=True))
+            .drop_duplicates(list(CLAIM_KEY)))
+
+
 def over_seeds(by_seed: Mapping[int, pd.DataFrame]) -> pd.DataFrame:
     """One row per claim over the verdict tables of several seeds (seed -> rows of `table`): the mean and spread
     (sample sd) of its difference over the seeds where it is testable, the 95% interval of that mean over the
@@ -301,8 +309,7 @@ def over_seeds(by_seed: Mapping[int, pd.DataFrame]) -> pd.DataFrame:
     test images cannot show), how many seeds give each verdict, each seed's verdict, and whether the seeds
     contradict each other (one `holds` where another `does not hold`; moving through `too close to call` or `not
     testable` is not a contradiction). A claim stated by two notebooks from the same numbers counts once."""
-    parts = [v.assign(seed=s, reference=v["reference"].astype(str).str.replace(r" \(.*\)$", "", regex=True))
-             .drop_duplicates(list(CLAIM_KEY)) for s, v in by_seed.items() if len(v)]  # 03 and 04 share RAW claims
+    parts = [claim_rows(v).assign(seed=s) for s, v in by_seed.items() if len(v)]
     if not parts:
         return pd.DataFrame(columns=[*CLAIM_KEY, "seeds", "difference_mean", "difference_sd",
                                      "difference_ci95_over_seeds", "over_seeds", *VERDICTS, "by_seed", "seeds_agree"])

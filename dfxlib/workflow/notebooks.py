@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 import os
 import re
@@ -20,7 +20,8 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import pandas as pd
 import papermill as pm
 
-from dfxlib.config import DEFAULT_PROFILE, STALL_TIMEOUT_S, ConfigError, checkout, resolve, run_dir_of, runs_root
+from dfxlib.config import (DEFAULT_PROFILE, STALL_TIMEOUT_S, ConfigError, checkout, load, resolve, run_dir_of,
+                           runs_root)
 from dfxlib.evaluation.tables import build_report, write_table
 from dfxlib.run import claim_run_dir, lock, prepare_run_dir
 from dfxlib.workflow import execute
@@ -132,24 +133,25 @@ HOW_IT_RAN: tuple[str, ...] = ("seed", "run_dir", "progress", "device", "memory_
 
 
 def seeds_alike(base: Path, profile: str, params: Mapping[str, str] | None) -> tuple[list[int], list[str]]:
-    """The seeds of the seeds folder `base` (`seed-<s>/` with verdict tables) whose saved settings (config.json)
-    are the ones `profile` and `params` give, but for `HOW_IT_RAN`; and one line for each seed left out, naming
-    the settings that differ (a setting a config.json lacks counts as its default)."""
+    """The seeds of the seeds folder `base` (`seed-<s>/` with verdict tables) whose saved settings (config.json,
+    `config.load`: a setting it lacks takes its profile's value) are the ones `profile` and `params` give, but for
+    `HOW_IT_RAN`; and one line for each seed left out, naming the settings that differ."""
     alike, unlike = [], []
     for folder in sorted(base.glob("seed-*")):
         s = folder.name.removeprefix("seed-")
         if not s.isdigit() or not any((folder / "tables").glob("verdicts_*.csv")):
             continue
         try:
-            saved = json.loads((folder / "config.json").read_text())
-        except (OSError, ValueError) as exc:
+            saved = load(folder / "config.json")
+        except ConfigError as exc:
             unlike.append(f"{folder}: left out of the summary, its settings are unreadable ({exc})")
             continue
-        want = json.loads(resolve(profile, {**dict(params or {}), "seed": s}).to_json())
-        differ = [k for k, v in want.items() if k not in HOW_IT_RAN and saved.get(k, v) != v]
+        want = resolve(profile, {**dict(params or {}), "seed": s})
+        differ = [f.name for f in dataclasses.fields(want)
+                  if f.name not in HOW_IT_RAN and getattr(saved, f.name) != getattr(want, f.name)]
         if differ:
             unlike.append(f"{folder}: left out of the summary, other settings ("
-                          + ", ".join(f"{k}={saved[k]!r}, not {want[k]!r}" for k in differ) + ")")
+                          + ", ".join(f"{k}={getattr(saved, k)!r}, not {getattr(want, k)!r}" for k in differ) + ")")
         else:
             alike.append(int(s))
     return alike, unlike
